@@ -1,0 +1,120 @@
+/* table.h - an embedding table with torch.nn.Embedding semantics.
+ *
+ * A table owns its weights (struct matrix), an optional vocabulary, its
+ * settings, a per-row norm cache and (for trainable tables) optimizer state.
+ *
+ * Concurrency (the rule every caller relies on):
+ *  - Any number of threads may read concurrently (lookup, bag, similarity,
+ *    top-k, info getters).
+ *  - Writes (gradient steps, row assignment, max_norm renormalization done by
+ *    a lookup) are serialized by one mutex per table: one writer at a time.
+ *  - Readers never see a half-written row: each stripe of TABLE_STRIPE_ROWS
+ *    consecutive rows has a sequence counter (a seqlock); the writer makes it
+ *    odd while it changes rows of the stripe, readers copy a row and retry if
+ *    the counter moved. So readers copy rows out; nothing hands out a raw
+ *    pointer into live weights except under the write lock.
+ */
+#ifndef CORE_TABLE_H
+#define CORE_TABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "matrix.h"
+#include "vocab.h"
+
+struct table;
+
+#define TABLE_NAME_MAX 64
+
+struct table_settings {
+    /* padding_idx as the user gave it: negative counts from the end, as in
+     * PyTorch; ignored unless has_padding. table_new normalizes it. */
+    bool has_padding;
+    int64_t padding_idx;
+    bool has_max_norm;
+    double max_norm;   /* > 0 */
+    double norm_type;  /* p > 0, INFINITY allowed; default 2 */
+    bool scale_grad_by_freq;
+    bool freeze;
+    /* out-of-vocabulary policy for token lookups: -1 = error, else an id */
+    int64_t oov_id;
+};
+
+/* Fills *s with nn.Embedding's defaults: no padding, no max_norm, p = 2,
+ * no scaling, freeze = false, oov = error. */
+void table_settings_init(struct table_settings *s);
+
+/* Creates a table that adopts *weights (left empty on success, untouched on
+ * failure) and vocab (may be NULL; adopted on success, caller frees on
+ * failure). Checks settings against the shape (padding_idx in [-N, N),
+ * max_norm > 0, norm_type > 0, oov id in range, vocab size == rows) and
+ * zeroes nothing: a loaded table keeps its padding row as stored, like
+ * from_pretrained. Errors name the offending setting in err. */
+int table_new(struct table **out, const char *name, struct matrix *weights,
+              struct vocab *vocab, const struct table_settings *s,
+              char *err, size_t errlen);
+
+/* Creates an num x dim table with rows drawn from N(0, 1) by a seeded
+ * generator (deterministic per seed, not torch's stream) and the padding row
+ * zeroed, as nn.Embedding's reset_parameters. */
+int table_new_init(struct table **out, const char *name, int64_t num, int64_t dim,
+                   uint64_t seed, const struct table_settings *s,
+                   char *err, size_t errlen);
+
+/* Frees t and everything it owns; NULL is a no-op. No reader or writer may be
+ * running on t. */
+void table_free(struct table *t);
+
+const char *table_name(const struct table *t);
+int64_t table_num_embeddings(const struct table *t);
+int64_t table_dim(const struct table *t);
+/* Normalized settings (padding_idx in [0, N) when has_padding). Borrowed for
+ * t's lifetime; settings never change after creation. */
+const struct table_settings *table_settings(const struct table *t);
+/* The vocabulary or NULL; borrowed, read-only, lives as long as t. */
+const struct vocab *table_vocab(const struct table *t);
+/* Applied write batches (gradient steps + row assignments). Thread-safe. */
+uint64_t table_version(const struct table *t);
+
+/* Forward of nn.Embedding: writes n rows of dim floats (dense, no padding)
+ * for ids[0..n) to out. Returns CORE_ERANGE (and *bad = index of the first
+ * bad id, when bad is non-NULL) before touching anything if an id is outside
+ * [0, N). With max_norm, every distinct looked-up row whose norm_type-norm
+ * exceeds max_norm is first scaled in place by max_norm / (norm + 1e-7), as
+ * torch.embedding_renorm_, under the write lock (so it is a writer then). */
+int table_lookup(struct table *t, const int64_t *ids, size_t n, float *out, size_t *bad);
+
+enum bag_mode { BAG_SUM, BAG_MEAN, BAG_MAX };
+
+/* Forward of nn.EmbeddingBag / F.embedding_bag: bag b pools
+ * ids[offsets[b] .. offsets[b+1]) into out[b * dim ..]. offsets has nbags+1
+ * entries, nondecreasing, offsets[0] == 0. per_sample_weights (same length
+ * as ids) is only allowed with BAG_SUM (else CORE_EINVAL). Padding ids are
+ * left out; mean divides by the ids kept; an empty bag is zeros. max_norm
+ * renormalizes first, as table_lookup. */
+int table_bag(struct table *t, const int64_t *ids, const size_t *offsets, size_t nbags,
+              const float *per_sample_weights, enum bag_mode mode, float *out,
+              size_t *bad);
+
+/* Copies row id into out (dim floats) consistently (seqlock). id must be in
+ * range (asserted). Never renormalizes. */
+void table_read_row(const struct table *t, int64_t id, float *out);
+
+/* Resolves tokens to ids with the table's oov policy. Returns CORE_OK,
+ * CORE_EUNSUPPORTED when the table has no vocabulary, or CORE_ENOTFOUND with
+ * *bad set to the index of the first unknown token. With allow_oov false the
+ * oov id is never used (writes never fall back). */
+int table_resolve_tokens(const struct table *t, const char *const *tokens,
+                         const size_t *lens, size_t n, bool allow_oov,
+                         int64_t *ids, size_t *bad);
+
+/* Assigns rows like `with torch.no_grad(): weight[ids[i]] = vectors[i]`, in
+ * order (a later duplicate wins), allowed on frozen tables; bumps the
+ * version once. All ids are checked first (CORE_ERANGE, *bad). Vectors must
+ * be finite (CORE_EINVAL, *bad). Writes *version_out when non-NULL. */
+int table_assign_rows(struct table *t, const int64_t *ids, size_t n,
+                      const float *vectors, size_t *bad, uint64_t *version_out);
+
+#endif

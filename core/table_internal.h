@@ -1,0 +1,70 @@
+/* table_internal.h - the fields of struct table and the seqlock, for the
+ * core modules that work on a table's storage (table.c, similarity.c,
+ * topk.c, optim.c, snapshot.c). Nothing outside core/ includes this. */
+#ifndef CORE_TABLE_INTERNAL_H
+#define CORE_TABLE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "optim.h"
+#include "table.h"
+
+/* Rows per seqlock stripe. Contiguous stripes let a scan validate a block of
+ * rows with a handful of counter reads. */
+#define TABLE_STRIPE_ROWS 64
+
+struct table {
+    char name[TABLE_NAME_MAX + 1];
+    struct matrix w;            /* the weights */
+    float *norms;               /* L2 norm of each row, kept by writers */
+    struct vocab *vocab;        /* or NULL */
+    struct table_settings s;    /* normalized */
+    pthread_mutex_t write_lock; /* one writer at a time */
+    _Atomic uint32_t *seq;      /* one counter per stripe; odd = being written */
+    int64_t nstripes;
+    _Atomic uint64_t version;   /* applied write batches */
+    struct optim optim;         /* optimizer config + state (optim.h) */
+};
+
+static inline int64_t table_stripe_of(int64_t row)
+{
+    return row / TABLE_STRIPE_ROWS;
+}
+
+/* Reader side: returns the counter to validate against, waiting while a
+ * writer holds the stripe. */
+static inline uint32_t table_read_begin(const struct table *t, int64_t stripe)
+{
+    for (;;) {
+        uint32_t s = atomic_load_explicit(&t->seq[stripe], memory_order_acquire);
+        if ((s & 1u) == 0)
+            return s;
+    }
+}
+
+/* Reader side: true when the data read since table_read_begin may be torn. */
+static inline bool table_read_retry(const struct table *t, int64_t stripe, uint32_t s)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&t->seq[stripe], memory_order_relaxed) != s;
+}
+
+/* Writer side, under write_lock: bracket every change to rows of a stripe. */
+static inline void table_write_begin(struct table *t, int64_t stripe)
+{
+    uint32_t s = atomic_load_explicit(&t->seq[stripe], memory_order_relaxed);
+    atomic_store_explicit(&t->seq[stripe], s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static inline void table_write_end(struct table *t, int64_t stripe)
+{
+    uint32_t s = atomic_load_explicit(&t->seq[stripe], memory_order_relaxed);
+    atomic_store_explicit(&t->seq[stripe], s + 1, memory_order_release);
+}
+
+/* Recomputes norms[row] from the stored row; writer side. */
+void table_update_norm(struct table *t, int64_t row);
+
+#endif

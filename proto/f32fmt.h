@@ -1,0 +1,21 @@
+/* f32fmt.h - shortest round-trip text for float32.
+ *
+ * f32fmt writes the shortest decimal that strtof() reads back to the
+ * identical float (ties broken toward the value closest to the exact
+ * binary value), in JSON-compatible form: "-0.0" style signs kept,
+ * plain digits for moderate exponents ("0.001", "123.5", "1e+21" style
+ * scientific otherwise). NaN and infinities are not JSON: the writer emits
+ * "null" for them, and callers avoid producing them. */
+#ifndef PROTO_F32FMT_H
+#define PROTO_F32FMT_H
+
+#include <stddef.h>
+
+/* Longest output, including a terminating NUL. */
+#define F32FMT_MAX 24
+
+/* Writes the text for f to out (at least F32FMT_MAX bytes) and returns its
+ * length (no NUL is written). Thread-safe, no allocation. */
+size_t f32fmt(float f, char *out);
+
+#endif
