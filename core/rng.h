@@ -1,0 +1,27 @@
+/* rng.h - a small seeded generator for table initialization: xoshiro256**
+ * seeded through splitmix64, with N(0, 1) draws by a 256-layer ziggurat.
+ * Deterministic per seed on every platform; not torch's stream. One state
+ * per thread: nothing here is shared. */
+#ifndef CORE_RNG_H
+#define CORE_RNG_H
+
+#include <stdint.h>
+
+struct rng {
+    uint64_t s[4];
+};
+
+/* Seeds *r from seed and a stream number, so independent blocks of a table
+ * (filled by different threads) get independent, reproducible streams. */
+void rng_seed(struct rng *r, uint64_t seed, uint64_t stream);
+
+/* Returns 64 uniformly random bits. */
+uint64_t rng_next(struct rng *r);
+
+/* Returns a uniform double in [0, 1) with 53 random bits. */
+double rng_uniform(struct rng *r);
+
+/* Returns a standard normal draw. */
+double rng_normal(struct rng *r);
+
+#endif

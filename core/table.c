@@ -1,0 +1,623 @@
+/* table.c - creation, settings, the row norm cache, and the forward passes
+ * of nn.Embedding and nn.EmbeddingBag with torch 1.13's float32 arithmetic.
+ *
+ * Readers copy rows out under the stripe seqlocks (table_internal.h); every
+ * change to a row (renormalization, assignment) happens under write_lock and
+ * inside table_write_begin/end of its stripe, with norms[] updated in the
+ * same bracket. */
+#include "table.h"
+
+#include <assert.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "rng.h"
+#include "table_internal.h"
+
+#define TABLE_MAX_ROWS 0x7fffffffLL /* 2^31 - 1, as the issue allows */
+/* Rows per independent generator stream: the split between threads falls on
+ * these boundaries, so the weights depend on the seed only. */
+#define INIT_BLOCK_ROWS 1024
+/* Below this many floats, threads cost more than they save. */
+#define PARALLEL_MIN_FLOATS (1 << 22)
+#define MAX_THREADS 8
+/* How far ahead a gather prefetches; ~8 rows hides DRAM latency for 512-byte
+ * rows at ~30 M rows/s (PERFORMANCE.md). */
+#define PREFETCH_AHEAD 8
+
+/* ---- settings ---------------------------------------------------------- */
+
+void table_settings_init(struct table_settings *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->has_padding = false;
+    s->padding_idx = 0;
+    s->has_max_norm = false;
+    s->max_norm = 0.0;
+    s->norm_type = 2.0;
+    s->scale_grad_by_freq = false;
+    s->freeze = false;
+    s->oov_id = -1;
+}
+
+static bool name_char_ok(char c, bool first)
+{
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+        return true;
+    return !first && (c == '_' || c == '.' || c == '-');
+}
+
+static int check_name(const char *name, char *err, size_t errlen)
+{
+    size_t len = name != NULL ? strlen(name) : 0;
+    if (len == 0 || len > TABLE_NAME_MAX)
+        return core_fail(err, errlen, CORE_EINVAL, "name must have 1 to %d characters, got %zu",
+                         TABLE_NAME_MAX, len);
+    for (size_t i = 0; i < len; i++)
+        if (!name_char_ok(name[i], i == 0))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "name '%s': character %zu is not allowed "
+                             "(want [A-Za-z0-9][A-Za-z0-9_.-]*)",
+                             name, i);
+    return CORE_OK;
+}
+
+/* Checks *in against a table of `rows` rows and writes the normalized
+ * settings (padding_idx made non-negative) to *out. */
+static int check_settings(const struct table_settings *in, int64_t rows, struct table_settings *out,
+                          char *err, size_t errlen)
+{
+    *out = *in;
+    if (in->has_padding) {
+        if (in->padding_idx < -rows || in->padding_idx >= rows)
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "padding_idx %lld is out of range [%lld, %lld) for %lld rows",
+                             (long long)in->padding_idx, -(long long)rows, (long long)rows,
+                             (long long)rows);
+        if (in->padding_idx < 0)
+            out->padding_idx = rows + in->padding_idx;
+    }
+    if (in->has_max_norm && !(in->max_norm > 0.0))
+        return core_fail(err, errlen, CORE_EINVAL, "max_norm must be > 0, got %g", in->max_norm);
+    if (!(in->norm_type > 0.0))
+        return core_fail(err, errlen, CORE_EINVAL, "norm_type must be > 0 (inf allowed), got %g",
+                         in->norm_type);
+    if (in->oov_id < -1 || in->oov_id >= rows)
+        return core_fail(err, errlen, CORE_EINVAL,
+                         "oov id %lld is out of range [0, %lld) (or -1 for errors)",
+                         (long long)in->oov_id, (long long)rows);
+    return CORE_OK;
+}
+
+static int check_shape(int64_t rows, int64_t dim, char *err, size_t errlen)
+{
+    if (rows < 0 || rows > TABLE_MAX_ROWS)
+        return core_fail(err, errlen, CORE_EINVAL, "num_embeddings %lld is out of range [0, %lld]",
+                         (long long)rows, TABLE_MAX_ROWS);
+    if (dim < 1)
+        return core_fail(err, errlen, CORE_EINVAL, "embedding_dim must be >= 1, got %lld",
+                         (long long)dim);
+    return CORE_OK;
+}
+
+/* ---- running a row range on both cores --------------------------------- */
+
+typedef void (*row_fn)(void *ctx, int64_t begin, int64_t end);
+
+struct row_job {
+    row_fn fn;
+    void *ctx;
+    int64_t begin, end;
+};
+
+static void *row_job_run(void *arg)
+{
+    struct row_job *j = arg;
+    j->fn(j->ctx, j->begin, j->end);
+    return NULL;
+}
+
+/* Calls fn over [0, rows) split into INIT_BLOCK_ROWS-aligned ranges, one per
+ * online CPU, when the work is big enough; runs inline otherwise or when a
+ * thread cannot be started. */
+static void for_rows(row_fn fn, void *ctx, int64_t rows, int64_t dim)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (int)ncpu;
+    if (rows * dim < PARALLEL_MIN_FLOATS || nthreads == 1) {
+        fn(ctx, 0, rows);
+        return;
+    }
+    int64_t blocks = (rows + INIT_BLOCK_ROWS - 1) / INIT_BLOCK_ROWS;
+    struct row_job jobs[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    for (int i = 0; i < nthreads; i++) {
+        int64_t b0 = blocks * i / nthreads, b1 = blocks * (i + 1) / nthreads;
+        int64_t end = b1 * INIT_BLOCK_ROWS;
+        jobs[i] = (struct row_job){fn, ctx, b0 * INIT_BLOCK_ROWS, end > rows ? rows : end};
+    }
+    for (int i = 1; i < nthreads; i++)
+        started[i] = pthread_create(&tids[i], NULL, row_job_run, &jobs[i]) == 0;
+    row_job_run(&jobs[0]);
+    for (int i = 1; i < nthreads; i++) {
+        if (started[i])
+            pthread_join(tids[i], NULL);
+        else
+            row_job_run(&jobs[i]);
+    }
+}
+
+/* ---- norms ------------------------------------------------------------- */
+
+/* L2 norm over the whole stride (padding floats are zero), in 16 float lanes
+ * so the compiler vectorizes it without reassociation flags. */
+static float l2_norm(const float *row, int64_t stride)
+{
+    float acc[MATRIX_ALIGN_FLOATS] = {0};
+    for (int64_t i = 0; i < stride; i += MATRIX_ALIGN_FLOATS)
+        for (int k = 0; k < MATRIX_ALIGN_FLOATS; k++)
+            acc[k] += row[i + k] * row[i + k];
+    for (int w = MATRIX_ALIGN_FLOATS / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++)
+            acc[k] += acc[k + w];
+    return sqrtf(acc[0]);
+}
+
+static void norms_range(void *ctx, int64_t begin, int64_t end)
+{
+    struct table *t = ctx;
+    for (int64_t r = begin; r < end; r++)
+        t->norms[r] = l2_norm(matrix_row(&t->w, r), t->w.stride);
+}
+
+void table_update_norm(struct table *t, int64_t row)
+{
+    t->norms[row] = l2_norm(matrix_row(&t->w, row), t->w.stride);
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+/* Builds the table around already-checked parts. */
+static int create(struct table **out, const char *name, struct matrix *w, struct vocab *vocab,
+                  const struct table_settings *s, char *err, size_t errlen)
+{
+    struct table *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return core_fail(err, errlen, CORE_ENOMEM, "table '%s': out of memory", name);
+    int64_t rows = w->rows;
+    t->nstripes = (rows + TABLE_STRIPE_ROWS - 1) / TABLE_STRIPE_ROWS;
+    t->seq = calloc((size_t)(t->nstripes > 0 ? t->nstripes : 1), sizeof(*t->seq));
+    t->norms = malloc((size_t)(rows > 0 ? rows : 1) * sizeof(float));
+    if (t->seq == NULL || t->norms == NULL || pthread_mutex_init(&t->write_lock, NULL) != 0) {
+        free(t->seq);
+        free(t->norms);
+        free(t);
+        return core_fail(err, errlen, CORE_ENOMEM, "table '%s': out of memory for %lld rows",
+                         name, (long long)rows);
+    }
+    strcpy(t->name, name);
+    t->s = *s;
+    t->vocab = vocab;
+    atomic_init(&t->version, 0);
+    t->optim.configured = false;
+    matrix_move(&t->w, w);
+    for_rows(norms_range, t, rows, t->w.dim);
+    *out = t;
+    return CORE_OK;
+}
+
+int table_new(struct table **out, const char *name, struct matrix *weights, struct vocab *vocab,
+              const struct table_settings *s, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct table_settings norm;
+    int rc = check_name(name, err, errlen);
+    if (rc == CORE_OK && weights->data == NULL)
+        rc = core_fail(err, errlen, CORE_EINVAL, "table '%s': no weights", name);
+    if (rc == CORE_OK)
+        rc = check_shape(weights->rows, weights->dim, err, errlen);
+    if (rc == CORE_OK)
+        rc = check_settings(s, weights->rows, &norm, err, errlen);
+    if (rc == CORE_OK && vocab != NULL && vocab_size(vocab) != weights->rows)
+        rc = core_fail(err, errlen, CORE_EINVAL, "vocab has %lld tokens but the table has %lld rows",
+                       (long long)vocab_size(vocab), (long long)weights->rows);
+    if (rc != CORE_OK)
+        return rc;
+    return create(out, name, weights, vocab, &norm, err, errlen);
+}
+
+struct fill_ctx {
+    struct matrix *w;
+    uint64_t seed;
+};
+
+static void fill_range(void *ctx, int64_t begin, int64_t end)
+{
+    struct fill_ctx *c = ctx;
+    struct rng r;
+    for (int64_t row = begin; row < end; row++) {
+        if (row == begin || row % INIT_BLOCK_ROWS == 0)
+            rng_seed(&r, c->seed, (uint64_t)(row / INIT_BLOCK_ROWS));
+        float *p = matrix_row(c->w, row);
+        for (int64_t j = 0; j < c->w->dim; j++)
+            p[j] = (float)rng_normal(&r);
+    }
+}
+
+int table_new_init(struct table **out, const char *name, int64_t num, int64_t dim, uint64_t seed,
+                   const struct table_settings *s, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct table_settings norm;
+    int rc = check_name(name, err, errlen);
+    if (rc == CORE_OK)
+        rc = check_shape(num, dim, err, errlen);
+    if (rc == CORE_OK)
+        rc = check_settings(s, num, &norm, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    struct matrix w;
+    rc = matrix_init(&w, num, dim);
+    if (rc != CORE_OK)
+        return core_fail(err, errlen, rc, "table '%s': cannot allocate %lld x %lld floats: %s",
+                         name, (long long)num, (long long)dim, core_strerror(rc));
+    for_rows(fill_range, &(struct fill_ctx){&w, seed}, num, dim);
+    if (norm.has_padding)
+        memset(matrix_row(&w, norm.padding_idx), 0, (size_t)dim * sizeof(float));
+    rc = create(out, name, &w, NULL, &norm, err, errlen);
+    if (rc != CORE_OK)
+        matrix_deinit(&w);
+    return rc;
+}
+
+void table_free(struct table *t)
+{
+    if (t == NULL)
+        return;
+    matrix_deinit(&t->optim.exp_avg);
+    matrix_deinit(&t->optim.exp_avg_sq);
+    matrix_deinit(&t->optim.sum);
+    matrix_deinit(&t->w);
+    vocab_free(t->vocab);
+    pthread_mutex_destroy(&t->write_lock);
+    free((void *)t->seq);
+    free(t->norms);
+    free(t);
+}
+
+/* ---- getters ----------------------------------------------------------- */
+
+const char *table_name(const struct table *t)
+{
+    return t->name;
+}
+
+int64_t table_num_embeddings(const struct table *t)
+{
+    return t->w.rows;
+}
+
+int64_t table_dim(const struct table *t)
+{
+    return t->w.dim;
+}
+
+const struct table_settings *table_settings(const struct table *t)
+{
+    return &t->s;
+}
+
+const struct vocab *table_vocab(const struct table *t)
+{
+    return t->vocab;
+}
+
+uint64_t table_version(const struct table *t)
+{
+    return atomic_load_explicit(&t->version, memory_order_acquire);
+}
+
+/* ---- reading rows ------------------------------------------------------ */
+
+static inline void copy_row(const struct table *t, int64_t id, float *dst)
+{
+    int64_t stripe = table_stripe_of(id);
+    const float *src = matrix_row(&t->w, id);
+    size_t bytes = (size_t)t->w.dim * sizeof(float);
+    uint32_t s;
+    do {
+        s = table_read_begin(t, stripe);
+        memcpy(dst, src, bytes);
+    } while (table_read_retry(t, stripe, s));
+}
+
+void table_read_row(const struct table *t, int64_t id, float *out)
+{
+    assert(id >= 0 && id < t->w.rows);
+    copy_row(t, id, out);
+}
+
+static inline void prefetch_row(const struct table *t, int64_t id)
+{
+    const char *p = (const char *)matrix_row(&t->w, id);
+    size_t bytes = (size_t)t->w.dim * sizeof(float);
+    for (size_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 0, 0);
+}
+
+static void gather_rows(const struct table *t, const int64_t *ids, size_t n, float *out)
+{
+    size_t dim = (size_t)t->w.dim;
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH_AHEAD < n)
+            prefetch_row(t, ids[i + PREFETCH_AHEAD]);
+        copy_row(t, ids[i], out + i * dim);
+    }
+}
+
+static int check_ids(const struct table *t, const int64_t *ids, size_t n, size_t *bad)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->w.rows) {
+            if (bad != NULL)
+                *bad = i;
+            return CORE_ERANGE;
+        }
+    }
+    return CORE_OK;
+}
+
+/* ---- max_norm ---------------------------------------------------------- */
+
+/* row.norm(p) as torch 1.13 computes it for a float32 row on the CPU. */
+static float torch_row_norm(const float *row, int64_t dim, double p)
+{
+    float acc = 0.0f;
+    if (p == 1.0) {
+        for (int64_t j = 0; j < dim; j++)
+            acc += fabsf(row[j]);
+        return acc;
+    }
+    if (p == 2.0) {
+        for (int64_t j = 0; j < dim; j++)
+            acc += row[j] * row[j];
+        return sqrtf(acc);
+    }
+    if (isinf(p)) {
+        for (int64_t j = 0; j < dim; j++)
+            acc = fmaxf(acc, fabsf(row[j]));
+        return acc;
+    }
+    float fp = (float)p;
+    for (int64_t j = 0; j < dim; j++)
+        acc += powf(fabsf(row[j]), fp);
+    return powf(acc, 1.0f / fp);
+}
+
+/* An upper bound of the p-norm from the cached L2 norm: ||x||_p <= ||x||_2
+ * for p >= 2, and <= dim^(1/p - 1/2) ||x||_2 below. Lets a lookup of rows
+ * that are already short skip the write lock. */
+static double pnorm_bound(const struct table *t, float l2)
+{
+    double p = t->s.norm_type;
+    if (p >= 2.0)
+        return l2;
+    return l2 * pow((double)t->w.dim, 1.0 / p - 0.5);
+}
+
+static float read_norm(const struct table *t, int64_t id)
+{
+    int64_t stripe = table_stripe_of(id);
+    uint32_t s;
+    float v;
+    do {
+        s = table_read_begin(t, stripe);
+        v = t->norms[id];
+    } while (table_read_retry(t, stripe, s));
+    return v;
+}
+
+static bool may_exceed(const struct table *t, int64_t id)
+{
+    /* a margin well above float rounding of the cached norm */
+    return pnorm_bound(t, read_norm(t, id)) * (1.0 + 1e-4) > t->s.max_norm;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Scales row id by max_norm / (norm + 1e-7) when its norm exceeds max_norm:
+ * the scale is computed in double and applied as a float, as torch's
+ * `row *= scale` does. Caller holds write_lock. */
+static void renorm_row(struct table *t, int64_t id)
+{
+    float *row = matrix_row(&t->w, id);
+    double norm = torch_row_norm(row, t->w.dim, t->s.norm_type);
+    if (!(norm > t->s.max_norm))
+        return;
+    float scale = (float)(t->s.max_norm / (norm + 1e-7));
+    int64_t stripe = table_stripe_of(id);
+    table_write_begin(t, stripe);
+    for (int64_t j = 0; j < t->w.dim; j++)
+        row[j] *= scale;
+    table_update_norm(t, id);
+    table_write_end(t, stripe);
+}
+
+/* torch.embedding_renorm_: each distinct id once per call. Candidates are
+ * picked from the norm cache first so that the common case (every row
+ * already short) takes no lock. */
+static int renorm_ids(struct table *t, const int64_t *ids, size_t n)
+{
+    size_t m = 0;
+    int64_t *cand = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!may_exceed(t, ids[i]))
+            continue;
+        if (cand == NULL && (cand = malloc((n - i) * sizeof(*cand))) == NULL)
+            return CORE_ENOMEM;
+        cand[m++] = ids[i];
+    }
+    if (m == 0)
+        return CORE_OK;
+    qsort(cand, m, sizeof(*cand), cmp_i64);
+    pthread_mutex_lock(&t->write_lock);
+    for (size_t i = 0; i < m; i++)
+        if (i == 0 || cand[i] != cand[i - 1])
+            renorm_row(t, cand[i]);
+    pthread_mutex_unlock(&t->write_lock);
+    free(cand);
+    return CORE_OK;
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+int table_lookup(struct table *t, const int64_t *ids, size_t n, float *out, size_t *bad)
+{
+    int rc = check_ids(t, ids, n, bad);
+    if (rc != CORE_OK)
+        return rc;
+    if (t->s.has_max_norm && (rc = renorm_ids(t, ids, n)) != CORE_OK)
+        return rc;
+    gather_rows(t, ids, n, out);
+    return CORE_OK;
+}
+
+static int check_offsets(const size_t *offsets, size_t nbags)
+{
+    if (offsets[0] != 0)
+        return CORE_EINVAL;
+    for (size_t b = 0; b < nbags; b++)
+        if (offsets[b + 1] < offsets[b])
+            return CORE_EINVAL;
+    return CORE_OK;
+}
+
+/* Pools one bag into out (dim floats, zeroed by the caller). Sum adds rows in
+ * id order from zero, as torch's index_select_add; weights go through one
+ * fused multiply-add per element, as its axpy. Max keeps the first row and
+ * replaces on strictly greater, as embedding_bag_cpu_max_out. */
+static void pool_bag(const struct table *t, const int64_t *ids, size_t n, const float *weights,
+                     enum bag_mode mode, float *row, float *out)
+{
+    int64_t dim = t->w.dim;
+    bool has_pad = t->s.has_padding;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (has_pad && ids[i] == t->s.padding_idx)
+            continue;
+        if (i + PREFETCH_AHEAD < n)
+            prefetch_row(t, ids[i + PREFETCH_AHEAD]);
+        copy_row(t, ids[i], row);
+        if (mode == BAG_MAX) {
+            for (int64_t j = 0; j < dim; j++)
+                if (kept == 0 || row[j] > out[j])
+                    out[j] = row[j];
+        } else if (weights != NULL) {
+            for (int64_t j = 0; j < dim; j++)
+                out[j] = fmaf(weights[i], row[j], out[j]);
+        } else {
+            for (int64_t j = 0; j < dim; j++)
+                out[j] += row[j];
+        }
+        kept++;
+    }
+    if (mode == BAG_MEAN && kept > 0)
+        for (int64_t j = 0; j < dim; j++)
+            out[j] /= (float)kept;
+}
+
+int table_bag(struct table *t, const int64_t *ids, const size_t *offsets, size_t nbags,
+              const float *per_sample_weights, enum bag_mode mode, float *out, size_t *bad)
+{
+    if (per_sample_weights != NULL && mode != BAG_SUM)
+        return CORE_EINVAL;
+    if (mode != BAG_SUM && mode != BAG_MEAN && mode != BAG_MAX)
+        return CORE_EINVAL;
+    if (check_offsets(offsets, nbags) != CORE_OK)
+        return CORE_EINVAL;
+    size_t n = offsets[nbags];
+    int rc = check_ids(t, ids, n, bad);
+    if (rc != CORE_OK)
+        return rc;
+    if (t->s.has_max_norm && (rc = renorm_ids(t, ids, n)) != CORE_OK)
+        return rc;
+    size_t dim = (size_t)t->w.dim;
+    float *row = malloc(dim * sizeof(float));
+    if (row == NULL)
+        return CORE_ENOMEM;
+    memset(out, 0, nbags * dim * sizeof(float));
+    for (size_t b = 0; b < nbags; b++) {
+        const float *w = per_sample_weights != NULL ? per_sample_weights + offsets[b] : NULL;
+        pool_bag(t, ids + offsets[b], offsets[b + 1] - offsets[b], w, mode, row, out + b * dim);
+    }
+    free(row);
+    return CORE_OK;
+}
+
+/* ---- tokens and assignment --------------------------------------------- */
+
+int table_resolve_tokens(const struct table *t, const char *const *tokens, const size_t *lens,
+                         size_t n, bool allow_oov, int64_t *ids, size_t *bad)
+{
+    if (t->vocab == NULL)
+        return CORE_EUNSUPPORTED;
+    for (size_t i = 0; i < n; i++) {
+        int64_t id = vocab_find(t->vocab, tokens[i], lens[i]);
+        if (id < 0 && allow_oov && t->s.oov_id >= 0)
+            id = t->s.oov_id;
+        if (id < 0) {
+            if (bad != NULL)
+                *bad = i;
+            return CORE_ENOTFOUND;
+        }
+        ids[i] = id;
+    }
+    return CORE_OK;
+}
+
+static int check_finite(const float *v, size_t n, size_t dim, size_t *bad)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < dim; j++) {
+            if (!isfinite(v[i * dim + j])) {
+                if (bad != NULL)
+                    *bad = i;
+                return CORE_EINVAL;
+            }
+        }
+    }
+    return CORE_OK;
+}
+
+int table_assign_rows(struct table *t, const int64_t *ids, size_t n, const float *vectors,
+                      size_t *bad, uint64_t *version_out)
+{
+    size_t dim = (size_t)t->w.dim;
+    int rc = check_ids(t, ids, n, bad);
+    if (rc == CORE_OK)
+        rc = check_finite(vectors, n, dim, bad);
+    if (rc != CORE_OK)
+        return rc;
+    pthread_mutex_lock(&t->write_lock);
+    for (size_t i = 0; i < n; i++) {
+        int64_t stripe = table_stripe_of(ids[i]);
+        table_write_begin(t, stripe);
+        memcpy(matrix_row(&t->w, ids[i]), vectors + i * dim, dim * sizeof(float));
+        table_update_norm(t, ids[i]);
+        table_write_end(t, stripe);
+    }
+    uint64_t v = atomic_fetch_add_explicit(&t->version, 1, memory_order_acq_rel) + 1;
+    pthread_mutex_unlock(&t->write_lock);
+    if (version_out != NULL)
+        *version_out = v;
+    return CORE_OK;
+}
