@@ -1,0 +1,647 @@
+/* optim.c - one training step on a table: the backward of nn.Embedding
+ * (sparse=True) followed by one step of torch.optim.SGD, SparseAdam or
+ * Adagrad, with torch 1.13's float32 arithmetic operation for operation.
+ *
+ * What torch does, and so what this file does (checked against torch 1.13
+ * by tests/fixtures/optim, made by scripts/gen_optim_fixtures.py):
+ *  - The embedding backward makes an uncoalesced sparse gradient: one entry
+ *    per non-padding id, in order of appearance.
+ *  - SGD adds that gradient entry by entry: p = fma(g, -lr, p) for every
+ *    occurrence in order (ATen's dense += sparse with alpha uses fmadd).
+ *  - SparseAdam and Adagrad first coalesce it. Coalescing sorts the ids with
+ *    an *unstable* std::sort and sums duplicates in the order the sort left
+ *    them, so we sort with a replica of libstdc++'s introsort (torch_sort
+ *    below) to sum in the very same order; beyond 16 ids the order differs
+ *    from the order of appearance and so can the float32 sums.
+ *  - scale_grad_by_freq is refused by torch with sparse gradients; we define
+ *    it, for every optimizer, as the dense gradient torch would build:
+ *    g_row = fma(g_i, (float)(1 / count), g_row) over occurrences in order of
+ *    appearance, starting from zero, then one optimizer step on those rows.
+ *
+ * Writers: the caller's request is validated whole before the table's write
+ * lock is taken; rows change only under that lock, each inside the
+ * seqlock section of its stripe together with its cached norm.
+ */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "table_internal.h"
+
+/* Torch fuses exactly where it calls fmadd and nowhere else; a compiler that
+ * contracted a * b + c on its own would change the last bit. ISO C mode
+ * already means no contraction in gcc; say it for any other build mode. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+/* ---- configuration ------------------------------------------------------ */
+
+static const char *const kind_names[] = {
+    [OPTIM_SGD] = "sgd",
+    [OPTIM_SPARSE_ADAM] = "sparse_adam",
+    [OPTIM_ADAGRAD] = "adagrad",
+};
+
+#define DEFAULT_SGD_LR 0.01
+
+void optim_config_defaults(struct optim_config *c, enum optim_kind kind)
+{
+    memset(c, 0, sizeof(*c));
+    c->kind = kind;
+    switch (kind) {
+    case OPTIM_SGD:
+        c->lr = DEFAULT_SGD_LR;
+        break;
+    case OPTIM_SPARSE_ADAM:
+        c->lr = 1e-3;
+        c->beta1 = 0.9;
+        c->beta2 = 0.999;
+        c->eps = 1e-8;
+        break;
+    case OPTIM_ADAGRAD:
+        c->lr = 1e-2;
+        c->lr_decay = 0.0;
+        c->initial_accumulator_value = 0.0;
+        c->eps = 1e-10;
+        break;
+    }
+}
+
+bool optim_kind_parse(const char *name, enum optim_kind *kind)
+{
+    for (size_t i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++) {
+        if (strcmp(name, kind_names[i]) == 0) {
+            *kind = (enum optim_kind)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *optim_kind_name(enum optim_kind kind)
+{
+    if ((size_t)kind >= sizeof(kind_names) / sizeof(kind_names[0]))
+        return "unknown";
+    return kind_names[kind];
+}
+
+/* The ranges torch's constructors accept, with our stricter "finite". */
+int optim_config_check(const struct optim_config *c, char *err, size_t errlen)
+{
+    if ((size_t)c->kind >= sizeof(kind_names) / sizeof(kind_names[0]))
+        return core_fail(err, errlen, CORE_EINVAL, "optimizer.name: unknown optimizer %d",
+                         (int)c->kind);
+    if (!isfinite(c->lr) || !(c->lr > 0))
+        return core_fail(err, errlen, CORE_EINVAL, "optimizer.lr must be finite and > 0 (got %g)",
+                         c->lr);
+    if (c->kind == OPTIM_SPARSE_ADAM) {
+        if (!(c->beta1 >= 0 && c->beta1 < 1))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "optimizer.betas[0] must be in [0, 1) (got %g)", c->beta1);
+        if (!(c->beta2 >= 0 && c->beta2 < 1))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "optimizer.betas[1] must be in [0, 1) (got %g)", c->beta2);
+        if (!isfinite(c->eps) || !(c->eps > 0))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "optimizer.eps must be finite and > 0 (got %g)", c->eps);
+    }
+    if (c->kind == OPTIM_ADAGRAD) {
+        if (!isfinite(c->lr_decay) || !(c->lr_decay >= 0))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "optimizer.lr_decay must be finite and >= 0 (got %g)", c->lr_decay);
+        if (!isfinite(c->initial_accumulator_value) || !(c->initial_accumulator_value >= 0))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "optimizer.initial_accumulator_value must be finite and >= 0 (got %g)",
+                             c->initial_accumulator_value);
+        if (!isfinite(c->eps) || !(c->eps >= 0))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "optimizer.eps must be finite and >= 0 (got %g)", c->eps);
+    }
+    return CORE_OK;
+}
+
+void optim_state_reset(struct optim *o)
+{
+    matrix_deinit(&o->exp_avg);
+    matrix_deinit(&o->exp_avg_sq);
+    matrix_deinit(&o->sum);
+    o->step = 0;
+}
+
+static void effective_config(const struct optim *o, struct optim_config *out)
+{
+    if (o->configured)
+        *out = o->cfg;
+    else
+        optim_config_defaults(out, OPTIM_SGD);
+}
+
+int table_set_optimizer(struct table *t, const struct optim_config *c, char *err, size_t errlen)
+{
+    int rc = optim_config_check(c, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    pthread_mutex_lock(&t->write_lock);
+    struct optim_config old;
+    effective_config(&t->optim, &old);
+    if (old.kind != c->kind)
+        optim_state_reset(&t->optim);
+    t->optim.cfg = *c;
+    t->optim.configured = true;
+    pthread_mutex_unlock(&t->write_lock);
+    return CORE_OK;
+}
+
+const struct optim *table_optimizer(const struct table *t)
+{
+    return &t->optim;
+}
+
+void table_optimizer_config(const struct table *t, struct optim_config *out)
+{
+    effective_config(&t->optim, out);
+}
+
+/* ---- torch's coalesce order ------------------------------------------- */
+
+/* One entry of the sparse gradient: the row and where its gradient is. */
+struct entry {
+    int64_t id;
+    size_t pos;
+};
+
+/* The rest of this section is libstdc++'s std::sort (introsort: median of
+ * three quicksort down to 16 elements with a depth limit of 2 log2 n and a
+ * heapsort fallback, then one insertion sort pass), step for step, comparing
+ * ids only. Torch 1.13 coalesces with that sort, and equal ids end up in an
+ * order only this exact algorithm reproduces. */
+#define SORT_THRESHOLD 16
+
+static inline bool less(const struct entry *a, const struct entry *b)
+{
+    return a->id < b->id;
+}
+
+static inline void swap(struct entry *a, struct entry *b)
+{
+    struct entry tmp = *a;
+    *a = *b;
+    *b = tmp;
+}
+
+static void move_median_to_first(struct entry *result, struct entry *a, struct entry *b,
+                                 struct entry *c)
+{
+    if (less(a, b)) {
+        if (less(b, c))
+            swap(result, b);
+        else if (less(a, c))
+            swap(result, c);
+        else
+            swap(result, a);
+    } else if (less(a, c)) {
+        swap(result, a);
+    } else if (less(b, c)) {
+        swap(result, c);
+    } else {
+        swap(result, b);
+    }
+}
+
+static struct entry *unguarded_partition(struct entry *first, struct entry *last,
+                                         const struct entry *pivot)
+{
+    for (;;) {
+        while (less(first, pivot))
+            first++;
+        last--;
+        while (less(pivot, last))
+            last--;
+        if (!(first < last))
+            return first;
+        swap(first, last);
+        first++;
+    }
+}
+
+static void adjust_heap(struct entry *first, ptrdiff_t hole, ptrdiff_t len, struct entry value)
+{
+    ptrdiff_t top = hole;
+    ptrdiff_t child = hole;
+    while (child < (len - 1) / 2) {
+        child = 2 * (child + 1);
+        if (less(&first[child], &first[child - 1]))
+            child--;
+        first[hole] = first[child];
+        hole = child;
+    }
+    if ((len & 1) == 0 && child == (len - 2) / 2) {
+        child = 2 * (child + 1);
+        first[hole] = first[child - 1];
+        hole = child - 1;
+    }
+    ptrdiff_t parent = (hole - 1) / 2;
+    while (hole > top && less(&first[parent], &value)) {
+        first[hole] = first[parent];
+        hole = parent;
+        parent = (hole - 1) / 2;
+    }
+    first[hole] = value;
+}
+
+static void heap_sort(struct entry *first, struct entry *last)
+{
+    ptrdiff_t len = last - first;
+    if (len >= 2) {
+        for (ptrdiff_t parent = (len - 2) / 2;; parent--) {
+            adjust_heap(first, parent, len, first[parent]);
+            if (parent == 0)
+                break;
+        }
+    }
+    while (last - first > 1) {
+        last--;
+        struct entry value = *last;
+        *last = *first;
+        adjust_heap(first, 0, last - first, value);
+    }
+}
+
+static void introsort_loop(struct entry *first, struct entry *last, int depth)
+{
+    while (last - first > SORT_THRESHOLD) {
+        if (depth == 0) {
+            heap_sort(first, last);
+            return;
+        }
+        depth--;
+        struct entry *mid = first + (last - first) / 2;
+        move_median_to_first(first, first + 1, mid, last - 1);
+        struct entry *cut = unguarded_partition(first + 1, last, first);
+        introsort_loop(cut, last, depth);
+        last = cut;
+    }
+}
+
+static void unguarded_linear_insert(struct entry *last)
+{
+    struct entry value = *last;
+    struct entry *next = last - 1;
+    while (less(&value, next)) {
+        *last = *next;
+        last = next;
+        next--;
+    }
+    *last = value;
+}
+
+static void insertion_sort(struct entry *first, struct entry *last)
+{
+    if (first == last)
+        return;
+    for (struct entry *i = first + 1; i != last; i++) {
+        if (less(i, first)) {
+            struct entry value = *i;
+            memmove(first + 1, first, (size_t)(i - first) * sizeof(*i));
+            *first = value;
+        } else {
+            unguarded_linear_insert(i);
+        }
+    }
+}
+
+static int floor_log2(size_t n)
+{
+    int lg = 0;
+    while (n >>= 1)
+        lg++;
+    return lg;
+}
+
+static void torch_sort(struct entry *a, size_t n)
+{
+    if (n == 0)
+        return;
+    introsort_loop(a, a + n, 2 * floor_log2(n));
+    if (n > SORT_THRESHOLD) {
+        insertion_sort(a, a + SORT_THRESHOLD);
+        for (struct entry *i = a + SORT_THRESHOLD; i != a + n; i++)
+            unguarded_linear_insert(i);
+    } else {
+        insertion_sort(a, a + n);
+    }
+}
+
+static int cmp_pos(const void *a, const void *b)
+{
+    size_t x = ((const struct entry *)a)->pos, y = ((const struct entry *)b)->pos;
+    return (x > y) - (x < y);
+}
+
+/* ---- the step's plan: which rows, and in which order ------------------- */
+
+struct plan {
+    struct entry *e;    /* non-padding entries, grouped by id */
+    size_t n;
+    size_t rows;        /* distinct ids = groups */
+    float *buf;         /* one coalesced gradient row (dim floats) */
+};
+
+static void plan_free(struct plan *p)
+{
+    free(p->e);
+    free(p->buf);
+}
+
+/* Groups the entries by id. in_order puts each group's occurrences back in
+ * order of appearance (SGD's entry by entry update and the dense gradient of
+ * scale_grad_by_freq); otherwise they stay in torch's coalesce order. */
+static int plan_build(const struct table *t, const int64_t *ids, size_t n, bool in_order,
+                      struct plan *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->e = malloc((n > 0 ? n : 1) * sizeof(*p->e));
+    p->buf = malloc((size_t)t->w.dim * sizeof(float));
+    if (p->e == NULL || p->buf == NULL) {
+        plan_free(p);
+        return CORE_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (t->s.has_padding && ids[i] == t->s.padding_idx)
+            continue;
+        p->e[p->n++] = (struct entry){ids[i], i};
+    }
+    torch_sort(p->e, p->n);
+    for (size_t b = 0, e; b < p->n; b = e) {
+        for (e = b + 1; e < p->n && p->e[e].id == p->e[b].id;)
+            e++;
+        if (in_order && e - b > 1)
+            qsort(p->e + b, e - b, sizeof(*p->e), cmp_pos);
+        p->rows++;
+    }
+    return CORE_OK;
+}
+
+/* ---- validation --------------------------------------------------------- */
+
+static int check_ids(const struct table *t, const int64_t *ids, size_t n, size_t *bad)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->w.rows) {
+            if (bad != NULL)
+                *bad = i;
+            return CORE_ERANGE;
+        }
+    }
+    return CORE_OK;
+}
+
+static int check_grads(const float *grads, size_t count, size_t *bad)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (!isfinite(grads[i])) {
+            if (bad != NULL)
+                *bad = i;
+            return CORE_EINVAL;
+        }
+    }
+    return CORE_OK;
+}
+
+static int check_request(const struct table *t, const int64_t *ids, size_t n, const float *grads,
+                         double lr, size_t *bad)
+{
+    if (t->s.freeze)
+        return CORE_EFROZEN;
+    if (!isfinite(lr)) {
+        if (bad != NULL)
+            *bad = SIZE_MAX;
+        return CORE_EINVAL;
+    }
+    int rc = check_ids(t, ids, n, bad);
+    if (rc == CORE_OK)
+        rc = check_grads(grads, n * (size_t)t->w.dim, bad);
+    return rc;
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+static int ensure_matrix(struct matrix *m, const struct matrix *w, float fill)
+{
+    if (m->data != NULL)
+        return CORE_OK;
+    int rc = matrix_init(m, w->rows, w->dim);
+    if (rc != CORE_OK || fill == 0.0f)
+        return rc;
+    for (int64_t r = 0; r < m->rows; r++) {
+        float *row = matrix_row(m, r);
+        for (int64_t j = 0; j < m->dim; j++)
+            row[j] = fill;
+    }
+    return CORE_OK;
+}
+
+/* Allocates the optimizer's state on its first step, as torch does. */
+static int ensure_state(struct table *t, const struct optim_config *c)
+{
+    struct optim *o = &t->optim;
+    if (c->kind == OPTIM_SPARSE_ADAM) {
+        int rc = ensure_matrix(&o->exp_avg, &t->w, 0.0f);
+        if (rc == CORE_OK)
+            rc = ensure_matrix(&o->exp_avg_sq, &t->w, 0.0f);
+        return rc;
+    }
+    if (c->kind == OPTIM_ADAGRAD)
+        return ensure_matrix(&o->sum, &t->w, (float)c->initial_accumulator_value);
+    return CORE_OK;
+}
+
+/* ---- kernels: one row, torch's operations in torch's order --------------- */
+
+/* The per-step scalars, rounded where torch rounds them. */
+struct step_consts {
+    float neg_lr;       /* sgd: (float)-lr */
+    float one_minus_b1; /* sparse_adam: (float)(1 - beta1) */
+    float one_minus_b2;
+    float neg_step_size; /* sparse_adam: (float)-(lr * sqrt(bc2) / bc1) */
+    float eps;
+    float neg_clr;      /* adagrad: (float)-(lr / (1 + (step - 1) * lr_decay)) */
+};
+
+static void step_consts_init(struct step_consts *k, const struct optim_config *c, double lr,
+                             int64_t step)
+{
+    memset(k, 0, sizeof(*k));
+    k->neg_lr = (float)-lr;
+    k->eps = (float)c->eps;
+    if (c->kind == OPTIM_SPARSE_ADAM) {
+        /* sparse_adam: python floats (double) for the bias corrections */
+        double bc1 = 1.0 - pow(c->beta1, (double)step);
+        double bc2 = 1.0 - pow(c->beta2, (double)step);
+        double step_size = lr * sqrt(bc2) / bc1;
+        k->one_minus_b1 = (float)(1.0 - c->beta1);
+        k->one_minus_b2 = (float)(1.0 - c->beta2);
+        k->neg_step_size = (float)-step_size;
+    } else if (c->kind == OPTIM_ADAGRAD) {
+        double clr = lr / (1.0 + ((double)step - 1.0) * c->lr_decay);
+        k->neg_clr = (float)-clr;
+    }
+}
+
+/* exp_avg.add_((g - m) * (1 - b1)); exp_avg_sq likewise with g^2; then
+ * p += -step_size * ((upd_m + m) / (sqrt(upd_v + v) + eps)). */
+static void adam_row(float *restrict p, float *restrict m, float *restrict v,
+                     const float *restrict g, int64_t dim, const struct step_consts *k)
+{
+    for (int64_t j = 0; j < dim; j++) {
+        float om = m[j], ov = v[j], gj = g[j];
+        float um = (gj - om) * k->one_minus_b1;
+        float g2 = gj * gj;
+        float uv = (g2 - ov) * k->one_minus_b2;
+        m[j] = om + um;
+        v[j] = ov + uv;
+        float numer = um + om;
+        float denom = sqrtf(uv + ov) + k->eps;
+        float q = numer / denom;
+        p[j] = p[j] + k->neg_step_size * q;
+    }
+}
+
+/* state_sum.add_(g^2); std = sqrt(sum) + eps; p.add_(g / std, alpha=-clr). */
+static void adagrad_row(float *restrict p, float *restrict s, const float *restrict g,
+                        int64_t dim, const struct step_consts *k)
+{
+    for (int64_t j = 0; j < dim; j++) {
+        float gj = g[j];
+        float g2 = gj * gj;
+        float sj = s[j] + g2;
+        s[j] = sj;
+        float std = sqrtf(sj) + k->eps;
+        float q = gj / std;
+        p[j] = fmaf(q, k->neg_clr, p[j]);
+    }
+}
+
+/* p.add_(g, alpha=-lr): ATen's fmadd. */
+static void sgd_row(float *restrict p, const float *restrict g, int64_t dim, float neg_lr)
+{
+    for (int64_t j = 0; j < dim; j++)
+        p[j] = fmaf(g[j], neg_lr, p[j]);
+}
+
+/* Sums a group's gradients as coalesce does (axpy with alpha 1: plain adds)
+ * and returns the row to use: the gradient itself for a single occurrence. */
+static const float *coalesce_group(const struct entry *e, size_t count, const float *grads,
+                                   int64_t dim, float *buf)
+{
+    const float *first = grads + e[0].pos * (size_t)dim;
+    if (count == 1)
+        return first;
+    memcpy(buf, first, (size_t)dim * sizeof(float));
+    for (size_t k = 1; k < count; k++) {
+        const float *g = grads + e[k].pos * (size_t)dim;
+        for (int64_t j = 0; j < dim; j++)
+            buf[j] = buf[j] + g[j];
+    }
+    return buf;
+}
+
+/* The dense gradient of a scale_grad_by_freq embedding: zeros, then
+ * grad_weight[k].add_(grad[i], 1.0 / count) for each occurrence in order. */
+static const float *scaled_group(const struct entry *e, size_t count, const float *grads,
+                                 int64_t dim, float *buf)
+{
+    float scale = (float)(1.0 / (double)count);
+    memset(buf, 0, (size_t)dim * sizeof(float));
+    for (size_t k = 0; k < count; k++) {
+        const float *g = grads + e[k].pos * (size_t)dim;
+        for (int64_t j = 0; j < dim; j++)
+            buf[j] = fmaf(g[j], scale, buf[j]);
+    }
+    return buf;
+}
+
+/* ---- the step ------------------------------------------------------------ */
+
+struct step {
+    struct table *t;
+    const struct optim_config *cfg;
+    struct step_consts k;
+    const float *grads;
+    bool scale;
+};
+
+/* Updates one row (one group of entries) inside its stripe's write section,
+ * with its norm. */
+static void apply_group(struct step *s, const struct entry *e, size_t count, float *buf)
+{
+    struct table *t = s->t;
+    int64_t dim = t->w.dim, id = e[0].id;
+    float *p = matrix_row(&t->w, id);
+    int64_t stripe = table_stripe_of(id);
+    table_write_begin(t, stripe);
+    if (s->cfg->kind == OPTIM_SGD && !s->scale) {
+        for (size_t k = 0; k < count; k++)
+            sgd_row(p, s->grads + e[k].pos * (size_t)dim, dim, s->k.neg_lr);
+    } else {
+        const float *g = s->scale ? scaled_group(e, count, s->grads, dim, buf)
+                                  : coalesce_group(e, count, s->grads, dim, buf);
+        if (s->cfg->kind == OPTIM_SGD)
+            sgd_row(p, g, dim, s->k.neg_lr);
+        else if (s->cfg->kind == OPTIM_SPARSE_ADAM)
+            adam_row(p, matrix_row(&t->optim.exp_avg, id), matrix_row(&t->optim.exp_avg_sq, id),
+                     g, dim, &s->k);
+        else
+            adagrad_row(p, matrix_row(&t->optim.sum, id), g, dim, &s->k);
+    }
+    table_update_norm(t, id);
+    table_write_end(t, stripe);
+}
+
+static void apply_plan(struct step *s, const struct plan *p)
+{
+    for (size_t b = 0, e; b < p->n; b = e) {
+        for (e = b + 1; e < p->n && p->e[e].id == p->e[b].id;)
+            e++;
+        apply_group(s, p->e + b, e - b, p->buf);
+    }
+}
+
+int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const float *grads,
+                          double lr, size_t *bad, uint64_t *version_out, size_t *rows_out)
+{
+    int rc = check_request(t, ids, n, grads, lr, bad);
+    if (rc != CORE_OK)
+        return rc;
+    struct plan plan;
+    pthread_mutex_lock(&t->write_lock);
+    struct optim_config cfg;
+    effective_config(&t->optim, &cfg);
+    bool in_order = t->s.scale_grad_by_freq || cfg.kind == OPTIM_SGD;
+    rc = plan_build(t, ids, n, in_order, &plan);
+    if (rc == CORE_OK) {
+        rc = ensure_state(t, &cfg);
+        if (rc != CORE_OK)
+            plan_free(&plan);
+    }
+    if (rc != CORE_OK) {
+        pthread_mutex_unlock(&t->write_lock);
+        return rc;
+    }
+    struct step s = {.t = t, .cfg = &cfg, .grads = grads, .scale = t->s.scale_grad_by_freq};
+    t->optim.step++;
+    step_consts_init(&s.k, &cfg, lr > 0 ? lr : cfg.lr, t->optim.step);
+    apply_plan(&s, &plan);
+    uint64_t version = atomic_fetch_add_explicit(&t->version, 1, memory_order_acq_rel) + 1;
+    pthread_mutex_unlock(&t->write_lock);
+    if (version_out != NULL)
+        *version_out = version;
+    if (rows_out != NULL)
+        *rows_out = plan.rows;
+    plan_free(&plan);
+    return CORE_OK;
+}
