@@ -128,9 +128,7 @@ static bool key_push_span(struct scan *sc, size_t off, size_t at)
 
 /* ---- strings ---- */
 
-/* Length of the well-formed UTF-8 sequence at p (Unicode Table 3-7: no
- * overlongs, no surrogates, nothing past U+10FFFF), or 0. */
-static size_t utf8_seq_len(const unsigned char *p, size_t avail)
+size_t json_utf8_len(const unsigned char *p, size_t avail)
 {
     unsigned char c = p[0];
     unsigned char lo = 0x80, hi = 0xBF;
@@ -289,7 +287,7 @@ static bool scan_string(struct scan *sc, bool decode)
         }
         if (c < 0x20)
             return syntax(sc, sc->pos, "control byte in string (must be escaped)");
-        size_t n = utf8_seq_len(sc->s + sc->pos, sc->len - sc->pos);
+        size_t n = json_utf8_len(sc->s + sc->pos, sc->len - sc->pos);
         if (n == 0)
             return syntax(sc, sc->pos, "invalid UTF-8 in string");
         if (decode)

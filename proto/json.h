@@ -28,6 +28,11 @@ struct cJSON;
 enum status_code json_validate(const char *text, size_t len, size_t max_depth,
                                char *err, size_t errlen);
 
+/* Length of the well-formed UTF-8 sequence starting at p[0] (avail >= 1
+ * bytes readable): 1-4, or 0 when it is an overlong, a surrogate, past
+ * U+10FFFF, a stray continuation byte or truncated (Unicode Table 3-7). */
+size_t json_utf8_len(const unsigned char *p, size_t avail);
+
 /* json_validate(text, len, JSON_MAX_DEPTH) then cJSON_ParseWithLengthOpts on
  * a NUL-terminated copy with the true length. On STATUS_OK *out is the root,
  * owned by the caller (cJSON_Delete); otherwise *out is NULL and err says

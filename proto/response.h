@@ -28,6 +28,15 @@
 /* Longest shape text: REQUEST_MAX_DIMS + 1 numbers of up to 20 digits. */
 #define RESPONSE_SHAPE_MAX 720
 
+/* Longest text of response_format_double, with its NUL. */
+#define RESPONSE_DOUBLE_MAX 32
+
+/* Writes the shortest "%.*g" text that strtod reads back to d ("0.001",
+ * "1e-08"; "inf", "-inf", "nan" for non-finite values, which callers keep
+ * out of JSON) into out[RESPONSE_DOUBLE_MAX]; returns its length. For
+ * configuration values and messages, not for the hot float32 path. */
+size_t response_format_double(double d, char *out);
+
 /* {"error":{"code":"<name of code>","message":"<message>"}}; message is
  * JSON-escaped (it may quote client bytes). */
 void response_error(struct buf *b, enum status_code code, const char *message);
