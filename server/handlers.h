@@ -1,0 +1,61 @@
+/* handlers.h - the endpoints of API.md: each turns a checked request (route,
+ * auth, content type and size already passed in http.c) into an answer.
+ *
+ * A handler reads the body, calls proto to parse it and core to compute,
+ * and writes the answer into a buffer that http.c hands to libmicrohttpd
+ * without copying. Handlers run on a libmicrohttpd thread or, when
+ * handler_is_heavy says so, on the work pool; they never block on the
+ * network. */
+#ifndef SERVER_HANDLERS_H
+#define SERVER_HANDLERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "registry.h"
+#include "response.h"
+#include "route.h"
+#include "server.h"
+#include "status.h"
+
+/* What goes back to the client. body is owned until http.c steals it. */
+struct answer {
+    unsigned http;                 /* HTTP status */
+    enum status_code code;         /* STATUS_OK or the error code */
+    struct buf body;
+    const char *content_type;      /* static string */
+    char shape[RESPONSE_SHAPE_MAX]; /* X-Embedding-Shape, "" when none */
+    char allow[64];                /* Allow for 405, "" when none */
+};
+
+/* One request as the handlers see it; everything is borrowed for the call. */
+struct handler_ctx {
+    struct server *srv;
+    enum route_id route;
+    struct registry_entry *entry; /* the table's entry for table routes */
+    struct table *table;          /* loaded table for table routes */
+    const char *body;             /* NUL-terminated; len excludes the NUL */
+    size_t len;
+    bool binary;                  /* client accepts application/octet-stream */
+};
+
+/* Initializes a to an empty 200 JSON answer. */
+void answer_init(struct answer *a);
+/* Frees what a still owns. */
+void answer_deinit(struct answer *a);
+
+/* Replaces a's body with the JSON error of code and message (printf-style)
+ * and sets the status from proto's table. */
+void answer_error(struct answer *a, enum status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Runs the endpoint of c->route, filling a. */
+void handler_run(const struct handler_ctx *c, struct answer *a);
+
+/* True when the request is worth moving off the libmicrohttpd thread:
+ * snapshots (disk), neighbour searches over big tables, big gradient
+ * batches. Decided before parsing, from the route, table and body size. */
+bool handler_is_heavy(const struct handler_ctx *c);
+
+#endif

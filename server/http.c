@@ -1,0 +1,532 @@
+/* http.c - libmicrohttpd's side of the server: the daemon, the checks every
+ * request passes in API.md's order, body collection, and handing answers
+ * over without copying.
+ *
+ * Threads. libmicrohttpd runs a pool of cfg->threads threads, each with its
+ * own epoll set ("turbo": no extra locking per connection). Light requests
+ * (health, info, lookups, similarity, small writes) run right on those
+ * threads: they cost microseconds and a thread hop would cost more. Heavy
+ * ones (neighbour searches over big tables, big gradient batches,
+ * snapshots) are moved to the work pool: the connection is suspended,
+ * the job runs, the job resumes the connection, and libmicrohttpd calls us
+ * again to queue the answer. So a long search never holds a thread that
+ * accepts or answers other clients.
+ *
+ * The call sequence for one request (libmicrohttpd's contract):
+ *   1st call, headers only     -> checks; on failure the error answer is
+ *                                 queued at once when a body would follow
+ *                                 (so it is never read), else on the next
+ *                                 call;
+ *   calls with upload data     -> appended to the body, counted against
+ *                                 max_body_bytes (chunked bodies too);
+ *   last call, no upload data  -> the handler runs (or is offloaded) and
+ *                                 the answer is queued.
+ * Queuing a success answer on the first call would make libmicrohttpd close
+ * the connection after it (4x fewer requests/s, see PERFORMANCE.md), so
+ * successes are always queued on a later call. */
+#include <errno.h>
+#include <stddef.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "handlers.h"
+#include "log.h"
+#include "server.h"
+
+enum phase {
+    PHASE_READING,   /* collecting the body */
+    PHASE_ANSWERED,  /* rq->ans holds the answer, not yet queued */
+    PHASE_OFFLOADED, /* a work pool job is computing the answer */
+    PHASE_QUEUED,    /* handed to libmicrohttpd */
+};
+
+struct request {
+    struct server *srv;
+    struct MHD_Connection *conn;
+    enum route_id route;
+    struct registry_entry *entry;
+    struct table *table;
+    char method[8];
+    char path[128]; /* for the debug line, cut */
+    uint64_t start_ns;
+    enum phase phase;
+    bool binary;
+    bool has_body;
+    char *body;
+    size_t body_len, body_cap;
+    struct answer ans;
+    struct work_job job;
+};
+
+static _Atomic int64_t in_flight;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- header checks -------------------------------------------------- */
+
+struct framing {
+    int content_length_count;
+    bool transfer_encoding;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    (void)value;
+    struct framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        f->content_length_count++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        f->transfer_encoding = true;
+    return MHD_YES;
+}
+
+/* libmicrohttpd 0.9.75 accepts two Content-Length headers, or one with
+ * Transfer-Encoding, and frames the body by one of them: a proxy in front
+ * may frame it by the other (request smuggling). Refused before anything
+ * else, since which request follows on the connection is then unclear. */
+static bool framing_ambiguous(struct MHD_Connection *conn, struct framing *f)
+{
+    *f = (struct framing){0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, f);
+    return f->content_length_count > 1 ||
+           (f->content_length_count == 1 && f->transfer_encoding);
+}
+
+/* Parses a Content-Length value; false when it is not a plain number. */
+static bool parse_content_length(const char *v, uint64_t *out)
+{
+    if (v == NULL || *v < '0' || *v > '9')
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = n;
+    return true;
+}
+
+/* "application/json", any case, optionally followed by parameters; a
+ * charset parameter must name UTF-8 (JSON is UTF-8 by RFC 8259). */
+static bool is_json_media_type(const char *v)
+{
+    static const char json[] = "application/json";
+    if (v == NULL)
+        return false;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (strncasecmp(v, json, sizeof json - 1) != 0)
+        return false;
+    v += sizeof json - 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v == '\0')
+        return true;
+    if (*v != ';')
+        return false;
+    const char *charset = strcasestr(v, "charset=");
+    if (charset == NULL)
+        return true;
+    charset += 8;
+    if (*charset == '"')
+        charset++;
+    return strncasecmp(charset, "utf-8", 5) == 0 || strncasecmp(charset, "utf8", 4) == 0;
+}
+
+static bool accepts_binary(struct MHD_Connection *conn)
+{
+    const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+    return accept != NULL && strcasestr(accept, RESPONSE_BINARY_TYPE) != NULL;
+}
+
+/* Route (404, 405), auth (401), table (404 unknown, 503 loading), content
+ * type (415), size from Content-Length (413), in API.md's order. An
+ * unknown table is told only to a client that passed auth, so table names
+ * do not leak. Returns false with rq->ans filled when a check fails. */
+static bool check_request(struct request *rq, const char *url, const char *method,
+                          const struct framing *f)
+{
+    struct server *s = rq->srv;
+    struct answer *a = &rq->ans;
+    const struct route *route = NULL;
+    char table[TABLE_NAME_MAX + 1];
+    switch (route_match(method, url, &route, table, a->allow, sizeof a->allow)) {
+    case ROUTE_NOT_FOUND:
+        answer_error(a, STATUS_NOT_FOUND, "no such endpoint: %s %s", method, rq->path);
+        return false;
+    case ROUTE_METHOD_NOT_ALLOWED:
+        answer_error(a, STATUS_METHOD_NOT_ALLOWED, "%s is not allowed on %s; use %s", method,
+                     rq->path, a->allow);
+        return false;
+    case ROUTE_FOUND:
+        break;
+    }
+    rq->route = route->id;
+
+    const char *authz = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!auth_allows(&s->auth, route->access, authz)) {
+        answer_error(a, STATUS_UNAUTHORIZED, "%s",
+                     authz ? "the bearer token does not grant this request"
+                           : "this request needs an Authorization: Bearer token");
+        return false;
+    }
+
+    if (route->has_table) {
+        rq->entry = registry_find(&s->tables, table);
+        if (rq->entry == NULL) {
+            answer_error(a, STATUS_NOT_FOUND, "no table named \"%s\"", table);
+            return false;
+        }
+        rq->table = registry_table(rq->entry);
+        if (rq->table == NULL) {
+            answer_error(a, STATUS_NOT_READY, "table \"%s\" is still loading", table);
+            return false;
+        }
+    }
+
+    const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t length = 0;
+    if (cl != NULL && !parse_content_length(cl, &length)) {
+        answer_error(a, STATUS_INVALID_ARGUMENT, "Content-Length \"%s\" is not a number", cl);
+        return false;
+    }
+    rq->has_body = f->transfer_encoding || length > 0;
+    if (rq->has_body) {
+        const char *ct = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!is_json_media_type(ct)) {
+            answer_error(a, STATUS_UNSUPPORTED_MEDIA_TYPE,
+                         "request bodies must be Content-Type: application/json, not \"%s\"",
+                         ct ? ct : "(none)");
+            return false;
+        }
+    }
+    if (length > s->cfg->max_body_bytes) {
+        answer_error(a, STATUS_PAYLOAD_TOO_LARGE,
+                     "the body has %llu bytes; the limit (limits.max_body_bytes) is %llu",
+                     (unsigned long long)length, (unsigned long long)s->cfg->max_body_bytes);
+        return false;
+    }
+    /* size the buffer once when the length is known */
+    if (length > 0) {
+        rq->body = malloc((size_t)length + 1);
+        if (rq->body == NULL) {
+            answer_error(a, STATUS_INTERNAL, "out of memory for a %llu-byte body",
+                         (unsigned long long)length);
+            return false;
+        }
+        rq->body_cap = (size_t)length + 1;
+    }
+    rq->binary = accepts_binary(rq->conn);
+    return true;
+}
+
+/* ---- answers -------------------------------------------------------- */
+
+static enum MHD_Result queue_answer(struct request *rq)
+{
+    struct answer *a = &rq->ans;
+    size_t len = 0;
+    char *data = buf_steal(&a->body, &len);
+    if (data == NULL && len == 0 && a->body.failed) {
+        answer_error(a, STATUS_INTERNAL, "%s", "the answer did not fit in memory");
+        data = buf_steal(&a->body, &len);
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(
+        len, data ? data : (char *)"", data ? free : NULL);
+    if (resp == NULL) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, a->content_type);
+    if (a->shape[0])
+        MHD_add_response_header(resp, RESPONSE_SHAPE_HEADER, a->shape);
+    if (a->allow[0] && a->http == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, a->allow);
+    if (a->http == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result r = MHD_queue_response(rq->conn, a->http, resp);
+    MHD_destroy_response(resp);
+    rq->phase = PHASE_QUEUED;
+    return r;
+}
+
+static void handler_ctx_of(struct request *rq, struct handler_ctx *c)
+{
+    *c = (struct handler_ctx){
+        .srv = rq->srv,
+        .route = rq->route,
+        .entry = rq->entry,
+        .table = rq->table,
+        .body = rq->body ? rq->body : "",
+        .len = rq->body_len,
+        .binary = rq->binary,
+    };
+    if (rq->body)
+        rq->body[rq->body_len] = '\0';
+}
+
+/* Runs on a work pool thread; the connection is suspended meanwhile. */
+static void run_offloaded(struct work_job *job)
+{
+    struct request *rq = (struct request *)((char *)job - offsetof(struct request, job));
+    struct handler_ctx c;
+    handler_ctx_of(rq, &c);
+    handler_run(&c, &rq->ans);
+    rq->phase = PHASE_ANSWERED;
+    /* libmicrohttpd takes its own lock here, which orders our writes to
+     * rq before the thread that queues the answer reads them */
+    MHD_resume_connection(rq->conn);
+}
+
+static enum MHD_Result run_handler(struct request *rq)
+{
+    struct handler_ctx c;
+    handler_ctx_of(rq, &c);
+    if (handler_is_heavy(&c)) {
+        rq->phase = PHASE_OFFLOADED;
+        rq->job.run = run_offloaded;
+        /* suspend before submitting, or a fast job could resume a
+         * connection that is not suspended yet */
+        MHD_suspend_connection(rq->conn);
+        if (work_submit(&rq->srv->work, &rq->job))
+            return MHD_YES;
+        MHD_resume_connection(rq->conn);
+        answer_error(&rq->ans, STATUS_UNAVAILABLE, "%s", "the server is shutting down");
+        rq->phase = PHASE_ANSWERED;
+        return MHD_YES;
+    }
+    handler_run(&c, &rq->ans);
+    return queue_answer(rq);
+}
+
+/* ---- body ----------------------------------------------------------- */
+
+/* Appends a chunk; false (with a 413 answer) once the body passes the
+ * limit, which for chunked bodies is only known as they arrive. */
+static bool collect_body(struct request *rq, const char *data, size_t n)
+{
+    uint64_t limit = rq->srv->cfg->max_body_bytes;
+    if (rq->body_len + n > limit) {
+        answer_error(&rq->ans, STATUS_PAYLOAD_TOO_LARGE,
+                     "the body passed %llu bytes, the limit (limits.max_body_bytes)",
+                     (unsigned long long)limit);
+        return false;
+    }
+    if (rq->body_len + n + 1 > rq->body_cap) {
+        size_t cap = rq->body_cap ? rq->body_cap : 4096;
+        while (cap < rq->body_len + n + 1)
+            cap *= 2;
+        if (cap > limit + 1)
+            cap = (size_t)limit + 1;
+        char *p = realloc(rq->body, cap);
+        if (p == NULL) {
+            answer_error(&rq->ans, STATUS_INTERNAL, "%s", "out of memory for the body");
+            return false;
+        }
+        rq->body = p;
+        rq->body_cap = cap;
+    }
+    memcpy(rq->body + rq->body_len, data, n);
+    rq->body_len += n;
+    return true;
+}
+
+/* ---- libmicrohttpd callbacks ---------------------------------------- */
+
+static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *conn,
+                                     const char *url, const char *method, void **con_cls)
+{
+    struct request *rq = calloc(1, sizeof *rq);
+    if (rq == NULL)
+        return MHD_NO;
+    rq->srv = s;
+    rq->conn = conn;
+    rq->route = ROUTE_UNMATCHED;
+    rq->start_ns = now_ns();
+    snprintf(rq->method, sizeof rq->method, "%s", method);
+    snprintf(rq->path, sizeof rq->path, "%s", url);
+    answer_init(&rq->ans);
+    *con_cls = rq;
+    atomic_fetch_add(&in_flight, 1);
+    atomic_fetch_add(&s->metrics.in_flight, 1);
+
+    struct framing f;
+    bool ok;
+    if (framing_ambiguous(conn, &f)) {
+        answer_error(&rq->ans, STATUS_INVALID_ARGUMENT, "%s",
+                     f.content_length_count > 1
+                         ? "the request has more than one Content-Length header"
+                         : "the request has both Content-Length and Transfer-Encoding");
+        rq->has_body = true; /* never read a body framed two ways */
+        ok = false;
+    } else {
+        ok = check_request(rq, url, method, &f);
+    }
+    if (ok) {
+        rq->phase = PHASE_READING;
+        return MHD_YES;
+    }
+    rq->phase = PHASE_ANSWERED;
+    /* an error with a body to follow is sent now, so the body is never
+     * read (libmicrohttpd then closes the connection) */
+    return rq->has_body ? queue_answer(rq) : MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    struct request *rq = *con_cls;
+    if (rq == NULL)
+        return begin_request(cls, conn, url, method, con_cls);
+
+    switch (rq->phase) {
+    case PHASE_READING:
+        if (*upload_data_size > 0) {
+            bool ok = collect_body(rq, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return ok ? MHD_YES : queue_answer(rq);
+        }
+        return run_handler(rq);
+    case PHASE_ANSWERED:
+        *upload_data_size = 0;
+        return queue_answer(rq);
+    case PHASE_OFFLOADED:
+    case PHASE_QUEUED:
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    struct server *s = cls;
+    struct request *rq = *con_cls;
+    if (rq == NULL)
+        return;
+    uint64_t elapsed = now_ns() - rq->start_ns;
+    unsigned status = rq->phase == PHASE_QUEUED ? rq->ans.http : 0;
+    metrics_observe(&s->metrics, rq->route, status, elapsed);
+    log_debug("%s %s -> %u %s, %.3f ms%s", rq->method, rq->path, status,
+              status ? status_name(rq->ans.code) : "no answer", (double)elapsed / 1e6,
+              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+    answer_deinit(&rq->ans);
+    free(rq->body);
+    free(rq);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->metrics.in_flight, 1);
+    atomic_fetch_sub(&in_flight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && line[n - 1] == '\n')
+        line[--n] = '\0';
+    log_warn("libmicrohttpd: %s", line);
+}
+
+/* ---- daemon --------------------------------------------------------- */
+
+static int resolve_listen(const struct config *cfg, struct sockaddr_storage *ss,
+                          socklen_t *sslen, char *err, size_t errlen)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(cfg->host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen.host \"%s\": %s", cfg->host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int http_start(struct server *s, char *err, size_t errlen)
+{
+    const struct config *cfg = s->cfg;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (resolve_listen(cfg, &ss, &sslen, err, errlen) != 0)
+        return -1;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : 1;
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_END);
+    if (s->daemon == NULL) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use, or not an address "
+                 "of this machine?)", cfg->host, cfg->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : (uint16_t)cfg->port;
+    return 0;
+}
+
+void http_quiesce(struct server *s)
+{
+    if (s->daemon == NULL)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int64_t http_in_flight(struct server *s)
+{
+    (void)s;
+    return atomic_load(&in_flight);
+}
+
+void http_stop(struct server *s)
+{
+    if (s->daemon == NULL)
+        return;
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+}
