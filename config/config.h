@@ -132,8 +132,9 @@ int config_apply_flags(struct config *c, int argc, char *const *argv,
  * with every place tried named in err when none exists. */
 int config_add_default_table(struct config *c, char *err, size_t errlen);
 
-/* Checks cross-field rules (unique table names, tokens non-empty, ...);
- * config_load and the parsers call it, tests may too. */
+/* Checks the rules that span settings and sources (unique table names, at
+ * most CONFIG_MAX_TABLES, a read token only with a write token). config_load
+ * calls it once every source is applied. */
 int config_validate(const struct config *c, char *err, size_t errlen);
 
 /* Prints --help: usage, every option with its flag, variable, key and
