@@ -374,26 +374,51 @@ static int check_ids(const struct table *t, const int64_t *ids, size_t n, size_t
 
 /* ---- max_norm ---------------------------------------------------------- */
 
-/* row.norm(p) as torch 1.13 computes it for a float32 row on the CPU. */
+/* Sum of squares as torch 1.13's p = 2 kernel computes it in Debian's build
+ * (AVX2 dispatch, fp-contract on): eight lanes of fused multiply-adds over
+ * whole groups of 8, the lanes folded left to right, then the remainder
+ * with its products rounded in groups of 4 (the compiler vectorized those
+ * multiplies) and the last 0-3 fused. Matched bit for bit against torch in
+ * tests/test_table.c. This file is ISO C11, so gcc contracts nothing on its
+ * own: every fusion here is an explicit fmaf. */
+static float torch_sum_squares(const float *x, int64_t n)
+{
+    float lane[8] = {0};
+    int64_t d = 0;
+    for (; d + 8 <= n; d += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] = fmaf(x[d + k], x[d + k], lane[k]);
+    float acc = lane[0];
+    for (int k = 1; k < 8; k++)
+        acc += lane[k];
+    for (int64_t quads = d + (n - d) / 4 * 4; d < quads; d++) {
+        float sq = x[d] * x[d];
+        acc += sq;
+    }
+    for (; d < n; d++)
+        acc = fmaf(x[d], x[d], acc);
+    return acc;
+}
+
+/* row.norm(p) as torch 1.13 computes it for a float32 row on the CPU: p is
+ * narrowed to float first; p = 1, 2 and inf have their own kernels; any
+ * other p accumulates powf(|x|, p) in order and takes powf(acc, 1/p). */
 static float torch_row_norm(const float *row, int64_t dim, double p)
 {
+    float fp = (float)p;
     float acc = 0.0f;
-    if (p == 1.0) {
+    if (fp == 2.0f)
+        return sqrtf(torch_sum_squares(row, dim));
+    if (fp == 1.0f) {
         for (int64_t j = 0; j < dim; j++)
             acc += fabsf(row[j]);
         return acc;
     }
-    if (p == 2.0) {
-        for (int64_t j = 0; j < dim; j++)
-            acc += row[j] * row[j];
-        return sqrtf(acc);
-    }
-    if (isinf(p)) {
+    if (isinf(fp)) {
         for (int64_t j = 0; j < dim; j++)
             acc = fmaxf(acc, fabsf(row[j]));
         return acc;
     }
-    float fp = (float)p;
     for (int64_t j = 0; j < dim; j++)
         acc += powf(fabsf(row[j]), fp);
     return powf(acc, 1.0f / fp);
