@@ -527,9 +527,11 @@ static int check_offsets(const size_t *offsets, size_t nbags)
 }
 
 /* Pools one bag into out (dim floats, zeroed by the caller). Sum adds rows in
- * id order from zero, as torch's index_select_add; weights go through one
- * fused multiply-add per element, as its axpy. Max keeps the first row and
- * replaces on strictly greater, as embedding_bag_cpu_max_out. */
+ * id order from zero, as torch's index_select_add; a weight multiplies and
+ * rounds before the add (no fusion), as the axpy of Debian's torch build;
+ * mean divides by the count kept. Max keeps the first row and replaces on
+ * strictly greater, as embedding_bag_cpu_max_out. All bit-exact against
+ * torch in tests/test_bag.c. */
 static void pool_bag(const struct table *t, const int64_t *ids, size_t n, const float *weights,
                      enum bag_mode mode, float *row, float *out)
 {
@@ -548,7 +550,7 @@ static void pool_bag(const struct table *t, const int64_t *ids, size_t n, const 
                     out[j] = row[j];
         } else if (weights != NULL) {
             for (int64_t j = 0; j < dim; j++)
-                out[j] = fmaf(weights[i], row[j], out[j]);
+                out[j] += weights[i] * row[j];
         } else {
             for (int64_t j = 0; j < dim; j++)
                 out[j] += row[j];
