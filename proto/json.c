@@ -174,13 +174,13 @@ static int hex_value(unsigned char c)
     return -1;
 }
 
-/* Reads the 4 hex digits of a \u escape whose 'u' is at sc->pos - 1. */
+/* Reads the 4 hex digits of a \u escape; sc->pos is just after the 'u'. */
 static bool read_hex4(struct scan *sc, uint32_t *out)
 {
     uint32_t v = 0;
-    if (sc->len - sc->pos < 4)
-        return syntax(sc, sc->pos, "truncated \\u escape");
     for (size_t i = 0; i < 4; i++) {
+        if (sc->pos + i >= sc->len)
+            return syntax(sc, sc->pos + i, "truncated \\u escape");
         int h = hex_value(sc->s[sc->pos + i]);
         if (h < 0)
             return syntax(sc, sc->pos + i, "\\u escape needs 4 hex digits");
