@@ -1,0 +1,495 @@
+/* loader_text.c - word2vec text (fastText .vec too) and GloVe files: a line
+ * reader, an exact and fast decimal-to-float parser, and the row parser.
+ *
+ * Lines are "<token> <v1> ... <vdim>": the token is the exact bytes up to the
+ * first space or tab, values are separated by spaces or tabs, trailing
+ * blanks and "\r" are ignored. Blank lines are allowed only at the end. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "loader.h"
+#include "loader_internal.h"
+
+/* ---- the float parser --------------------------------------------------- */
+
+/* Powers of ten exactly representable in a double. */
+static const double pow10_exact[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+static inline bool is_digit(char c)
+{
+    return (unsigned char)(c - '0') < 10;
+}
+
+static inline bool is_alnum_or_dot(char c)
+{
+    return is_digit(c) || c == '.' || ((unsigned char)((c | 0x20) - 'a') < 26);
+}
+
+/* The fast path and why it is exact: with the decimal as w * 10^e, w <= 2^53
+ * and |e| <= 22, both w and 10^|e| are exact doubles, so one multiplication
+ * or division gives d = the double nearest the decimal. Rounding d to float
+ * gives the float nearest the decimal unless d sits exactly on a midpoint
+ * between two floats: every such midpoint is itself a double, so rounding to
+ * double (monotonic) cannot move the value across one, only onto one. We
+ * detect "onto" (the 29 bits a float drops are exactly 1000...0) and leave
+ * those, and everything else, to strtof. Values here are >= 1e-22, far from
+ * the float subnormal range, and <= 2^53 * 1e22 < FLT_MAX. */
+static bool fast_value(uint64_t w, int64_t e, float *out)
+{
+    if (w > (UINT64_C(1) << 53) || e < -22 || e > 22)
+        return false;
+    double d = (double)w;
+    d = e < 0 ? d / pow10_exact[-e] : d * pow10_exact[e];
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof(bits));
+    if ((bits & 0x1fffffffu) == 0x10000000u)
+        return false;
+    *out = (float)d;
+    return true;
+}
+
+const char *loader_parse_f32(const char *p, float *out)
+{
+    const char *start = p;
+    bool neg = false;
+    if (*p == '-' || *p == '+')
+        neg = *p++ == '-';
+    uint64_t w = 0;
+    int nd = 0;     /* significant digits in w */
+    int64_t e = 0;  /* decimal exponent of w's last digit */
+    bool any = false;
+    for (; is_digit(*p); p++) {
+        any = true;
+        if (w == 0 && *p == '0')
+            continue;
+        if (nd == 19)
+            goto slow;
+        w = w * 10 + (uint64_t)(*p - '0');
+        nd++;
+    }
+    if (*p == '.') {
+        for (p++; is_digit(*p); p++) {
+            any = true;
+            e--;
+            if (w == 0 && *p == '0')
+                continue;
+            if (nd == 19)
+                goto slow;
+            w = w * 10 + (uint64_t)(*p - '0');
+            nd++;
+        }
+    }
+    if (!any)
+        goto slow; /* "inf", "nan", ".", garbage: strtof decides */
+    if ((*p == 'e' || *p == 'E') &&
+        (is_digit(p[1]) || ((p[1] == '-' || p[1] == '+') && is_digit(p[2])))) {
+        p++;
+        bool eneg = false;
+        if (*p == '-' || *p == '+')
+            eneg = *p++ == '-';
+        int64_t x = 0;
+        for (; is_digit(*p); p++)
+            x = x < 100000 ? x * 10 + (*p - '0') : x;
+        e += eneg ? -x : x;
+    }
+    /* A letter, digit or dot right after means a form strtof reads
+     * differently ("0x1p3", "1e", "1.2.3"): let it decide where it ends. */
+    if (is_alnum_or_dot(*p))
+        goto slow;
+    if (w == 0) {
+        *out = neg ? -0.0f : 0.0f;
+        return p;
+    }
+    float f;
+    if (!fast_value(w, e, &f))
+        goto slow;
+    *out = neg ? -f : f;
+    return p;
+slow:;
+    if (*start == ' ' || *start == '\t' || *start == '\n' || *start == '\r' ||
+        *start == '\f' || *start == '\v')
+        return NULL; /* strtof would skip blanks; a field never starts with one */
+    char *end;
+    float v = strtof(start, &end);
+    if (end == start)
+        return NULL;
+    *out = v;
+    return end;
+}
+
+/* ---- the line reader ---------------------------------------------------- */
+
+#define LINES_INITIAL_CAP (4u << 20)
+
+int loader_lines_init(struct loader_lines *r, int fd)
+{
+    memset(r, 0, sizeof(*r));
+    r->fd = fd;
+    r->cap = LINES_INITIAL_CAP;
+    r->buf = malloc(r->cap + 1); /* + 1: room to NUL-terminate a last line */
+    return r->buf != NULL ? CORE_OK : CORE_ENOMEM;
+}
+
+void loader_lines_deinit(struct loader_lines *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+}
+
+void loader_lines_rewind(struct loader_lines *r)
+{
+    r->start = r->len = 0;
+    r->offset = 0;
+    r->eof = false;
+    r->lineno = 0;
+}
+
+/* Moves the unconsumed tail to the front and reads more after it, growing
+ * the buffer when one line fills it. */
+static int lines_fill(struct loader_lines *r)
+{
+    if (r->start > 0) {
+        memmove(r->buf, r->buf + r->start, r->len - r->start);
+        r->offset += r->start;
+        r->len -= r->start;
+        r->start = 0;
+    }
+    if (r->len == r->cap) {
+        if (r->cap >= LOADER_MAX_LINE)
+            return CORE_ETOOBIG;
+        char *nb = realloc(r->buf, r->cap * 2 + 1);
+        if (nb == NULL)
+            return CORE_ENOMEM;
+        r->buf = nb;
+        r->cap *= 2;
+    }
+    int64_t n = loader_pread(r->fd, r->buf + r->len, r->cap - r->len, r->offset + r->len);
+    if (n < 0)
+        return CORE_EIO;
+    if (n == 0)
+        r->eof = true;
+    r->len += (size_t)n;
+    return CORE_OK;
+}
+
+int loader_lines_next(struct loader_lines *r, char **line, size_t *len)
+{
+    for (;;) {
+        char *s = r->buf + r->start;
+        char *nl = memchr(s, '\n', r->len - r->start);
+        if (nl != NULL) {
+            *nl = '\0';
+            *line = s;
+            *len = (size_t)(nl - s);
+            r->start = (size_t)(nl + 1 - r->buf);
+            r->lineno++;
+            return CORE_OK;
+        }
+        if (r->eof) {
+            if (r->start == r->len) {
+                *line = NULL;
+                *len = 0;
+                return CORE_OK;
+            }
+            /* a last line without "\n" */
+            r->buf[r->len] = '\0';
+            *line = s;
+            *len = r->len - r->start;
+            r->start = r->len;
+            r->lineno++;
+            return CORE_OK;
+        }
+        int rc = lines_fill(r);
+        if (rc != CORE_OK)
+            return rc;
+    }
+}
+
+/* ---- rows --------------------------------------------------------------- */
+
+static inline bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Cuts trailing blanks and "\r" off a NUL-terminated line; returns the new
+ * length. */
+static size_t trim_right(char *s, size_t n)
+{
+    while (n > 0 && (is_blank(s[n - 1]) || s[n - 1] == '\r'))
+        n--;
+    s[n] = '\0';
+    return n;
+}
+
+/* Counts blank-separated fields of a trimmed line. */
+static int64_t count_fields(const char *s)
+{
+    int64_t n = 0;
+    while (*s != '\0') {
+        while (is_blank(*s))
+            s++;
+        if (*s == '\0')
+            break;
+        n++;
+        while (*s != '\0' && !is_blank(*s))
+            s++;
+    }
+    return n;
+}
+
+/* State of one text load, so the steps can share it and its messages. */
+struct text_load {
+    const char *path;
+    bool has_header;
+    int fd;
+    uint64_t size;
+    struct loader_lines lines;
+    int64_t rows, dim;
+    int64_t first_row_line; /* line number of row 0 */
+    struct matrix *m;
+    struct vocab *vocab;
+    char *err;
+    size_t errlen;
+};
+
+static int lines_error(struct text_load *t, int rc)
+{
+    switch (rc) {
+    case CORE_ETOOBIG:
+        return core_fail(t->err, t->errlen, rc, "%s: line %lld: longer than %u bytes", t->path,
+                         (long long)t->lines.lineno + 1, LOADER_MAX_LINE);
+    case CORE_ENOMEM:
+        return core_fail(t->err, t->errlen, rc, "%s: out of memory reading line %lld", t->path,
+                         (long long)t->lines.lineno + 1);
+    default:
+        return core_fail(t->err, t->errlen, CORE_EIO, "%s: read error near line %lld: %s",
+                         t->path, (long long)t->lines.lineno + 1, strerror(errno));
+    }
+}
+
+/* word2vec: "<rows> <dim>" on line 1, checked against what the file could
+ * hold (each row needs a token byte and a blank plus a digit per value)
+ * before anything is allocated. */
+static int read_header(struct text_load *t)
+{
+    char *line;
+    size_t len;
+    int rc = loader_lines_next(&t->lines, &line, &len);
+    if (rc != CORE_OK)
+        return lines_error(t, rc);
+    if (line == NULL)
+        return core_fail(t->err, t->errlen, CORE_EFORMAT, "%s: file is empty", t->path);
+    size_t hl;
+    if (!loader_parse_header(line, len, &t->rows, &t->dim, &hl))
+        return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                         "%s: line 1: expected a header \"<rows> <dim>\"", t->path);
+    if (t->rows < 1 || t->dim < 1)
+        return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                         "%s: line 1: header says %lld rows of %lld values; both must be >= 1",
+                         t->path, (long long)t->rows, (long long)t->dim);
+    uint64_t body = t->size - loader_lines_pos(&t->lines);
+    uint64_t per_row = (uint64_t)t->dim > body / 2 ? UINT64_MAX : 2 * (uint64_t)t->dim + 1;
+    if (t->rows > LOADER_MAX_ROWS || per_row == UINT64_MAX ||
+        (uint64_t)t->rows > (body + 1) / per_row)
+        return core_fail(t->err, t->errlen, CORE_ETOOBIG,
+                         "%s: line 1: header says %lld rows of %lld values, more than the "
+                         "%llu-byte file can hold",
+                         t->path, (long long)t->rows, (long long)t->dim,
+                         (unsigned long long)t->size);
+    t->first_row_line = 2;
+    return CORE_OK;
+}
+
+/* GloVe: no header, so a first pass counts the non-blank lines and takes the
+ * width from the first one. */
+static int count_glove(struct text_load *t)
+{
+    char *line;
+    size_t len;
+    int rc;
+    t->rows = 0;
+    t->dim = 0;
+    while ((rc = loader_lines_next(&t->lines, &line, &len)) == CORE_OK && line != NULL) {
+        len = trim_right(line, len);
+        if (len == 0)
+            continue;
+        if (t->rows == 0) {
+            t->dim = count_fields(line) - 1;
+            if (t->dim < 1 || is_blank(line[0]))
+                return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                                 "%s: line %lld: expected \"<token> <values...>\"", t->path,
+                                 (long long)t->lines.lineno);
+        }
+        if (++t->rows > LOADER_MAX_ROWS)
+            return core_fail(t->err, t->errlen, CORE_ETOOBIG, "%s: more than %lld rows",
+                             t->path, (long long)LOADER_MAX_ROWS);
+    }
+    if (rc != CORE_OK)
+        return lines_error(t, rc);
+    if (t->rows == 0)
+        return core_fail(t->err, t->errlen, CORE_EFORMAT, "%s: no vectors in file", t->path);
+    loader_lines_rewind(&t->lines);
+    t->first_row_line = 1;
+    return CORE_OK;
+}
+
+static int add_token(struct text_load *t, const char *tok, size_t n)
+{
+    int64_t id;
+    int rc = vocab_add(t->vocab, tok, n, &id);
+    if (rc == CORE_OK)
+        return CORE_OK;
+    long long line = (long long)t->lines.lineno;
+    if (rc == CORE_EEXISTS)
+        return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                         "%s: line %lld: duplicated token \"%.*s\" (first on line %lld)",
+                         t->path, line, (int)(n > 64 ? 64 : n), tok,
+                         (long long)(id + t->first_row_line));
+    if (rc == CORE_EINVAL)
+        return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                         "%s: line %lld: token of %zu bytes (at most %d allowed)", t->path,
+                         line, n, VOCAB_MAX_TOKEN_BYTES);
+    return core_fail(t->err, t->errlen, rc, "%s: line %lld: cannot add token: %s", t->path,
+                     line, core_strerror(rc));
+}
+
+static int bad_value(struct text_load *t, int64_t j, const char *p, const char *why)
+{
+    size_t n = 0;
+    while (p[n] != '\0' && !is_blank(p[n]) && n < 40)
+        n++;
+    return core_fail(t->err, t->errlen, CORE_EFORMAT, "%s: line %lld, value %lld: \"%.*s\" %s",
+                     t->path, (long long)t->lines.lineno, (long long)j + 1, (int)n, p, why);
+}
+
+/* Parses the dim values after the token into row. */
+static int parse_values(struct text_load *t, const char *p, float *row)
+{
+    for (int64_t j = 0; j < t->dim; j++) {
+        while (is_blank(*p))
+            p++;
+        if (*p == '\0')
+            return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                             "%s: line %lld: %lld values, expected %lld", t->path,
+                             (long long)t->lines.lineno, (long long)j, (long long)t->dim);
+        float v;
+        const char *q = loader_parse_f32(p, &v);
+        if (q == NULL || (*q != '\0' && !is_blank(*q)))
+            return bad_value(t, j, p, "is not a number");
+        if (!isfinite(v))
+            return bad_value(t, j, p, "is not a finite float32 value");
+        row[j] = v;
+        p = q;
+    }
+    while (is_blank(*p))
+        p++;
+    if (*p != '\0')
+        return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                         "%s: line %lld: %lld values, expected %lld", t->path,
+                         (long long)t->lines.lineno, (long long)(t->dim + count_fields(p)),
+                         (long long)t->dim);
+    return CORE_OK;
+}
+
+static int parse_row(struct text_load *t, char *line, int64_t row)
+{
+    if (is_blank(line[0]))
+        return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                         "%s: line %lld: starts with a blank instead of a token", t->path,
+                         (long long)t->lines.lineno);
+    const char *p = line;
+    while (*p != '\0' && !is_blank(*p))
+        p++;
+    int rc = add_token(t, line, (size_t)(p - line));
+    if (rc != CORE_OK)
+        return rc;
+    return parse_values(t, p, matrix_row(t->m, row));
+}
+
+static int parse_rows(struct text_load *t, const struct loader_opts *o)
+{
+    struct loader_progress prog;
+    loader_progress_init(&prog, o, t->size);
+    int64_t row = 0, blank_line = 0;
+    char *line;
+    size_t len;
+    int rc;
+    while ((rc = loader_lines_next(&t->lines, &line, &len)) == CORE_OK && line != NULL) {
+        if (trim_right(line, len) == 0) {
+            if (blank_line == 0)
+                blank_line = t->lines.lineno;
+            continue;
+        }
+        if (blank_line != 0)
+            return core_fail(t->err, t->errlen, CORE_EFORMAT, "%s: line %lld: empty line",
+                             t->path, (long long)blank_line);
+        if (row == t->rows)
+            return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                             "%s: line %lld: more rows than the %lld the header announced",
+                             t->path, (long long)t->lines.lineno, (long long)t->rows);
+        rc = parse_row(t, line, row);
+        if (rc != CORE_OK)
+            return rc;
+        row++;
+        loader_progress_tick(&prog, loader_lines_pos(&t->lines));
+    }
+    if (rc != CORE_OK)
+        return lines_error(t, rc);
+    if (row < t->rows)
+        return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                         "%s: line %lld: file ends after %lld rows; the header announced %lld",
+                         t->path, (long long)t->lines.lineno, (long long)row,
+                         (long long)t->rows);
+    loader_progress_done(&prog);
+    return CORE_OK;
+}
+
+static int text_load_steps(struct text_load *t, const struct loader_opts *o)
+{
+    int rc = t->has_header ? read_header(t) : count_glove(t);
+    if (rc != CORE_OK)
+        return rc;
+    rc = matrix_init(t->m, t->rows, t->dim);
+    if (rc != CORE_OK)
+        return core_fail(t->err, t->errlen, rc, "%s: cannot allocate %lld x %lld: %s", t->path,
+                         (long long)t->rows, (long long)t->dim, core_strerror(rc));
+    rc = vocab_new(&t->vocab, (size_t)t->rows);
+    if (rc != CORE_OK)
+        return core_fail(t->err, t->errlen, rc, "%s: cannot allocate the vocabulary", t->path);
+    return parse_rows(t, o);
+}
+
+int w2v_text_load(const char *path, bool has_header, const struct loader_opts *o,
+                  struct matrix *m, struct vocab **vocab, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof(*m));
+    *vocab = NULL;
+    struct text_load t = {.path = path, .has_header = has_header, .m = m,
+                          .err = err, .errlen = errlen};
+    int rc = loader_open(path, &t.fd, &t.size, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    rc = loader_lines_init(&t.lines, t.fd);
+    if (rc == CORE_OK)
+        rc = text_load_steps(&t, o);
+    else
+        rc = core_fail(err, errlen, rc, "%s: cannot allocate a read buffer", path);
+    loader_lines_deinit(&t.lines);
+    close(t.fd);
+    if (rc != CORE_OK) {
+        matrix_deinit(m);
+        vocab_free(t.vocab);
+        return rc;
+    }
+    *vocab = t.vocab;
+    return CORE_OK;
+}
