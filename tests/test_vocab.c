@@ -1,0 +1,268 @@
+/* test_vocab.c - core/vocab.c: adds and finds under heavy probing, exact
+ * byte matching, the file format and its errors, write/read round trips,
+ * and the time to load one million tokens. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "testutil.h"
+#include "vocab.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+START_TEST(add_find_token)
+{
+    struct vocab *v;
+    ck_assert_int_eq(vocab_new(&v, 0), CORE_OK);
+    int64_t id = -5;
+    ck_assert_int_eq(vocab_add(v, "cat", 3, &id), CORE_OK);
+    ck_assert_int_eq(id, 0);
+    ck_assert_int_eq(vocab_add(v, "ca", 2, &id), CORE_OK); /* a prefix is another token */
+    ck_assert_int_eq(id, 1);
+    ck_assert_int_eq(vocab_add(v, "a\0b", 3, &id), CORE_OK); /* bytes, not C strings */
+    ck_assert_int_eq(vocab_add(v, "a\0c", 3, &id), CORE_OK);
+    ck_assert_int_eq(vocab_add(v, "cat", 3, &id), CORE_EEXISTS);
+    ck_assert_int_eq(id, 0);
+    ck_assert_int_eq(vocab_size(v), 4);
+    ck_assert_int_eq(vocab_find(v, "cat", 3), 0);
+    ck_assert_int_eq(vocab_find(v, "ca", 2), 1);
+    ck_assert_int_eq(vocab_find(v, "a\0c", 3), 3);
+    ck_assert_int_eq(vocab_find(v, "c", 1), -1);
+    ck_assert_int_eq(vocab_find(v, "Cat", 3), -1);
+    ck_assert_int_eq(vocab_find(v, "", 0), -1);
+    size_t len = 0;
+    const char *tok = vocab_token(v, 2, &len);
+    ck_assert_uint_eq(len, 3);
+    ck_assert_mem_eq(tok, "a\0b", 3);
+    ck_assert_ptr_null(vocab_token(v, 4, &len));
+    ck_assert_ptr_null(vocab_token(v, -1, &len));
+    vocab_free(v);
+    vocab_free(NULL);
+}
+END_TEST
+
+START_TEST(add_refuses_bad_tokens)
+{
+    struct vocab *v;
+    ck_assert_int_eq(vocab_new(&v, 2), CORE_OK);
+    ck_assert_int_eq(vocab_add(v, "x", 0, NULL), CORE_EINVAL);
+    ck_assert_int_eq(vocab_add(v, "a\nb", 3, NULL), CORE_EINVAL);
+    ck_assert_int_eq(vocab_add(v, "ab\r", 3, NULL), CORE_EINVAL);
+    char *big = malloc(VOCAB_MAX_TOKEN_BYTES + 1);
+    memset(big, 'z', VOCAB_MAX_TOKEN_BYTES + 1);
+    ck_assert_int_eq(vocab_add(v, big, VOCAB_MAX_TOKEN_BYTES + 1, NULL), CORE_EINVAL);
+    ck_assert_int_eq(vocab_add(v, big, VOCAB_MAX_TOKEN_BYTES, NULL), CORE_OK);
+    ck_assert_int_eq(vocab_find(v, big, VOCAB_MAX_TOKEN_BYTES), 0);
+    ck_assert_int_eq(vocab_find(v, big, VOCAB_MAX_TOKEN_BYTES + 1), -1);
+    ck_assert_int_eq(vocab_size(v), 1);
+    free(big);
+    vocab_free(v);
+}
+END_TEST
+
+/* 200k near-identical tokens (shared prefixes, one byte apart, lengths 1
+ * to 40) grown from an empty table: many shared home slots and long probe
+ * runs, and the table is rebuilt several times along the way. */
+START_TEST(many_similar_tokens)
+{
+    struct vocab *v;
+    ck_assert_int_eq(vocab_new(&v, 0), CORE_OK);
+    char buf[64];
+    int wrong = 0;
+    for (int i = 0; i < 200000; i++) {
+        int n = snprintf(buf, sizeof(buf), "%.*s%d", i % 31, "ppppppppppppppppppppppppppppppp", i);
+        int64_t id = -1;
+        wrong += vocab_add(v, buf, (size_t)n, &id) != CORE_OK || id != i;
+    }
+    for (int i = 0; i < 200000; i++) {
+        int n = snprintf(buf, sizeof(buf), "%.*s%d", i % 31, "ppppppppppppppppppppppppppppppp", i);
+        wrong += vocab_find(v, buf, (size_t)n) != i;
+        buf[n - 1] = 'x';
+        wrong += vocab_find(v, buf, (size_t)n) != -1;
+    }
+    ck_assert_int_eq(wrong, 0);
+    ck_assert_int_eq(vocab_size(v), 200000);
+    vocab_free(v);
+}
+END_TEST
+
+static char *write_tmp(char **dir, const char *name, const char *text, size_t len)
+{
+    *dir = testutil_tmpdir();
+    return testutil_write_file(*dir, name, text, len);
+}
+
+/* Loads text as a vocabulary file and expects failure with `code`, no
+ * vocabulary, and an error naming the file and the line. */
+static void expect_load_error(const char *text, size_t len, int code, const char *line_needle,
+                              const char *needle)
+{
+    char *dir;
+    char *path = write_tmp(&dir, "vocab.txt", text, len);
+    struct vocab *v = (struct vocab *)1;
+    char err[512] = "";
+    ck_assert_int_eq(vocab_load_file(&v, path, err, sizeof(err)), code);
+    ck_assert_ptr_null(v);
+    ck_assert_msg(strstr(err, path) != NULL, "error '%s' does not name the file", err);
+    ck_assert_msg(strstr(err, line_needle) != NULL, "error '%s' does not name '%s'", err, line_needle);
+    ck_assert_msg(strstr(err, needle) != NULL, "error '%s' does not say '%s'", err, needle);
+    free(path);
+    testutil_rmtree(dir);
+}
+
+START_TEST(load_errors_name_file_and_line)
+{
+    const char blank[] = "a\nb\n\nc\n";
+    expect_load_error(blank, sizeof(blank) - 1, CORE_EFORMAT, ":3:", "blank");
+    const char blank_first[] = "\na\n";
+    expect_load_error(blank_first, sizeof(blank_first) - 1, CORE_EFORMAT, ":1:", "blank");
+    const char blank_end[] = "a\nb\n\n";
+    expect_load_error(blank_end, sizeof(blank_end) - 1, CORE_EFORMAT, ":3:", "blank");
+    const char crlf_blank[] = "a\r\n\r\nb\r\n";
+    expect_load_error(crlf_blank, sizeof(crlf_blank) - 1, CORE_EFORMAT, ":2:", "blank");
+    const char dup[] = "the\ncat\nsat\ncat\n";
+    expect_load_error(dup, sizeof(dup) - 1, CORE_EFORMAT, ":4:", "line 2");
+    const char cr[] = "ok\nbad\rtoken\n";
+    expect_load_error(cr, sizeof(cr) - 1, CORE_EFORMAT, ":2:", "carriage return");
+    size_t n = VOCAB_MAX_TOKEN_BYTES + 10;
+    char *longline = malloc(n);
+    memcpy(longline, "a\nb\n", 4);
+    memset(longline + 4, 'y', n - 5);
+    longline[n - 1] = '\n';
+    expect_load_error(longline, n, CORE_EFORMAT, ":3:", "limit");
+    free(longline);
+
+    struct vocab *v = (struct vocab *)1;
+    char err[256] = "";
+    ck_assert_int_eq(vocab_load_file(&v, "/nonexistent/vocab.txt", err, sizeof(err)), CORE_EIO);
+    ck_assert_ptr_null(v);
+    ck_assert_ptr_nonnull(strstr(err, "/nonexistent/vocab.txt"));
+}
+END_TEST
+
+START_TEST(load_accepts_line_endings)
+{
+    const char text[] = "the\r\nçava\nend"; /* CRLF, LF, none at the end */
+    char *dir;
+    char *path = write_tmp(&dir, "v.txt", text, sizeof(text) - 1);
+    struct vocab *v;
+    char err[256] = "";
+    ck_assert_msg(vocab_load_file(&v, path, err, sizeof(err)) == CORE_OK, "%s", err);
+    ck_assert_int_eq(vocab_size(v), 3);
+    ck_assert_int_eq(vocab_find(v, "the", 3), 0);
+    ck_assert_int_eq(vocab_find(v, "çava", strlen("çava")), 1);
+    ck_assert_int_eq(vocab_find(v, "end", 3), 2);
+    vocab_free(v);
+    free(path);
+    path = testutil_write_file(dir, "empty.txt", "", 0);
+    ck_assert_int_eq(vocab_load_file(&v, path, err, sizeof(err)), CORE_OK);
+    ck_assert_int_eq(vocab_size(v), 0);
+    vocab_free(v);
+    free(path);
+    testutil_rmtree(dir);
+}
+END_TEST
+
+START_TEST(write_reads_back)
+{
+    struct vocab *v;
+    ck_assert_int_eq(vocab_new(&v, 0), CORE_OK);
+    const char *words[] = {"<pad>", "über", "tab\there", "a b", "x"};
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(vocab_add(v, words[i], strlen(words[i]), NULL), CORE_OK);
+    char *dir = testutil_tmpdir();
+    size_t plen = strlen(dir) + 16;
+    char *path = malloc(plen);
+    snprintf(path, plen, "%s/out.txt", dir);
+    FILE *f = fopen(path, "wb");
+    ck_assert_int_eq(vocab_write(v, f), CORE_OK);
+    ck_assert_int_eq(fclose(f), 0);
+    size_t len;
+    char *text = testutil_read_file(path, &len);
+    ck_assert_str_eq(text, "<pad>\nüber\ntab\there\na b\nx\n");
+    free(text);
+    struct vocab *back;
+    char err[256] = "";
+    ck_assert_msg(vocab_load_file(&back, path, err, sizeof(err)) == CORE_OK, "%s", err);
+    ck_assert_int_eq(vocab_size(back), 5);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(vocab_find(back, words[i], strlen(words[i])), i);
+    vocab_free(back);
+    f = fopen("/dev/full", "wb");
+    if (f != NULL) { /* a write that fails surfaces as CORE_EIO */
+        int rc = vocab_write(v, f);
+        int rc_close = fclose(f);
+        ck_assert(rc == CORE_EIO || rc_close != 0);
+    }
+    free(path);
+    testutil_rmtree(dir);
+    vocab_free(v);
+}
+END_TEST
+
+/* One million distinct tokens through vocab_load_file; prints the time. The
+ * bound is loose for sanitizer builds; the figure printed is the point. */
+START_TEST(load_one_million_tokens)
+{
+    const int n = 1000000;
+    size_t cap = (size_t)n * 24, len = 0;
+    char *text = malloc(cap);
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(text + len, cap - len, "tok%x_%d\n", (unsigned)(i * 2654435761u), i);
+    char *dir;
+    char *path = write_tmp(&dir, "big.txt", text, len);
+    struct vocab *v;
+    char err[256] = "";
+    double t0 = now_seconds();
+    ck_assert_msg(vocab_load_file(&v, path, err, sizeof(err)) == CORE_OK, "%s", err);
+    double secs = now_seconds() - t0;
+    fprintf(stderr, "vocab: loaded %d tokens in %.3f s\n", n, secs);
+    ck_assert_int_eq(vocab_size(v), n);
+    char buf[32];
+    int wrong = 0;
+    for (int i = 0; i < n; i++) {
+        int k = snprintf(buf, sizeof(buf), "tok%x_%d", (unsigned)(i * 2654435761u), i);
+        wrong += vocab_find(v, buf, (size_t)k) != i;
+    }
+    ck_assert_int_eq(wrong, 0);
+    ck_assert_msg(secs < 5.0, "loading 1M tokens took %.2f s", secs);
+    vocab_free(v);
+    free(path);
+    free(text);
+    testutil_rmtree(dir);
+}
+END_TEST
+
+static Suite *vocab_suite(void)
+{
+    Suite *s = suite_create("vocab");
+    TCase *tc = tcase_create("map");
+    tcase_add_test(tc, add_find_token);
+    tcase_add_test(tc, add_refuses_bad_tokens);
+    tcase_add_test(tc, many_similar_tokens);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("file");
+    tcase_add_test(tc, load_errors_name_file_and_line);
+    tcase_add_test(tc, load_accepts_line_endings);
+    tcase_add_test(tc, write_reads_back);
+    tcase_add_test(tc, load_one_million_tokens);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(vocab_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
