@@ -600,13 +600,13 @@ static int syntax_error(const char *text, size_t len, const char *at, const stru
     return FAIL(x, "%s:%d:%d: %s", x->source, line, col, what);
 }
 
-static bool only_space(const char *s, const char *end)
+static const char *first_non_space(const char *s, const char *end)
 {
     for (; s < end; s++) {
         if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
-            return false;
+            return s;
     }
-    return true;
+    return NULL;
 }
 
 int config_parse_json(struct config *c, const char *text, size_t len,
@@ -623,8 +623,9 @@ int config_parse_json(struct config *c, const char *text, size_t len,
     if (!root)
         return syntax_error(text, len, end ? end : cJSON_GetErrorPtr(), &x, "invalid JSON");
     int rc;
-    if (!only_space(end, text + len))
-        rc = syntax_error(text, len, end, &x, "unexpected text after the JSON value");
+    const char *extra = first_non_space(end, text + len);
+    if (extra)
+        rc = syntax_error(text, len, extra, &x, "unexpected text after the JSON value");
     else if (!cJSON_IsObject(root))
         rc = FAIL(&x, "%s: the top level must be a JSON object", x.source);
     else
