@@ -18,8 +18,9 @@ int vocab_new(struct vocab **out, size_t hint);
 void vocab_free(struct vocab *v);
 
 /* Appends tok[0..len) with the next id (written to *id when id is non-NULL).
- * Returns CORE_OK, CORE_EEXIST (already present; *id gets the existing id),
- * CORE_EINVAL (len 0 or over VOCAB_MAX_TOKEN_BYTES), CORE_ENOMEM. */
+ * Returns CORE_OK, CORE_EEXISTS (already present; *id gets the existing id),
+ * CORE_EINVAL (len 0 or over VOCAB_MAX_TOKEN_BYTES, or holding '\n' or
+ * '\r'), CORE_ETOOBIG (2^31-1 tokens already), CORE_ENOMEM. */
 #define VOCAB_MAX_TOKEN_BYTES 4096
 int vocab_add(struct vocab *v, const char *tok, size_t len, int64_t *id);
 
@@ -38,7 +39,8 @@ int64_t vocab_size(const struct vocab *v);
 int vocab_load_file(struct vocab **out, const char *path, char *err, size_t errlen);
 
 /* Writes one token per line to an open stream; CORE_EIO on write failure.
- * Tokens holding '\n' are refused at vocab_add, so the file reads back. */
+ * Tokens holding '\n' or '\r' are refused at vocab_add, so the file reads
+ * back. */
 int vocab_write(const struct vocab *v, void *FILE_stream);
 
 #endif
