@@ -18,7 +18,10 @@
  *                                 (so it is never read), else on the next
  *                                 call;
  *   calls with upload data     -> appended to the body, counted against
- *                                 max_body_bytes (chunked bodies too);
+ *                                 max_body_bytes (chunked bodies too; past
+ *                                 the limit the rest is dropped and the 413
+ *                                 goes out at the end, as libmicrohttpd
+ *                                 cannot answer in the middle of a body);
  *   last call, no upload data  -> the handler runs (or is offloaded) and
  *                                 the answer is queued.
  * Queuing a success answer on the first call would make libmicrohttpd close
@@ -62,6 +65,7 @@ struct request {
     bool has_body;
     char *body;
     size_t body_len, body_cap;
+    uint64_t discarded; /* bytes of a refused body dropped */
     struct answer ans;
     struct work_job job;
 };
@@ -80,6 +84,7 @@ static uint64_t now_ns(void)
 struct framing {
     int content_length_count;
     bool transfer_encoding;
+    uint64_t content_length; /* 0 when absent */
 };
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -120,6 +125,30 @@ static bool parse_content_length(const char *v, uint64_t *out)
     if (errno != 0 || *end != '\0')
         return false;
     *out = n;
+    return true;
+}
+
+/* Refuses ambiguous framing and learns whether a body follows (so that an
+ * error answer can be sent before it is read). */
+static bool check_framing(struct request *rq, struct framing *f)
+{
+    if (framing_ambiguous(rq->conn, f)) {
+        answer_error(&rq->ans, STATUS_INVALID_ARGUMENT, "%s",
+                     f->content_length_count > 1
+                         ? "the request has more than one Content-Length header"
+                         : "the request has both Content-Length and Transfer-Encoding");
+        rq->has_body = true; /* never read a body framed two ways */
+        return false;
+    }
+    const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL && !parse_content_length(cl, &f->content_length)) {
+        answer_error(&rq->ans, STATUS_INVALID_ARGUMENT, "Content-Length \"%s\" is not a number",
+                     cl);
+        rq->has_body = true;
+        return false;
+    }
+    rq->has_body = f->transfer_encoding || f->content_length > 0;
     return true;
 }
 
@@ -202,14 +231,7 @@ static bool check_request(struct request *rq, const char *url, const char *metho
         }
     }
 
-    const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
-    uint64_t length = 0;
-    if (cl != NULL && !parse_content_length(cl, &length)) {
-        answer_error(a, STATUS_INVALID_ARGUMENT, "Content-Length \"%s\" is not a number", cl);
-        return false;
-    }
-    rq->has_body = f->transfer_encoding || length > 0;
+    uint64_t length = f->content_length;
     if (rq->has_body) {
         const char *ct = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -322,7 +344,8 @@ static enum MHD_Result run_handler(struct request *rq)
 /* ---- body ----------------------------------------------------------- */
 
 /* Appends a chunk; false (with a 413 answer) once the body passes the
- * limit, which for chunked bodies is only known as they arrive. */
+ * limit, which for chunked bodies is only known as they arrive. Nothing
+ * past the limit is stored. */
 static bool collect_body(struct request *rq, const char *data, size_t n)
 {
     uint64_t limit = rq->srv->cfg->max_body_bytes;
@@ -351,6 +374,22 @@ static bool collect_body(struct request *rq, const char *data, size_t n)
     return true;
 }
 
+/* libmicrohttpd 0.9.75 cannot queue an answer while a body is arriving, so
+ * the rest of a refused chunked body is read and dropped, and the answer
+ * goes out after it. A client that keeps sending past DISCARD_MAX is cut
+ * off without an answer. */
+#define DISCARD_MAX ((uint64_t)16 << 20)
+
+static enum MHD_Result discard_body(struct request *rq, size_t *upload_data_size)
+{
+    free(rq->body);
+    rq->body = NULL;
+    rq->body_cap = 0;
+    rq->discarded += *upload_data_size;
+    *upload_data_size = 0;
+    return rq->discarded <= DISCARD_MAX ? MHD_YES : MHD_NO;
+}
+
 /* ---- libmicrohttpd callbacks ---------------------------------------- */
 
 static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *conn,
@@ -371,17 +410,7 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     atomic_fetch_add(&s->metrics.in_flight, 1);
 
     struct framing f;
-    bool ok;
-    if (framing_ambiguous(conn, &f)) {
-        answer_error(&rq->ans, STATUS_INVALID_ARGUMENT, "%s",
-                     f.content_length_count > 1
-                         ? "the request has more than one Content-Length header"
-                         : "the request has both Content-Length and Transfer-Encoding");
-        rq->has_body = true; /* never read a body framed two ways */
-        ok = false;
-    } else {
-        ok = check_request(rq, url, method, &f);
-    }
+    bool ok = check_framing(rq, &f) && check_request(rq, url, method, &f);
     if (ok) {
         rq->phase = PHASE_READING;
         return MHD_YES;
@@ -405,13 +434,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     switch (rq->phase) {
     case PHASE_READING:
         if (*upload_data_size > 0) {
-            bool ok = collect_body(rq, upload_data, *upload_data_size);
+            if (!collect_body(rq, upload_data, *upload_data_size))
+                rq->phase = PHASE_ANSWERED;
             *upload_data_size = 0;
-            return ok ? MHD_YES : queue_answer(rq);
+            return MHD_YES;
         }
         return run_handler(rq);
     case PHASE_ANSWERED:
-        *upload_data_size = 0;
+        if (*upload_data_size > 0)
+            return discard_body(rq, upload_data_size);
         return queue_answer(rq);
     case PHASE_OFFLOADED:
     case PHASE_QUEUED:
@@ -489,13 +520,13 @@ int http_start(struct server *s, char *err, size_t errlen)
     unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : 1;
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, to catch every message */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
     if (s->daemon == NULL) {

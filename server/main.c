@@ -218,11 +218,13 @@ static void log_summary(const struct app *app)
              "max_connections %d (%d per IP), threads %d",
              (unsigned long long)c->max_body_bytes, (unsigned long long)c->max_batch, c->max_k,
              c->conn_timeout_s, c->max_connections, c->max_connections_per_ip, c->threads);
-    log_info("auth: reads %s, writes %s; data_dir %s; snapshots every %d s%s",
+    char every[48] = "no periodic snapshots";
+    if (c->snapshot_interval_s > 0)
+        snprintf(every, sizeof every, "snapshots every %d s", c->snapshot_interval_s);
+    log_info("auth: reads %s, writes %s; data_dir %s; %s%s",
              c->read_token ? "need a token" : "open",
              c->write_token ? "need the write token" : c->read_token ? "need a token" : "open",
-             c->data_dir, c->snapshot_interval_s,
-             c->snapshot_on_shutdown ? " and on shutdown" : "");
+             c->data_dir, every, c->snapshot_on_shutdown ? ", one on shutdown" : "");
     for (size_t i = 0; i < c->ntables; i++) {
         const struct config_table *t = &c->tables[i];
         if (t->has_init)
