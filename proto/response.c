@@ -32,14 +32,21 @@ size_t response_format_double(double d, char *out)
     return (size_t)n;
 }
 
+/* A double as JSON the way Python's repr prints a float ("2.0", "0.001",
+ * "1e-08"), so settings read back as floats, like the f32fmt rows. */
 static void put_double(struct buf *b, double d)
 {
     char text[RESPONSE_DOUBLE_MAX];
+    size_t n;
+
     if (!isfinite(d)) {
         buf_puts(b, "null");
         return;
     }
-    buf_append(b, text, response_format_double(d, text));
+    n = response_format_double(d, text);
+    buf_append(b, text, n);
+    if (strpbrk(text, ".e") == NULL)
+        buf_puts(b, ".0");
 }
 
 /* Reserves about `want` bytes, capped so an estimate never fails a buffer
