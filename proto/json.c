@@ -369,7 +369,7 @@ static int compare_keys(const void *a, const void *b)
 {
     const struct key_span *x = a, *y = b;
     size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->ptr, y->ptr, n);
+    int c = n ? memcmp(x->ptr, y->ptr, n) : 0;
     if (c != 0)
         return c;
     if (x->len != y->len)
@@ -396,7 +396,7 @@ static bool duplicate_at(struct scan *sc, const struct key_span *k)
 
 static bool same_key(const struct key_span *a, const struct key_span *b)
 {
-    return a->len == b->len && memcmp(a->ptr, b->ptr, a->len) == 0;
+    return a->len == b->len && (a->len == 0 || memcmp(a->ptr, b->ptr, a->len) == 0);
 }
 
 /* Checks the keys spans[first..nspans) of the object that just closed. */
@@ -406,7 +406,7 @@ static bool check_duplicates(struct scan *sc, size_t first)
     size_t n = sc->nspans - first;
 
     for (size_t i = 0; i < n; i++)
-        k[i].ptr = sc->keys + k[i].off;
+        k[i].ptr = sc->keys != NULL ? sc->keys + k[i].off : ""; /* all keys empty */
     if (n <= PAIRWISE_KEYS) {
         for (size_t j = 1; j < n; j++)
             for (size_t i = 0; i < j; i++)
