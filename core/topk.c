@@ -36,6 +36,8 @@
  * it saves (~50 us against ~30 GB/s of streaming). */
 #define PARALLEL_MIN_FLOATS (1 << 20)
 #define MAX_THREADS 8
+/* Optimistic (seqlock) attempts at a block before taking the write lock. */
+#define OPTIMISTIC_TRIES 4
 /* torch.nn.functional.cosine_similarity's default eps, as float32. */
 #define COSINE_EPS 1e-8f
 
@@ -142,21 +144,35 @@ struct scan {
     float norms[BLOCK_ROWS];
 };
 
+static void score_rows(struct scan *sc, int64_t b, int nrows)
+{
+    const struct table *t = sc->t;
+    kern_block(sc->queries, t->w.dim, sc->nq, matrix_row(&t->w, b), t->w.stride, nrows,
+               t->w.dim, sc->m == METRIC_L2, sc->scores, BLOCK_ROWS);
+    if (sc->m == METRIC_COSINE)
+        memcpy(sc->norms, t->norms + b, (size_t)nrows * sizeof(float));
+}
+
 /* Scores rows [b, b + nrows) of one stripe into sc->scores, rescoring while
- * a writer moves the stripe underneath, so no torn row is ever ranked. */
+ * a writer moves the stripe underneath, so no torn row is ever ranked. A
+ * writer that keeps hitting the stripe could starve the scan, so after a
+ * few misses the block is scored under the write lock instead (a writer
+ * waits for one block, ~microseconds). */
 static void score_block(struct scan *sc, int64_t b, int nrows)
 {
     const struct table *t = sc->t;
     int64_t stripe = table_stripe_of(b);
-    for (;;) {
+    for (int tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
         uint32_t seq = table_read_begin(t, stripe);
-        kern_block(sc->queries, t->w.dim, sc->nq, matrix_row(&t->w, b), t->w.stride, nrows,
-                   t->w.dim, sc->m == METRIC_L2, sc->scores, BLOCK_ROWS);
-        if (sc->m == METRIC_COSINE)
-            memcpy(sc->norms, t->norms + b, (size_t)nrows * sizeof(float));
+        score_rows(sc, b, nrows);
         if (!table_read_retry(t, stripe, seq))
-            break;
+            return;
     }
+    /* the table is const to readers; the lock is the one mutable part */
+    pthread_mutex_t *lock = (pthread_mutex_t *)&t->write_lock;
+    pthread_mutex_lock(lock);
+    score_rows(sc, b, nrows);
+    pthread_mutex_unlock(lock);
 }
 
 static void keys_from_scores(struct scan *sc, int nrows)
