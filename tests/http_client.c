@@ -215,6 +215,17 @@ void test_server_stop(struct test_server *s, double timeout_s)
     s->stop_seconds = now_s() - start;
 }
 
+bool test_server_wait(struct test_server *s, double timeout_s)
+{
+    double deadline = now_s() + timeout_s;
+    while (s->pid > 0 && !exited(s)) {
+        if (now_s() > deadline)
+            return false;
+        sleep_ms(10);
+    }
+    return true;
+}
+
 void test_server_cleanup(struct test_server *s)
 {
     test_server_stop(s, 10.0);

@@ -42,6 +42,10 @@ void test_server_start(struct test_server *s, const char *config_json, const cha
  * Fills exit_status and stop_seconds. Does not remove the dir. */
 void test_server_stop(struct test_server *s, double timeout_s);
 
+/* Waits up to timeout_s for the server to exit by itself; true when it
+ * did (exit_status is then set). */
+bool test_server_wait(struct test_server *s, double timeout_s);
+
 /* Stops the server if running and removes its temp dir. */
 void test_server_cleanup(struct test_server *s);
 

@@ -1,0 +1,315 @@
+/* test_http_lifecycle.c - the real binary's life: readiness while tables
+ * load, SIGTERM (exit 0 within 5 s, snapshot of trainable tables),
+ * periodic snapshots, training that resumes exactly from a snapshot after a
+ * restart, and the debug line per request. Each test starts its own
+ * servers. */
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_client.h"
+#include "testutil.h"
+
+static const char config_fmt[] =
+    "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0},\n"
+    " \"data_dir\": \"%s/data\", %s\n"
+    " \"tables\": [%s]}\n";
+
+#define EMB_INIT                                                                         \
+    "{\"name\": \"emb\", \"init\": {\"num_embeddings\": 30, \"embedding_dim\": 6, \"seed\": 3}," \
+    " \"padding_idx\": 0, \"optimizer\": {\"name\": \"sparse_adam\", \"lr\": 0.05}}"
+
+static void start(struct test_server *s, const char *extra, const char *tables, bool wait_ready)
+{
+    char config[4096];
+    snprintf(config, sizeof config, config_fmt, s->dir, extra, tables);
+    test_server_start(s, config, NULL, wait_ready);
+}
+
+static bool exists(const char *dir, const char *rel)
+{
+    char p[1024];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, rel);
+    return stat(p, &st) == 0;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Gradient step number `step` (deterministic ids with a duplicate and the
+ * padding id, and varied gradients). */
+static void post_step(const struct test_server *s, int step)
+{
+    char body[1024];
+    int a = 1 + step % 7, b = 2 + (step * 5) % 11;
+    snprintf(body, sizeof body,
+             "{\"ids\": [%d, %d, %d, 0], \"grads\": [[%d, -1, 0.5, 0, 2, -3],"
+             " [0.25, 0.5, -0.75, 1, %d, 0], [1, 1, 1, 1, 1, 1], [9, 9, 9, 9, 9, 9]]}",
+             a, b, a, step, step % 3);
+    struct reply r;
+    http_json(s, "POST", "/v1/tables/emb/gradients", body, &r);
+    ck_reply(&r, 200, NULL);
+    reply_free(&r);
+}
+
+/* Every row of emb, as raw float32 bytes (binary lookup). */
+static char *all_rows(const struct test_server *s, size_t *len)
+{
+    char body[512] = "{\"ids\": [0";
+    for (int i = 1; i < 30; i++)
+        snprintf(body + strlen(body), sizeof body - strlen(body), ",%d", i);
+    strcat(body, "]}");
+    const char *hdrs[] = {"Accept: application/octet-stream", NULL};
+    struct reply r;
+    http_do(s, "POST", "/v1/tables/emb/lookup", "application/json", body, strlen(body), hdrs, &r);
+    ck_reply(&r, 200, NULL);
+    ck_assert_uint_eq(r.len, 30 * 6 * sizeof(float));
+    char *out = malloc(r.len);
+    memcpy(out, r.body, r.len);
+    *len = r.len;
+    reply_free(&r);
+    return out;
+}
+
+static long version_of(const struct test_server *s)
+{
+    struct reply r;
+    http_get(s, "/v1/tables/emb", &r);
+    cJSON *root = cJSON_Parse(r.body);
+    long v = (long)cJSON_GetObjectItemCaseSensitive(root, "version")->valuedouble;
+    cJSON_Delete(root);
+    reply_free(&r);
+    return v;
+}
+
+START_TEST(sigterm_snapshots_and_exits_zero)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "", EMB_INIT, true);
+    post_step(&s, 1);
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
+    ck_assert_double_lt(s.stop_seconds, 5.0);
+    ck_assert(exists(s.dir, "data/emb/snapshot-1/weight.npy"));
+    ck_assert(exists(s.dir, "data/emb/snapshot-1/exp_avg.npy"));
+    ck_assert(exists(s.dir, "data/emb/snapshot-1/exp_avg_sq.npy"));
+    ck_assert(exists(s.dir, "data/emb/snapshot-1/manifest.json"));
+    char *log = test_server_log(&s);
+    ck_assert_ptr_nonnull(strstr(log, "shutting down"));
+    ck_assert_ptr_nonnull(strstr(log, "stopped"));
+    free(log);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(no_snapshot_when_disabled)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
+    post_step(&s, 1);
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
+    ck_assert(!exists(s.dir, "data/emb"));
+    test_server_cleanup(&s);
+}
+END_TEST
+
+/* N steps, SIGTERM (snapshot), restart from the snapshot folder, M steps:
+ * the same bytes as N + M steps in one run. */
+START_TEST(training_resumes_exactly_after_restart)
+{
+    const int n = 3, m = 2;
+    struct test_server a, b, c;
+    test_server_prepare(&a);
+    start(&a, "", EMB_INIT, true);
+    for (int i = 0; i < n; i++)
+        post_step(&a, i);
+    test_server_stop(&a, 10.0);
+    ck_assert_int_eq(a.exit_status, 0);
+
+    test_server_prepare(&b);
+    char tables[1024];
+    snprintf(tables, sizeof tables,
+             "{\"name\": \"emb\", \"path\": \"%s/data/emb\", \"format\": \"snapshot\"}", a.dir);
+    start(&b, "\"snapshot\": {\"on_shutdown\": false},", tables, true);
+    ck_assert_int_eq(version_of(&b), n);
+    for (int i = n; i < n + m; i++)
+        post_step(&b, i);
+    ck_assert_int_eq(version_of(&b), n + m);
+    size_t len_b, len_c;
+    char *rows_b = all_rows(&b, &len_b);
+    test_server_stop(&b, 10.0);
+
+    test_server_prepare(&c);
+    start(&c, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
+    for (int i = 0; i < n + m; i++)
+        post_step(&c, i);
+    char *rows_c = all_rows(&c, &len_c);
+    ck_assert_uint_eq(len_b, len_c);
+    ck_assert_mem_eq(rows_b, rows_c, len_b);
+    free(rows_b);
+    free(rows_c);
+    test_server_cleanup(&c);
+    test_server_cleanup(&b);
+    test_server_cleanup(&a);
+}
+END_TEST
+
+START_TEST(readyz_loading_then_ready)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    /* big enough to take a while to initialize */
+    start(&s, "",
+          "{\"name\": \"big\", \"init\": {\"num_embeddings\": 1500000, \"embedding_dim\": 64}}",
+          false);
+    struct reply r;
+    http_get(&s, "/readyz", &r);
+    ck_reply(&r, 503, NULL);
+    ck_assert_str_eq(r.body, "{\"status\":\"loading\"}");
+    reply_free(&r);
+    http_get(&s, "/healthz", &r);
+    ck_reply(&r, 200, NULL);
+    reply_free(&r);
+    http_get(&s, "/v1/tables/big", &r);
+    ck_reply(&r, 503, "not_ready");
+    reply_free(&r);
+    http_get(&s, "/v1/tables", &r);
+    ck_reply(&r, 503, "not_ready");
+    reply_free(&r);
+
+    for (int i = 0; i < 6000; i++) {
+        http_get(&s, "/readyz", &r);
+        long st = r.status;
+        reply_free(&r);
+        if (st == 200)
+            break;
+        sleep_ms(10);
+    }
+    http_get(&s, "/v1/tables/big", &r);
+    ck_reply(&r, 200, NULL);
+    reply_free(&r);
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(sigterm_while_loading)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "",
+          "{\"name\": \"big\", \"init\": {\"num_embeddings\": 1500000, \"embedding_dim\": 64}}",
+          false);
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
+    ck_assert_double_lt(s.stop_seconds, 5.0);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(periodic_snapshots)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "\"snapshot\": {\"interval\": 1, \"on_shutdown\": false},", EMB_INIT, true);
+    post_step(&s, 1);
+    bool found = false;
+    for (int i = 0; i < 500 && !found; i++) {
+        found = exists(s.dir, "data/emb/snapshot-1/manifest.json");
+        sleep_ms(10);
+    }
+    ck_assert_msg(found, "no periodic snapshot within 5 s");
+    post_step(&s, 2);
+    found = false;
+    for (int i = 0; i < 500 && !found; i++) {
+        found = exists(s.dir, "data/emb/snapshot-2/manifest.json");
+        sleep_ms(10);
+    }
+    ck_assert_msg(found, "no second periodic snapshot within 5 s");
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
+    char *log = test_server_log(&s);
+    ck_assert_ptr_nonnull(strstr(log, "periodic snapshot at version 2"));
+    free(log);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(debug_log_line_per_request)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "\"log_level\": \"debug\",", EMB_INIT, true);
+    struct reply r;
+    http_get(&s, "/v1/tables/emb", &r);
+    reply_free(&r);
+    http_get(&s, "/v1/tables/none", &r);
+    reply_free(&r);
+    test_server_stop(&s, 10.0);
+    char *log = test_server_log(&s);
+    ck_assert_ptr_nonnull(strstr(log, "debug: GET /v1/tables/emb -> 200 ok"));
+    ck_assert_ptr_nonnull(strstr(log, "debug: GET /v1/tables/none -> 404 not_found"));
+    /* and the startup summary at info */
+    ck_assert_ptr_nonnull(strstr(log, "info: limits: max_body_bytes"));
+    ck_assert_ptr_nonnull(strstr(log, "table emb: 30 x 6 float32, trainable"));
+    free(log);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(bad_table_exits_nonzero)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    free(testutil_write_file(s.dir, "broken.txt", "2 3\na 1 2 3\nb 1 2\n", 18));
+    char config[1024];
+    snprintf(config, sizeof config, config_fmt, s.dir, "",
+             "{\"name\": \"broken\", \"path\": \"broken.txt\"}");
+    test_server_start(&s, config, NULL, false);
+    ck_assert_msg(test_server_wait(&s, 30.0), "the server did not exit");
+    ck_assert_int_eq(s.exit_status, 1);
+    char *log = test_server_log(&s);
+    ck_assert_msg(strstr(log, "broken.txt") != NULL, "log: %s", log);
+    free(log);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+static Suite *http_lifecycle_suite(void)
+{
+    Suite *s = suite_create("http_lifecycle");
+    TCase *tc = tcase_create("lifecycle");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, sigterm_snapshots_and_exits_zero);
+    tcase_add_test(tc, no_snapshot_when_disabled);
+    tcase_add_test(tc, training_resumes_exactly_after_restart);
+    tcase_add_test(tc, readyz_loading_then_ready);
+    tcase_add_test(tc, sigterm_while_loading);
+    tcase_add_test(tc, periodic_snapshots);
+    tcase_add_test(tc, debug_log_line_per_request);
+    tcase_add_test(tc, bad_table_exits_nonzero);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(http_lifecycle_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
