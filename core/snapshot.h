@@ -37,10 +37,12 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
 /* Loads the snapshot directory dir into a new table (*out, caller frees with
  * table_free): weights, vocabulary, settings, optimizer config and state,
  * step and version. name overrides the table name in the manifest when
- * non-NULL. Every defect (missing or unreadable file, corrupt manifest,
- * shape mismatch between files and manifest, unknown format version) is
- * CORE_EIO, CORE_EFORMAT or CORE_EUNSUPPORTED with err naming the file and
- * what is wrong; nothing is returned partially. */
+ * non-NULL. Every defect is an error with err naming the file and what is
+ * wrong: a missing file CORE_ENOTFOUND, an unreadable one CORE_EIO, a corrupt
+ * manifest or a shape that disagrees with it CORE_EFORMAT, settings the
+ * table refuses CORE_EINVAL, an unknown format_version CORE_EUNSUPPORTED.
+ * Nothing is returned partially. A load racing a replacement of the same
+ * snapshot reads one of the two whole or fails; it never mixes them. */
 int snapshot_load(const char *dir, const char *name, struct table **out, char *err,
                   size_t errlen);
 

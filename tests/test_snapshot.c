@@ -1,0 +1,604 @@
+/* test_snapshot.c - core/snapshot.c: round trips of weights, vocabulary,
+ * settings, optimizer state, step and version; training resumed from a
+ * snapshot equals training without the break; broken snapshots give clear
+ * errors; a snapshot of the same version is replaced atomically. */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "loader.h"
+#include "optim.h"
+#include "snapshot.h"
+#include "table.h"
+#include "table_internal.h"
+#include "testutil.h"
+#include "vocab.h"
+
+#define ROWS 50
+#define DIM 7
+
+static struct table *make_table(const char *name, enum optim_kind kind, bool with_vocab)
+{
+    struct table_settings s;
+    table_settings_init(&s);
+    s.has_padding = true;
+    s.padding_idx = 3;
+    s.has_max_norm = true;
+    s.max_norm = 2.5;
+    s.norm_type = INFINITY;
+    s.scale_grad_by_freq = true;
+    s.oov_id = with_vocab ? 0 : -1;
+    struct table *t = NULL;
+    char err[256] = "";
+    ck_assert_msg(table_new_init(&t, name, ROWS, DIM, 11, &s, err, sizeof(err)) == CORE_OK, "%s",
+                  err);
+    if (with_vocab) {
+        /* table_new_init has no vocabulary argument: build one around the rows */
+        struct vocab *v;
+        ck_assert_int_eq(vocab_new(&v, ROWS), CORE_OK);
+        for (int i = 0; i < ROWS; i++) {
+            char tok[32];
+            int n = snprintf(tok, sizeof(tok), "tok%d-\xc3\xa9", i);
+            ck_assert_int_eq(vocab_add(v, tok, (size_t)n, NULL), CORE_OK);
+        }
+        t->vocab = v;
+    }
+    struct optim_config c;
+    optim_config_defaults(&c, kind);
+    c.lr = 0.05;
+    if (kind == OPTIM_ADAGRAD)
+        c.initial_accumulator_value = 0.25;
+    ck_assert_int_eq(table_set_optimizer(t, &c, NULL, 0), CORE_OK);
+    return t;
+}
+
+/* Step s of a deterministic training run: 24 ids with duplicates and the
+ * padding id, gradients that depend on s. */
+static void train_step(struct table *t, int s)
+{
+    int64_t ids[24];
+    float g[24 * DIM];
+    for (int i = 0; i < 24; i++) {
+        ids[i] = (s * 7 + i * 13) % 17 + (i % 3 == 0 ? 20 : 0);
+        for (int j = 0; j < DIM; j++)
+            g[i * DIM + j] = sinf((float)(s * 1000 + i * 10 + j)) * (float)(1 + i % 4);
+    }
+    ids[5] = 3; /* padding */
+    double lr = s % 3 == 2 ? 0.125 : 0;
+    ck_assert_int_eq(table_apply_gradients(t, ids, 24, g, lr, NULL, NULL, NULL), CORE_OK);
+}
+
+static void assert_matrix_eq(const struct matrix *a, const struct matrix *b, const char *what)
+{
+    ck_assert_msg((a->data == NULL) == (b->data == NULL), "%s: presence differs", what);
+    if (a->data == NULL)
+        return;
+    ck_assert_int_eq(a->rows, b->rows);
+    ck_assert_int_eq(a->dim, b->dim);
+    for (int64_t r = 0; r < a->rows; r++)
+        ck_assert_msg(memcmp(matrix_row(a, r), matrix_row(b, r),
+                             (size_t)a->dim * sizeof(float)) == 0,
+                      "%s: row %lld differs", what, (long long)r);
+}
+
+static void assert_tables_eq(const struct table *a, const struct table *b)
+{
+    assert_matrix_eq(&a->w, &b->w, "weight");
+    assert_matrix_eq(&a->optim.exp_avg, &b->optim.exp_avg, "exp_avg");
+    assert_matrix_eq(&a->optim.exp_avg_sq, &b->optim.exp_avg_sq, "exp_avg_sq");
+    assert_matrix_eq(&a->optim.sum, &b->optim.sum, "sum");
+    ck_assert_int_eq(a->optim.step, b->optim.step);
+    ck_assert_uint_eq(table_version(a), table_version(b));
+    ck_assert_int_eq(a->optim.configured, b->optim.configured);
+    ck_assert_mem_eq(&a->optim.cfg, &b->optim.cfg, sizeof(a->optim.cfg));
+    for (int64_t r = 0; r < a->w.rows; r++)
+        ck_assert_float_eq(a->norms[r], b->norms[r]);
+}
+
+static struct table *load(const char *dir, const char *name)
+{
+    struct table *t = NULL;
+    char err[512] = "";
+    int rc = snapshot_load(dir, name, &t, err, sizeof(err));
+    ck_assert_msg(rc == CORE_OK, "snapshot_load %s: %s: %s", dir, core_errname(rc), err);
+    return t;
+}
+
+static void write_snapshot(struct table *t, const char *data_dir, char *path, size_t len)
+{
+    char err[512] = "";
+    uint64_t v = 0;
+    int rc = snapshot_write(t, data_dir, path, len, &v, err, sizeof(err));
+    ck_assert_msg(rc == CORE_OK, "snapshot_write: %s: %s", core_errname(rc), err);
+    ck_assert_uint_eq(v, table_version(t));
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char p[8400];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* ---- round trips -------------------------------------------------------- */
+
+START_TEST(round_trip_everything)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("words", OPTIM_SPARSE_ADAM, true);
+    for (int s = 0; s < 4; s++)
+        train_step(t, s);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    char expect[4096];
+    snprintf(expect, sizeof(expect), "%s/words/snapshot-4", data);
+    ck_assert_str_eq(path, expect);
+    const char *files[] = {"weight.npy", "vocab.txt", "exp_avg.npy", "exp_avg_sq.npy",
+                           "manifest.json"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        ck_assert_msg(file_exists(path, files[i]), "%s missing", files[i]);
+    ck_assert(!file_exists(path, "sum.npy"));
+
+    struct table *u = load(path, NULL);
+    ck_assert_str_eq(table_name(u), "words");
+    assert_tables_eq(t, u);
+    const struct table_settings *a = table_settings(t), *b = table_settings(u);
+    ck_assert(b->has_padding && b->padding_idx == 3);
+    ck_assert(b->has_max_norm && b->max_norm == 2.5);
+    ck_assert(isinf(b->norm_type));
+    ck_assert(b->scale_grad_by_freq == a->scale_grad_by_freq && !b->freeze);
+    ck_assert_int_eq(b->oov_id, 0);
+    ck_assert_int_eq(vocab_size(table_vocab(u)), ROWS);
+    for (int64_t i = 0; i < ROWS; i++) {
+        size_t la, lb;
+        const char *ta = vocab_token(table_vocab(t), i, &la);
+        const char *tb = vocab_token(table_vocab(u), i, &lb);
+        ck_assert_uint_eq(la, lb);
+        ck_assert(memcmp(ta, tb, la) == 0);
+    }
+    table_free(u);
+
+    u = load(path, "renamed");
+    ck_assert_str_eq(table_name(u), "renamed");
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* weight.npy is a plain numpy file: the loaders read it as any .npy. */
+START_TEST(weight_is_plain_npy)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("plain", OPTIM_ADAGRAD, false);
+    train_step(t, 0);
+    char path[4096], file[4200];
+    write_snapshot(t, data, path, sizeof(path));
+    ck_assert(file_exists(path, "sum.npy"));
+    ck_assert(!file_exists(path, "vocab.txt"));
+    snprintf(file, sizeof(file), "%s/weight.npy", path);
+    struct matrix m;
+    struct loader_opts o = {.format = LOADER_NPY};
+    char err[256] = "";
+    ck_assert_msg(npy_load(file, &o, &m, err, sizeof(err)) == CORE_OK, "%s", err);
+    assert_matrix_eq(&m, &t->w, "weight.npy");
+    matrix_deinit(&m);
+    snprintf(file, sizeof(file), "%s/sum.npy", path);
+    ck_assert_msg(npy_load(file, &o, &m, err, sizeof(err)) == CORE_OK, "%s", err);
+    assert_matrix_eq(&m, &t->optim.sum, "sum.npy");
+    matrix_deinit(&m);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* N steps, snapshot, load, M steps == N + M steps, for every optimizer. */
+START_TEST(resume_equals_uninterrupted)
+{
+    static const enum optim_kind kinds[] = {OPTIM_SGD, OPTIM_SPARSE_ADAM, OPTIM_ADAGRAD};
+    char *data = testutil_tmpdir();
+    struct table *straight = make_table("resume", kinds[_i], false);
+    struct table *first = make_table("resume", kinds[_i], false);
+    for (int s = 0; s < 5; s++) {
+        train_step(straight, s);
+        train_step(first, s);
+    }
+    char path[4096];
+    write_snapshot(first, data, path, sizeof(path));
+    table_free(first);
+    struct table *resumed = load(path, NULL);
+    for (int s = 5; s < 9; s++) {
+        train_step(straight, s);
+        train_step(resumed, s);
+    }
+    assert_tables_eq(straight, resumed);
+    ck_assert_uint_eq(table_version(resumed), 9);
+    table_free(straight);
+    table_free(resumed);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* A table that never had an optimizer configured (default sgd) and a frozen
+ * table round-trip too; the frozen one stays frozen. */
+START_TEST(unconfigured_and_frozen)
+{
+    char *data = testutil_tmpdir();
+    struct table_settings s;
+    table_settings_init(&s);
+    s.freeze = true;
+    struct table *t = NULL;
+    ck_assert_int_eq(table_new_init(&t, "frozen", 10, 4, 1, &s, NULL, 0), CORE_OK);
+    int64_t ids[1] = {2};
+    float v[4] = {1, 2, 3, 4};
+    ck_assert_int_eq(table_assign_rows(t, ids, 1, v, NULL, NULL), CORE_OK);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    assert_tables_eq(t, u);
+    ck_assert(table_settings(u)->freeze);
+    ck_assert(!table_optimizer(u)->configured);
+    ck_assert_uint_eq(table_version(u), 1);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* ---- latest ------------------------------------------------------------- */
+
+START_TEST(find_latest_picks_highest_complete)
+{
+    char *data = testutil_tmpdir();
+    char path[4096], err[256];
+    ck_assert_int_eq(snapshot_find_latest(data, "t", path, sizeof(path), err, sizeof(err)),
+                     CORE_ENOTFOUND);
+    struct table *t = make_table("t", OPTIM_SGD, false);
+    for (int s = 0; s < 10; s++) {
+        train_step(t, s);
+        if (s == 1 || s == 8)
+            write_snapshot(t, data, path, sizeof(path));
+    }
+    /* decoys: a bigger version without manifest, a temp dir, a bad name */
+    char decoy[4200];
+    const char *names[] = {"snapshot-100", ".tmp-snapshot-200-1", "snapshot-12x", "snapshot-"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(decoy, sizeof(decoy), "%s/t/%s", data, names[i]);
+        ck_assert_int_eq(mkdir(decoy, 0755), 0);
+    }
+    ck_assert_int_eq(snapshot_find_latest(data, "t", path, sizeof(path), err, sizeof(err)),
+                     CORE_OK);
+    char expect[4096];
+    snprintf(expect, sizeof(expect), "%s/t/snapshot-9", data);
+    ck_assert_str_eq(path, expect);
+    ck_assert_int_eq(snapshot_find_latest(data, "t", path, 10, err, sizeof(err)), CORE_ETOOBIG);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* ---- broken snapshots --------------------------------------------------- */
+
+static char *good_snapshot(char **data_out, enum optim_kind kind, bool vocab)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("b", kind, vocab);
+    train_step(t, 0);
+    train_step(t, 1);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    table_free(t);
+    *data_out = data;
+    return strdup(path);
+}
+
+static void replace_file(const char *dir, const char *name, const char *text)
+{
+    free(testutil_write_file(dir, name, text, strlen(text)));
+}
+
+static void remove_file(const char *dir, const char *name)
+{
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    ck_assert_int_eq(unlink(p), 0);
+}
+
+/* Replaces `from` with `to` in manifest.json (which must contain it). */
+static void edit_manifest(const char *dir, const char *from, const char *to)
+{
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/manifest.json", dir);
+    char *text = testutil_read_file(p, NULL);
+    char *at = strstr(text, from);
+    ck_assert_msg(at != NULL, "manifest lacks %s", from);
+    size_t out_len = strlen(text) - strlen(from) + strlen(to) + 1;
+    char *out = malloc(out_len);
+    snprintf(out, out_len, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    replace_file(dir, "manifest.json", out);
+    free(out);
+    free(text);
+}
+
+static void expect_load_error(const char *dir, int code, const char *needle1, const char *needle2)
+{
+    struct table *t = (struct table *)0x1;
+    char err[512] = "";
+    int rc = snapshot_load(dir, NULL, &t, err, sizeof(err));
+    ck_assert_msg(rc == code, "expected %s, got %s (%s)", core_errname(code), core_errname(rc),
+                  err);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(err, needle1) != NULL, "'%s' not in: %s", needle1, err);
+    if (needle2 != NULL)
+        ck_assert_msg(strstr(err, needle2) != NULL, "'%s' not in: %s", needle2, err);
+}
+
+struct broken_case {
+    const char *what;
+    const char *from, *to;    /* manifest edit, or NULL */
+    const char *remove;       /* file to delete, or NULL */
+    const char *file, *text;  /* file to overwrite, or NULL */
+    int code;
+    const char *needle1, *needle2;
+};
+
+static const struct broken_case broken_cases[] = {
+    {"no manifest", NULL, NULL, "manifest.json", NULL, NULL, CORE_ENOTFOUND, "manifest.json", NULL},
+    {"no weight", NULL, NULL, "weight.npy", NULL, NULL, CORE_ENOTFOUND, "weight.npy", NULL},
+    {"no exp_avg_sq", NULL, NULL, "exp_avg_sq.npy", NULL, NULL, CORE_ENOTFOUND, "exp_avg_sq.npy", NULL},
+    {"no vocab", NULL, NULL, "vocab.txt", NULL, NULL, CORE_ENOTFOUND, "vocab.txt", NULL},
+    {"truncated manifest", NULL, NULL, NULL, "manifest.json", "{\"format\": \"embedding-server",
+     CORE_EFORMAT, "manifest.json", "offset"},
+    {"manifest not an object", NULL, NULL, NULL, "manifest.json", "[1, 2]", CORE_EFORMAT,
+     "manifest.json", "object"},
+    {"empty manifest", NULL, NULL, NULL, "manifest.json", "", CORE_EFORMAT, "manifest.json",
+     NULL},
+    {"trailing bytes", "\n}\n", "\n} x", NULL, NULL, NULL, CORE_EFORMAT, "manifest.json",
+     "trailing"},
+    {"duplicate key", "\"step\":", "\"dtype\": \"float32\", \"step\":", NULL, NULL, NULL,
+     CORE_EFORMAT, "manifest.json", "duplicate"},
+    {"wrong format", "embedding-server snapshot", "something else", NULL, NULL, NULL,
+     CORE_EFORMAT, "manifest.json", "format"},
+    {"future version", "\"format_version\": 1", "\"format_version\": 2", NULL, NULL, NULL,
+     CORE_EUNSUPPORTED, "format_version 2", NULL},
+    {"shape mismatch", "\"shape\": [50, 7]", "\"shape\": [50, 8]", NULL, NULL, NULL,
+     CORE_EFORMAT, "weight.npy", "(50, 8)"},
+    {"shape not a pair", "\"shape\": [50, 7]", "\"shape\": [50]", NULL, NULL, NULL, CORE_EFORMAT,
+     "manifest.json", "\"shape\""},
+    {"step not integer", "\"step\": 2", "\"step\": 2.5", NULL, NULL, NULL, CORE_EFORMAT,
+     "\"step\"", NULL},
+    {"version negative", "\"version\": 2", "\"version\": -2", NULL, NULL, NULL, CORE_EFORMAT,
+     "\"version\"", NULL},
+    {"bad lr", "\"lr\": ", "\"lr\": -1, \"x\": ", NULL, NULL, NULL, CORE_EFORMAT, "optimizer.lr",
+     NULL},
+    {"lr string", "\"lr\": ", "\"lr\": \"fast\", \"x\": ", NULL, NULL, NULL, CORE_EFORMAT,
+     "optimizer.lr", NULL},
+    {"unknown optimizer", "\"sparse_adam\"", "\"rmsprop\"", NULL, NULL, NULL, CORE_EFORMAT,
+     "optimizer.name", NULL},
+    {"state of another optimizer", "\"exp_avg.npy\", \"exp_avg_sq.npy\"", "\"sum.npy\"", NULL,
+     NULL, NULL, CORE_EFORMAT, "\"state\"", NULL},
+    {"half adam state", "\"exp_avg.npy\", \"exp_avg_sq.npy\"", "\"exp_avg.npy\"", NULL, NULL,
+     NULL, CORE_EFORMAT, "\"state\"", NULL},
+    {"padding out of range", "\"padding_idx\": 3", "\"padding_idx\": 50", NULL, NULL, NULL,
+     CORE_EINVAL, "padding_idx", NULL},
+    {"freeze not bool", "\"freeze\": false", "\"freeze\": 0", NULL, NULL, NULL, CORE_EFORMAT,
+     "settings.freeze", NULL},
+    {"missing settings key", "\"scale_grad_by_freq\": true, ", "", NULL, NULL, NULL,
+     CORE_EFORMAT, "settings.scale_grad_by_freq", "missing"},
+    {"vocab short", NULL, NULL, NULL, "vocab.txt", "a\nb\nc\n", CORE_EFORMAT, "vocab.txt",
+     "tokens"},
+    {"weight not npy", NULL, NULL, NULL, "weight.npy", "not a numpy file at all", CORE_EFORMAT,
+     "weight.npy", NULL},
+    {"deep nesting", "\"dtype\"", "\"x\": [[[[[[[[[[1]]]]]]]]]], \"dtype\"", NULL, NULL, NULL,
+     CORE_EFORMAT, "nested", NULL},
+};
+
+START_TEST(broken_snapshot_is_a_clear_error)
+{
+    const struct broken_case *c = &broken_cases[_i];
+    char *data;
+    char *dir = good_snapshot(&data, OPTIM_SPARSE_ADAM, true);
+    if (c->from != NULL)
+        edit_manifest(dir, c->from, c->to);
+    if (c->remove != NULL)
+        remove_file(dir, c->remove);
+    if (c->file != NULL)
+        replace_file(dir, c->file, c->text);
+    expect_load_error(dir, c->code, c->needle1, c->needle2);
+    free(dir);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* A state file of the right name but the wrong shape. */
+START_TEST(state_shape_mismatch)
+{
+    char *data;
+    char *dir = good_snapshot(&data, OPTIM_ADAGRAD, false);
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/sum.npy", dir);
+    int fd = open(p, O_WRONLY | O_TRUNC);
+    ck_assert_int_ge(fd, 0);
+    float zeros[6 * 5] = {0};
+    ck_assert_int_eq(npy_write_fd(fd, zeros, 6, 5, 5), CORE_OK);
+    close(fd);
+    expect_load_error(dir, CORE_EFORMAT, "sum.npy", "(6, 5)");
+    free(dir);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* ---- atomic replace ------------------------------------------------------ */
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static int count_hidden(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] == '.' && strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* Sets every weight to x without a version bump (as a renorm by lookup
+ * would change rows without one), under the table's rules. */
+static void fill_weights(struct table *t, float x)
+{
+    pthread_mutex_lock(&t->write_lock);
+    for (int64_t r = 0; r < t->w.rows; r++) {
+        table_write_begin(t, table_stripe_of(r));
+        for (int64_t j = 0; j < t->w.dim; j++)
+            matrix_row(&t->w, r)[j] = x;
+        table_update_norm(t, r);
+        table_write_end(t, table_stripe_of(r));
+    }
+    pthread_mutex_unlock(&t->write_lock);
+}
+
+struct reader_ctx {
+    const char *dir;
+    _Atomic bool stop;
+    int loads, mixed, failed;
+};
+
+/* Loads the snapshot over and over; every load must hold one uniform value
+ * (one snapshot, never a mix of two). */
+static void *reader(void *arg)
+{
+    struct reader_ctx *c = arg;
+    while (!atomic_load(&c->stop)) {
+        struct table *t = NULL;
+        if (snapshot_load(c->dir, NULL, &t, NULL, 0) != CORE_OK) {
+            c->failed++;
+            continue;
+        }
+        float first = matrix_row(&t->w, 0)[0];
+        for (int64_t r = 0; r < t->w.rows; r++)
+            for (int64_t j = 0; j < t->w.dim; j++)
+                c->mixed += matrix_row(&t->w, r)[j] != first;
+        c->loads++;
+        table_free(t);
+    }
+    return NULL;
+}
+
+START_TEST(same_version_is_replaced_atomically)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("r", OPTIM_SGD, false);
+    fill_weights(t, 1.0f);
+    char path[4096], table_dir[4200];
+    write_snapshot(t, data, path, sizeof(path));
+    snprintf(table_dir, sizeof(table_dir), "%s/r", data);
+
+    struct reader_ctx c = {.dir = path};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, reader, &c), 0);
+    for (int i = 2; i < 40; i++) {
+        fill_weights(t, (float)i);
+        char again[4096];
+        write_snapshot(t, data, again, sizeof(again));
+        ck_assert_str_eq(again, path);
+    }
+    atomic_store(&c.stop, true);
+    pthread_join(th, NULL);
+    ck_assert_int_gt(c.loads, 0);
+    ck_assert_int_eq(c.mixed, 0);
+    /* a load that keeps losing the race reports an error, never a mix */
+    ck_assert_int_lt(c.failed, c.loads);
+
+    struct table *u = load(path, NULL);
+    ck_assert_float_eq(matrix_row(&u->w, 7)[3], 39.0f);
+    table_free(u);
+    ck_assert_int_eq(count_entries(table_dir), 1);
+    ck_assert_int_eq(count_hidden(table_dir), 0);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* A failed write (an unwritable data directory) reports the path and leaves
+ * nothing behind. */
+START_TEST(write_error_names_path)
+{
+    if (geteuid() == 0) {
+        /* root ignores permissions: use a path under a regular file instead */
+        char *data = testutil_tmpdir();
+        free(testutil_write_file(data, "file", "x", 1));
+        char bad[4200];
+        snprintf(bad, sizeof(bad), "%s/file/sub", data);
+        struct table *t = make_table("w", OPTIM_SGD, false);
+        char err[512] = "";
+        ck_assert_int_eq(snapshot_write(t, bad, NULL, 0, NULL, err, sizeof(err)), CORE_EIO);
+        ck_assert_ptr_nonnull(strstr(err, bad));
+        table_free(t);
+        testutil_rmtree(data);
+        return;
+    }
+    char *data = testutil_tmpdir();
+    ck_assert_int_eq(chmod(data, 0500), 0);
+    struct table *t = make_table("w", OPTIM_SGD, false);
+    char err[512] = "";
+    ck_assert_int_eq(snapshot_write(t, data, NULL, 0, NULL, err, sizeof(err)), CORE_EIO);
+    ck_assert_ptr_nonnull(strstr(err, data));
+    chmod(data, 0700);
+    ck_assert_int_eq(count_entries(data), 0);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+static Suite *snapshot_suite(void)
+{
+    Suite *s = suite_create("snapshot");
+    TCase *tc = tcase_create("round_trip");
+    tcase_add_test(tc, round_trip_everything);
+    tcase_add_test(tc, weight_is_plain_npy);
+    tcase_add_loop_test(tc, resume_equals_uninterrupted, 0, 3);
+    tcase_add_test(tc, unconfigured_and_frozen);
+    tcase_add_test(tc, find_latest_picks_highest_complete);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_add_loop_test(tc, broken_snapshot_is_a_clear_error, 0,
+                        (int)(sizeof(broken_cases) / sizeof(broken_cases[0])));
+    tcase_add_test(tc, state_shape_mismatch);
+    tcase_add_test(tc, write_error_names_path);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("atomic");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, same_version_is_replaced_atomically);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(snapshot_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
