@@ -19,10 +19,10 @@
  * bits of the product, which are dropped. bench/f32fmt_verify.c checks the
  * result for all 2^32 bit patterns.
  *
- * Layout follows Python's repr(): plain digits when the decimal point falls
- * between 4 digits left of the first digit and 16 digits right of it (1e-4 <=
- * |x| < 1e16), a ".0" on integers; otherwise d.ddde-XX with a sign and at least
- * two exponent digits. */
+ * Layout follows Python's repr() of a float with these digits: plain when the
+ * decimal satisfies 1e-4 <= |x| < 1e16 ("0.0001", "123.5", "100.0" with ".0"
+ * on integers, "0.0" and "-0.0"), otherwise d.ddde-XX with an exponent sign
+ * and at least two exponent digits ("1e-05", "1.5e+16", "3.4028235e+38"). */
 #include "f32fmt.h"
 
 #include <stdbool.h>
@@ -37,9 +37,9 @@ struct decimal {
     int exp;
 };
 
-/* floor(q * log10(2)) and floor(q * log10(2) + log10(3/4)) for the q of
- * float32 (checked exactly by scripts/gen_f32fmt_pow10.py and the tests).
- * Right shifts of negative ints are arithmetic in gcc. */
+/* floor(q * log10(2)) and floor(q * log10(2) + log10(3/4)), exact for every
+ * q of float32 (scripts/gen_f32fmt_pow10.py checks each one). Right shifts of
+ * negative ints are arithmetic in gcc. */
 static inline int floor_log10_pow2(int q)
 {
     return (q * 315653) >> 20;
@@ -88,99 +88,99 @@ static struct decimal shortest(uint32_t c, int q, bool at_pow2)
     return (struct decimal){take_s ? s : s + 1, k};
 }
 
-static struct decimal strip_zeros(struct decimal d)
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "f32fmt builds digit strings in little-endian registers"
+#endif
+
+/* The digits of a decimal as a string in a 16-byte register, byte i holding
+ * digit i (so a plain store writes them in order), '0'-padded after n. */
+struct digit_string {
+    unsigned __int128 chars;
+    int n;   /* significant digits, trailing zeros dropped */
+    int exp; /* the value is the n digits, read as an integer, times 10^exp */
+};
+
+/* The 8 decimal digits of v < 10^8, first digit in byte 0, as values 0-9:
+ * split into 4-digit, 2-digit then 1-digit lanes, dividing all lanes of a
+ * word at once with multiply-shift (exact for these ranges). */
+static inline uint64_t digits8(uint32_t v)
 {
-    while (d.digits % 10 == 0) {
-        d.digits /= 10;
-        d.exp++;
-    }
-    return d;
+    uint64_t x = (v / 10000) | ((uint64_t)(v % 10000) << 32);
+    uint64_t q = ((x * 10486) >> 20) & 0x0000007f0000007fu;
+    x = q | ((x - q * 100) << 16);
+    q = ((x * 103) >> 10) & 0x000f000f000f000fu;
+    return q | ((x - q * 10) << 8);
 }
 
-static const char digit_pairs[201] =
-    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-    "8081828384858687888990919293949596979899";
-
-static int count_digits(uint32_t v)
+static struct digit_string to_digits(struct decimal d)
 {
-    int n = 1;
-    while (v >= 10) {
-        v /= 10;
-        n++;
-    }
-    return n;
+    /* d.digits < 10 * 2^24 < 10^9: one digit in front of eight. */
+    uint32_t top = d.digits / 100000000;
+    unsigned __int128 raw = top | ((unsigned __int128)digits8(d.digits % 100000000) << 8);
+    uint64_t lo = (uint64_t)raw;
+    int lead = lo != 0 ? __builtin_ctzll(lo) / 8 : 8; /* leading zero digits */
+    raw >>= 8 * lead;
+    lo = (uint64_t)raw;
+    /* The last nonzero byte ends the significant digits. */
+    int n = (raw >> 64) != 0 ? 9 : (63 - __builtin_clzll(lo)) / 8 + 1;
+    unsigned __int128 zeros = ((unsigned __int128)0x3030303030303030u << 64) | 0x3030303030303030u;
+    return (struct digit_string){raw + zeros, n, d.exp + (9 - lead - n)};
 }
 
-/* Writes the n decimal digits of v to out[0..n). */
-static void write_digits(char *out, uint32_t v, int n)
+/* The layouts store whole registers rather than exact lengths: bytes past the
+ * returned length are scratch, and nothing lands past out[F32FMT_MAX - 1]. */
+
+static inline void store16(char *out, unsigned __int128 v)
 {
-    char *p = out + n;
-    while (v >= 100) {
-        p -= 2;
-        memcpy(p, digit_pairs + 2 * (v % 100), 2);
-        v /= 100;
-    }
-    if (v >= 10) {
-        p -= 2;
-        memcpy(p, digit_pairs + 2 * v, 2);
-    } else {
-        *--p = (char)('0' + v);
-    }
+    memcpy(out, &v, 16);
 }
 
-/* digits[0..n) with the decimal point after `point` digits (may be <= 0 or
- * >= n). */
-static size_t layout_plain(char *out, const char *digits, int n, int point)
+static inline void store8(char *out, unsigned __int128 v)
 {
-    char *p = out;
-    if (point <= 0) {
-        memcpy(p, "0.0000", (size_t)(2 - point));
-        p += 2 - point;
-        memcpy(p, digits, (size_t)n);
-        p += n;
-    } else if (point < n) {
-        memcpy(p, digits, (size_t)point);
-        p += point;
-        *p++ = '.';
-        memcpy(p, digits + point, (size_t)(n - point));
-        p += n - point;
-    } else {
-        memcpy(p, digits, (size_t)n);
-        p += n;
-        memset(p, '0', (size_t)(point - n));
-        p += point - n;
-        memcpy(p, ".0", 2);
-        p += 2;
-    }
-    return (size_t)(p - out);
+    uint64_t w = (uint64_t)v;
+    memcpy(out, &w, 8);
 }
 
-static size_t layout_scientific(char *out, const char *digits, int n, int exp10)
+/* The digits with the decimal point after `point` of them, -4 < point <= 16. */
+static size_t layout_plain(char *out, struct digit_string ds, int point)
 {
-    char *p = out;
-    *p++ = digits[0];
-    if (n > 1) {
-        *p++ = '.';
-        memcpy(p, digits + 1, (size_t)(n - 1));
-        p += n - 1;
+    if (point <= 0) { /* 0.000ddd */
+        memcpy(out, "0.000000", 8);
+        store16(out + 2 - point, ds.chars);
+        return (size_t)(2 - point + ds.n);
     }
-    *p++ = 'e';
-    *p++ = exp10 < 0 ? '-' : '+';
+    if (point < ds.n) { /* dd.ddd: point <= 8, at most 8 digits after it */
+        store16(out, ds.chars);
+        out[point] = '.';
+        store8(out + point + 1, ds.chars >> (8 * point));
+        return (size_t)(ds.n + 1);
+    }
+    store16(out, ds.chars); /* ddd000.0, zeros from the padding */
+    memcpy(out + point, ".0", 2);
+    return (size_t)(point + 2);
+}
+
+/* d.ddde-XX, |exp10| <= 45. */
+static size_t layout_scientific(char *out, struct digit_string ds, int exp10)
+{
+    out[0] = (char)ds.chars;
+    out[1] = '.';
+    store8(out + 2, ds.chars >> 8);
+    char *p = out + (ds.n > 1 ? ds.n + 1 : 1);
+    memcpy(p, exp10 < 0 ? "e-" : "e+", 2);
     unsigned e = (unsigned)(exp10 < 0 ? -exp10 : exp10);
-    memcpy(p, digit_pairs + 2 * e, 2); /* |exp10| <= 45 */
-    return (size_t)(p + 2 - out);
+    p[2] = (char)('0' + e / 10);
+    p[3] = (char)('0' + e % 10);
+    return (size_t)(p + 4 - out);
 }
 
 static size_t format_decimal(char *out, struct decimal d)
 {
-    char digits[10];
-    int n = count_digits(d.digits);
-    write_digits(digits, d.digits, n);
-    int point = d.exp + n;
+    struct digit_string ds = to_digits(d);
+    int point = ds.exp + ds.n;
     if (point > -4 && point <= 16)
-        return layout_plain(out, digits, n, point);
-    return layout_scientific(out, digits, n, point - 1);
+        return layout_plain(out, ds, point);
+    return layout_scientific(out, ds, point - 1);
 }
 
 size_t f32fmt(float f, char *out)
@@ -205,5 +205,5 @@ size_t f32fmt(float f, char *out)
         d = shortest(frac, -149, false);
     else
         d = shortest(frac | 0x800000u, (int)biased - 150, frac == 0 && biased > 1);
-    return sign + format_decimal(out + sign, strip_zeros(d));
+    return sign + format_decimal(out + sign, d);
 }

@@ -5,7 +5,9 @@
  * binary value), in JSON-compatible form: "-0.0" style signs kept,
  * plain digits for moderate exponents ("0.001", "123.5", "1e+21" style
  * scientific otherwise). NaN and infinities are not JSON: the writer emits
- * "null" for them, and callers avoid producing them. */
+ * "null" for them, and callers avoid producing them.
+ * Moderate means 1e-4 <= |x| < 1e16, Python's repr() rule: "100.0", "0.0001",
+ * "-0.0", "1e-05", "1.5e+16", "3.4028235e+38" (at most 19 characters). */
 #ifndef PROTO_F32FMT_H
 #define PROTO_F32FMT_H
 
@@ -15,7 +17,8 @@
 #define F32FMT_MAX 24
 
 /* Writes the text for f to out (at least F32FMT_MAX bytes) and returns its
- * length (no NUL is written). Thread-safe, no allocation. */
+ * length (no NUL is written; bytes of out past the length may be
+ * overwritten). Thread-safe, no allocation. */
 size_t f32fmt(float f, char *out);
 
 #endif
