@@ -5,6 +5,7 @@
 #ifndef CORE_RNG_H
 #define CORE_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct rng {
@@ -23,5 +24,9 @@ double rng_uniform(struct rng *r);
 
 /* Returns a standard normal draw. */
 double rng_normal(struct rng *r);
+
+/* Writes n standard normal draws, rounded to float, to out: the same values
+ * as n calls of rng_normal, with the state kept in registers. */
+void rng_fill_normal(struct rng *r, float *out, size_t n);
 
 #endif

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -231,6 +232,20 @@ int table_new(struct table **out, const char *name, struct matrix *weights, stru
     return create(out, name, weights, vocab, &norm, err, errlen);
 }
 
+/* Asks for transparent huge pages (this machine kind has THP in madvise
+ * mode) before the first touch: a random gather over 512 MB of 4 KiB pages
+ * misses the TLB on nearly every row, and faulting 2 MiB at a time makes
+ * the fill cheaper too. A hint: failure changes nothing. */
+static void advise_huge_pages(struct matrix *w)
+{
+#ifdef MADV_HUGEPAGE
+    if (w->bytes >= (2u << 20) && ((uintptr_t)w->data & 4095) == 0)
+        madvise(w->data, w->bytes, MADV_HUGEPAGE);
+#else
+    (void)w;
+#endif
+}
+
 struct fill_ctx {
     struct matrix *w;
     uint64_t seed;
@@ -243,9 +258,7 @@ static void fill_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t row = begin; row < end; row++) {
         if (row == begin || row % INIT_BLOCK_ROWS == 0)
             rng_seed(&r, c->seed, (uint64_t)(row / INIT_BLOCK_ROWS));
-        float *p = matrix_row(c->w, row);
-        for (int64_t j = 0; j < c->w->dim; j++)
-            p[j] = (float)rng_normal(&r);
+        rng_fill_normal(&r, matrix_row(c->w, row), (size_t)c->w->dim);
     }
 }
 
@@ -266,6 +279,7 @@ int table_new_init(struct table **out, const char *name, int64_t num, int64_t di
     if (rc != CORE_OK)
         return core_fail(err, errlen, rc, "table '%s': cannot allocate %lld x %lld floats: %s",
                          name, (long long)num, (long long)dim, core_strerror(rc));
+    advise_huge_pages(&w);
     for_rows(fill_range, &(struct fill_ctx){&w, seed}, num, dim);
     if (norm.has_padding)
         memset(matrix_row(&w, norm.padding_idx), 0, (size_t)dim * sizeof(float));
