@@ -209,7 +209,8 @@ START_TEST(write_reads_back)
 END_TEST
 
 /* One million distinct tokens through vocab_load_file; prints the time. The
- * bound is loose for sanitizer builds; the figure printed is the point. */
+ * bound only catches a quadratic regression (sanitizer builds at -O0 take
+ * ~2 s on this machine kind); the figure printed is the point. */
 START_TEST(load_one_million_tokens)
 {
     const int n = 1000000;
@@ -233,7 +234,7 @@ START_TEST(load_one_million_tokens)
         wrong += vocab_find(v, buf, (size_t)k) != i;
     }
     ck_assert_int_eq(wrong, 0);
-    ck_assert_msg(secs < 5.0, "loading 1M tokens took %.2f s", secs);
+    ck_assert_msg(secs < 20.0, "loading 1M tokens took %.2f s", secs);
     vocab_free(v);
     free(path);
     free(text);
@@ -254,6 +255,7 @@ static Suite *vocab_suite(void)
     tcase_add_test(tc, load_accepts_line_endings);
     tcase_add_test(tc, write_reads_back);
     tcase_add_test(tc, load_one_million_tokens);
+    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
 }
