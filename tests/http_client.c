@@ -229,8 +229,15 @@ bool test_server_wait(struct test_server *s, double timeout_s)
 void test_server_cleanup(struct test_server *s)
 {
     test_server_stop(s, 10.0);
+    /* a sanitizer report in the server's log fails the suite even when
+     * every answer looked right (leaks show only at exit) */
+    char *log = test_server_log(s);
+    bool clean = strstr(log, "Sanitizer") == NULL && strstr(log, "runtime error:") == NULL;
     testutil_rmtree(s->dir);
     s->dir = NULL;
+    if (!clean)
+        ck_abort_msg("the server's log has a sanitizer report:\n%s", log);
+    free(log);
 }
 
 /* ---- libcurl ---------------------------------------------------------- */
