@@ -8,6 +8,7 @@
 #include "table.h"
 
 #include <assert.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -367,6 +368,9 @@ static inline void prefetch_row(const struct table *t, int64_t id)
 static void gather_rows(const struct table *t, const int64_t *ids, size_t n, float *out)
 {
     size_t dim = (size_t)t->w.dim;
+    /* the first rows are requested together, not one miss after another */
+    for (size_t i = 0; i < n && i < PREFETCH_AHEAD; i++)
+        prefetch_row(t, ids[i]);
     for (size_t i = 0; i < n; i++) {
         if (i + PREFETCH_AHEAD < n)
             prefetch_row(t, ids[i + PREFETCH_AHEAD]);
@@ -438,15 +442,16 @@ static float torch_row_norm(const float *row, int64_t dim, double p)
     return powf(acc, 1.0f / fp);
 }
 
-/* An upper bound of the p-norm from the cached L2 norm: ||x||_p <= ||x||_2
- * for p >= 2, and <= dim^(1/p - 1/2) ||x||_2 below. Lets a lookup of rows
- * that are already short skip the write lock. */
-static double pnorm_bound(const struct table *t, float l2)
+/* The cached L2 norm below which a row cannot exceed max_norm in the
+ * table's p-norm: ||x||_p <= ||x||_2 for p >= 2 and <= dim^(1/p - 1/2)
+ * ||x||_2 below, with a margin well above the rounding of either norm. Lets
+ * a lookup of rows that are already short skip the write lock. */
+static double l2_limit(const struct table *t)
 {
-    double p = t->s.norm_type;
-    if (p >= 2.0)
-        return l2;
-    return l2 * pow((double)t->w.dim, 1.0 / p - 0.5);
+    double p = (float)t->s.norm_type, dim = (double)t->w.dim;
+    double factor = p >= 2.0 ? 1.0 : pow(dim, 1.0 / p - 0.5);
+    double margin = 1.0 + 1e-4 + 4.0 * dim * FLT_EPSILON;
+    return t->s.max_norm / (factor * margin);
 }
 
 static float read_norm(const struct table *t, int64_t id)
@@ -459,12 +464,6 @@ static float read_norm(const struct table *t, int64_t id)
         v = t->norms[id];
     } while (table_read_retry(t, stripe, s));
     return v;
-}
-
-static bool may_exceed(const struct table *t, int64_t id)
-{
-    /* a margin well above float rounding of the cached norm */
-    return pnorm_bound(t, read_norm(t, id)) * (1.0 + 1e-4) > t->s.max_norm;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -493,13 +492,18 @@ static void renorm_row(struct table *t, int64_t id)
 
 /* torch.embedding_renorm_: each distinct id once per call. Candidates are
  * picked from the norm cache first so that the common case (every row
- * already short) takes no lock. */
+ * already short) takes no lock. A row assigned by another thread after the
+ * check may come back unscaled; the next lookup of it scales it, as if the
+ * assignment had landed between renormalization and gather. */
 static int renorm_ids(struct table *t, const int64_t *ids, size_t n)
 {
+    double limit = l2_limit(t);
     size_t m = 0;
     int64_t *cand = NULL;
     for (size_t i = 0; i < n; i++) {
-        if (!may_exceed(t, ids[i]))
+        if (i + PREFETCH_AHEAD < n)
+            __builtin_prefetch(&t->norms[ids[i + PREFETCH_AHEAD]], 0, 0);
+        if (!(read_norm(t, ids[i]) > limit))
             continue;
         if (cand == NULL && (cand = malloc((n - i) * sizeof(*cand))) == NULL)
             return CORE_ENOMEM;
