@@ -13,6 +13,8 @@
 #include "config.h"
 #include "config_internal.h"
 #include "error.h"
+#include "loader.h"
+#include "vocab.h"
 #include "testutil.h"
 
 static const char *const env_vars[] = {
@@ -572,6 +574,59 @@ START_TEST(test_builtin_default)
 }
 END_TEST
 
+static const float *row_of(const struct matrix *m, const struct vocab *v, const char *tok)
+{
+    int64_t id = vocab_find(v, tok, strlen(tok));
+    ck_assert_msg(id >= 0, "%s missing from the default table", tok);
+    return matrix_row(m, id);
+}
+
+static double cosine(const float *a, const float *b, int64_t dim)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int64_t i = 0; i < dim; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / (sqrt(aa) * sqrt(bb));
+}
+
+/* The shipped words.vec loads as the built-in config says, and its vectors
+ * mean something: gold sits nearer silver than an unrelated word. */
+START_TEST(test_default_table_loads)
+{
+    struct loader_opts o = {.format = LOADER_WORD2VEC};
+    struct matrix m = {0};
+    struct vocab *v = NULL;
+    char err[512] = "";
+    int rc = loader_load(SOURCE_DIR "/config/default/words.vec", &o, &m, &v, err, sizeof err);
+    ck_assert_msg(rc == CORE_OK, "%s", err);
+    ck_assert_int_eq(m.rows, 5278);
+    ck_assert_int_eq(m.dim, 64);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_int_eq(vocab_size(v), 5278);
+    const float *gold = row_of(&m, v, "gold");
+    double silver = cosine(gold, row_of(&m, v, "silver"), m.dim);
+    double sheep = cosine(gold, row_of(&m, v, "sheep"), m.dim);
+    ck_assert_msg(silver > 0.7 && silver > sheep + 0.3, "gold~silver %f, gold~sheep %f", silver,
+                  sheep);
+    matrix_deinit(&m);
+    vocab_free(v);
+
+    /* words.json describes the same table */
+    struct config c;
+    ck_assert_int_eq(config_init(&c), CORE_OK);
+    ck_assert_msg(config_parse_file(&c, SOURCE_DIR "/config/default/words.json", err, sizeof err) ==
+                      CORE_OK, "%s", err);
+    ck_assert_uint_eq(c.ntables, 1);
+    ck_assert_str_eq(c.tables[0].name, "words");
+    ck_assert_str_eq(c.tables[0].path, SOURCE_DIR "/config/default/words.vec");
+    ck_assert(c.tables[0].settings.freeze);
+    config_deinit(&c);
+}
+END_TEST
+
 START_TEST(test_help_mentions_everything)
 {
     char *text = NULL;
@@ -642,6 +697,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_relative_paths);
     tcase_add_test(tc, test_tokens_from_env);
     tcase_add_test(tc, test_builtin_default);
+    tcase_add_test(tc, test_default_table_loads);
     tcase_add_test(tc, test_help_mentions_everything);
     tcase_add_test(tc, test_log_levels);
     suite_add_tcase(s, tc);
