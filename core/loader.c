@@ -208,14 +208,10 @@ bool loader_parse_header(const char *s, size_t n, int64_t *rows, int64_t *dim, s
     return true;
 }
 
-static bool is_number_text(char c)
-{
-    return (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '+' || c == 'e' ||
-           c == 'E' || c == ' ' || c == '\t' || c == '\r';
-}
-
 /* After a word2vec header: true when the first row reads as text ("token
- * 0.1 -0.2 ...\n"), false when the bytes after the token are raw floats. */
+ * 0.1 -0.2 ...\n"), false when the bytes after the token are raw floats.
+ * Text rows hold only printable ASCII after the token; a row of float32
+ * bytes almost surely holds a control or high byte somewhere. */
 static bool first_row_is_text(const char *p, size_t n)
 {
     const char *end = p + n;
@@ -224,9 +220,10 @@ static bool first_row_is_text(const char *p, size_t n)
         return true; /* no token end in sight: cannot be binary rows */
     bool digit = false;
     for (const char *q = sp + 1; q < end && *q != '\n'; q++) {
-        if (!is_number_text(*q))
+        unsigned char c = (unsigned char)*q;
+        if ((c < 0x20 || c > 0x7e) && c != '\t' && c != '\r')
             return false;
-        digit |= *q >= '0' && *q <= '9';
+        digit |= c >= '0' && c <= '9';
     }
     return digit;
 }

@@ -300,9 +300,10 @@ static int read_header(struct text_load *t)
     uint64_t per_row = (uint64_t)t->dim > body / 2 ? UINT64_MAX : 2 * (uint64_t)t->dim + 1;
     if (t->rows > LOADER_MAX_ROWS || per_row == UINT64_MAX ||
         (uint64_t)t->rows > (body + 1) / per_row)
-        return core_fail(t->err, t->errlen, CORE_ETOOBIG,
+        return core_fail(t->err, t->errlen,
+                         t->rows > LOADER_MAX_ROWS ? CORE_ETOOBIG : CORE_EFORMAT,
                          "%s: line 1: header says %lld rows of %lld values, more than the "
-                         "%llu-byte file can hold",
+                         "%llu-byte file can hold (truncated file or wrong header)",
                          t->path, (long long)t->rows, (long long)t->dim,
                          (unsigned long long)t->size);
     t->first_row_line = 2;

@@ -116,9 +116,10 @@ static int read_header(struct bin_load *b)
     uint64_t per_row = (uint64_t)b->dim > body / 4 ? UINT64_MAX : 4 * (uint64_t)b->dim + 2;
     if (b->rows > LOADER_MAX_ROWS || per_row == UINT64_MAX ||
         (uint64_t)b->rows > body / per_row)
-        return core_fail(b->err, b->errlen, CORE_ETOOBIG,
+        return core_fail(b->err, b->errlen,
+                         b->rows > LOADER_MAX_ROWS ? CORE_ETOOBIG : CORE_EFORMAT,
                          "%s: offset 0: header says %lld rows of %lld float32 values, more than "
-                         "the %llu-byte file can hold",
+                         "the %llu-byte file can hold (truncated file or wrong header)",
                          b->path, (long long)b->rows, (long long)b->dim,
                          (unsigned long long)b->size);
     return CORE_OK;
