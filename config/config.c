@@ -53,8 +53,7 @@ const struct config_option config_options[] = {
     {"log_level", "LOG_LEVEL", "--log-level", "LEVEL", OPT_LOG_LEVEL, OFF(log_level), 0, 0,
      "info", "error | warn | info | debug (debug logs one line per request)."},
     {"auth.read_token", "READ_TOKEN", NULL, "TOKEN", OPT_STRING, OFF(read_token), 0, 0,
-     NULL, "Bearer token required by read endpoints (the write token works too). "
-           "Needs a write token as well."},
+     NULL, "Bearer token for reads (the write token works too); needs a write token."},
     {"auth.write_token", "WRITE_TOKEN", NULL, "TOKEN", OPT_STRING, OFF(write_token), 0, 0,
      NULL, "Bearer token required by gradients, rows and snapshot."},
     {"snapshot.interval", "SNAPSHOT_INTERVAL", "--snapshot-interval", "SECONDS", OPT_INT,
@@ -75,7 +74,7 @@ static const struct {
     {"--help", "-h", CONFIG_HELP, "Print this help and exit."},
     {"--version", "-V", CONFIG_VERSION, "Print the version and exit."},
     {"--check-config", NULL, CONFIG_CHECK,
-     "Validate the configuration, load every table, report, and exit (0 when all is well)."},
+     "Validate the configuration, load every table, and exit (0 when all is well)."},
 };
 #define NACTION_FLAGS (sizeof action_flags / sizeof action_flags[0])
 
@@ -582,15 +581,16 @@ int config_load(struct config *c, int argc, char *const *argv,
 
 /* ---- --help ---- */
 
+/* Three lines per option so the text fits 80 columns: how to pass it, what
+ * it does, where else it can come from. */
 static void help_option(FILE *f, const struct config_option *o)
 {
-    char head[64];
     if (o->flag)
-        snprintf(head, sizeof head, "%s %s", o->flag, o->arg);
+        fprintf(f, "  %s %s\n", o->flag, o->arg);
     else
-        snprintf(head, sizeof head, "(no flag)");
-    fprintf(f, "  %-34s %s\n", head, o->help);
-    fprintf(f, "  %-34s key %s, env " ENV_PREFIX "%s, default %s\n", "", o->key, o->env,
+        fprintf(f, "  (no flag: keep secrets off the command line)\n");
+    fprintf(f, "      %s\n", o->help);
+    fprintf(f, "      key %s, env " ENV_PREFIX "%s, default %s\n", o->key, o->env,
             o->def ? o->def : "unset");
 }
 
@@ -615,20 +615,20 @@ void config_print_help(FILE *f, const char *prog)
         prog = "embedding-server";
     fprintf(f,
             "Usage: %s [--config FILE] [OPTIONS]\n\n"
-            "Serves embedding tables over HTTP, as torch.nn.Embedding does in a model: lookups,\n"
-            "pooled bags, similarity, nearest neighbours, and training from posted gradients.\n"
-            "With no tables configured it serves the built-in table \"" DEFAULT_TABLE_NAME "\" "
-            "(word vectors\ntrained on the King James Bible), found at $" ENV_DEFAULT_TABLE
-            ", else the source\ntree's config/default/" DEFAULT_TABLE_FILE ", else "
-            INSTALLED_DEFAULT_DIR "/" DEFAULT_TABLE_FILE ".\n\n"
+            "Serves embedding tables over HTTP, as torch.nn.Embedding does in a model:\n"
+            "lookups, pooled bags, similarity, nearest neighbours, and training from posted\n"
+            "gradients. With no tables configured it serves the built-in table \""
+            DEFAULT_TABLE_NAME "\"\n(word vectors trained on the King James Bible), read from\n"
+            "$" ENV_DEFAULT_TABLE ", else the source tree's\nconfig/default/"
+            DEFAULT_TABLE_FILE ", else " INSTALLED_DEFAULT_DIR "/" DEFAULT_TABLE_FILE ".\n\n"
             "Every setting comes from, lowest precedence first: its default, the JSON file,\n"
             "its EMBEDDING_SERVER_* environment variable, its flag. Flags take \"--flag VALUE\"\n"
             "or \"--flag=VALUE\".\n\n"
             "Options:\n",
             prog);
-    fprintf(f, "  %-34s %s\n", "--config FILE",
-            "JSON configuration file; relative table paths are read from its folder.");
-    fprintf(f, "  %-34s env " ENV_CONFIG "\n", "");
+    fprintf(f, "  --config FILE\n"
+               "      JSON configuration file; relative table paths are read from its folder.\n"
+               "      env " ENV_CONFIG "\n");
     for (size_t i = 0; i < config_noptions; i++)
         help_option(f, &config_options[i]);
     for (size_t i = 0; i < NACTION_FLAGS; i++) {
@@ -636,7 +636,7 @@ void config_print_help(FILE *f, const char *prog)
         snprintf(head, sizeof head, "%s%s%s", action_flags[i].flag,
                  action_flags[i].alias ? ", " : "",
                  action_flags[i].alias ? action_flags[i].alias : "");
-        fprintf(f, "  %-34s %s\n", head, action_flags[i].help);
+        fprintf(f, "  %s\n      %s\n", head, action_flags[i].help);
     }
     fprintf(f, "\nEach entry of \"tables\" (at most %d; exactly one of path / init):\n",
             CONFIG_MAX_TABLES);
@@ -645,7 +645,8 @@ void config_print_help(FILE *f, const char *prog)
     fprintf(f,
             "\nExamples:\n"
             "  %s\n"
-            "  curl -s localhost:8080/v1/tables/words/neighbors -d '{\"tokens\":[\"gold\"]}'\n"
+            "  curl -s localhost:8080/v1/tables/words/neighbors \\\n"
+            "       -H 'Content-Type: application/json' -d '{\"tokens\":[\"gold\"]}'\n"
             "  EMBEDDING_SERVER_WRITE_TOKEN=secret %s --config tables.json --port 9000\n"
             "  EMBEDDING_SERVER_HOST=0.0.0.0 %s --data-dir /var/lib/embedding-server\n",
             prog, prog, prog);

@@ -434,8 +434,8 @@ static const struct {
     {"norm_type", tk_norm_type, "p of the max_norm norm, > 0 or \"inf\"; default 2.0"},
     {"scale_grad_by_freq", tk_scale_grad, "divide gradients by id counts; default false"},
     {"optimizer", tk_optimizer,
-     "{\"name\": sgd | sparse_adam | adagrad, \"lr\", \"betas\", \"eps\", \"lr_decay\", "
-     "\"initial_accumulator_value\"}; PyTorch's defaults; null = sgd lr 0.01"},
+     "{\"name\": sgd | sparse_adam | adagrad, \"lr\", \"betas\", \"eps\", \"lr_decay\",\n"
+     "      \"initial_accumulator_value\"}: PyTorch's names and defaults; null = sgd lr 0.01"},
     {"oov", tk_oov, "unknown token in a lookup: \"error\" (default, 404) or an id to use"},
 };
 #define NTABLE_KEYS (sizeof table_keys / sizeof table_keys[0])
@@ -443,7 +443,7 @@ static const struct {
 void config_help_tables(FILE *f)
 {
     for (size_t i = 0; i < NTABLE_KEYS; i++)
-        fprintf(f, "  %-20s %s\n", table_keys[i].key, table_keys[i].help);
+        fprintf(f, "  %s\n      %s\n", table_keys[i].key, table_keys[i].help);
 }
 
 static int table_key(struct table_parse *p, const cJSON *m, const char *where)
