@@ -383,7 +383,7 @@ int config_apply_flags(struct config *c, int argc, char *const *argv,
             return core_fail(err, errlen, CORE_EINVAL,
                              "unexpected argument \"%s\" (options start with --; see --help)", arg);
         size_t namelen;
-        const char *value;
+        const char *value = NULL;
         int rc = flag_value(argc, argv, &i, &namelen, &value, err, errlen);
         if (rc != CORE_OK)
             return rc;

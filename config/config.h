@@ -108,7 +108,9 @@ int config_load(struct config *c, int argc, char *const *argv,
                 enum config_action *action, char *err, size_t errlen);
 
 /* Applies the JSON file at path over *c (its keys only; others keep their
- * values). Relative table paths resolve against path's folder. */
+ * values; its "tables" replace any before). Relative table paths resolve
+ * against path's folder. On failure *c may be partly updated: discard it, as
+ * config_load does. */
 int config_parse_file(struct config *c, const char *path, char *err, size_t errlen);
 
 /* Same as config_parse_file on text[0..len); base_dir resolves relative

@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +25,17 @@ struct jctx {
 };
 
 #define FAIL(x, ...) core_fail((x)->err, (x)->errlen, CORE_EINVAL, __VA_ARGS__)
+
+/* Builds a key path for lookups and messages. Paths longer than the buffer
+ * are cut, which can only shorten a message: no option key comes close. */
+__attribute__((format(printf, 3, 4))) static void keypath(char *out, size_t n, const char *fmt,
+                                                          ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+}
 
 /* ---- generic checks ---- */
 
@@ -209,7 +222,7 @@ static int optimizer_key(struct optim_config *o, const cJSON *m, const char *whe
                          const struct jctx *x)
 {
     char path[WHERE_MAX];
-    snprintf(path, sizeof path, "%s.%s", where, m->string);
+    keypath(path, sizeof path, "%s.%s", where, m->string);
     for (size_t i = 0; i < NOPTIM_KEYS; i++) {
         if (strcmp(m->string, optim_keys[i].key) != 0)
             continue;
@@ -261,7 +274,7 @@ typedef int (*table_key_fn)(struct table_parse *p, const cJSON *v, const char *w
 
 static int tk_name(struct table_parse *p, const cJSON *v, const char *where)
 {
-    const char *s;
+    const char *s = NULL;
     int rc = json_string(v, &s, where, p->x);
     if (rc != CORE_OK)
         return rc;
@@ -273,7 +286,7 @@ static int tk_name(struct table_parse *p, const cJSON *v, const char *where)
 
 static int set_path(char **slot, const cJSON *v, const char *where, const struct jctx *x)
 {
-    const char *s;
+    const char *s = NULL;
     int rc = json_string(v, &s, where, x);
     if (rc != CORE_OK)
         return rc;
@@ -294,7 +307,7 @@ static int tk_vocab(struct table_parse *p, const cJSON *v, const char *where)
 
 static int tk_tensor(struct table_parse *p, const cJSON *v, const char *where)
 {
-    const char *s;
+    const char *s = NULL;
     int rc = json_string(v, &s, where, p->x);
     if (rc != CORE_OK)
         return rc;
@@ -321,8 +334,8 @@ static int tk_init(struct table_parse *p, const cJSON *v, const char *where)
     bool have_n = false, have_d = false;
     for (const cJSON *m = v->child; m && rc == CORE_OK; m = m->next) {
         char path[WHERE_MAX];
-        snprintf(path, sizeof path, "%s.%s", where, m->string);
-        int64_t val;
+        keypath(path, sizeof path, "%s.%s", where, m->string);
+        int64_t val = 0;
         if (strcmp(m->string, "num_embeddings") == 0) {
             rc = json_int(m, 1, INT64_C(1) << 40, &t->num_embeddings, path, p->x);
             have_n = true;
@@ -449,7 +462,7 @@ void config_help_tables(FILE *f)
 static int table_key(struct table_parse *p, const cJSON *m, const char *where)
 {
     char path[WHERE_MAX];
-    snprintf(path, sizeof path, "%s.%s", where, m->string);
+    keypath(path, sizeof path, "%s.%s", where, m->string);
     for (size_t i = 0; i < NTABLE_KEYS; i++) {
         if (strcmp(m->string, table_keys[i].key) == 0)
             return table_keys[i].fn(p, m, path);
@@ -531,7 +544,7 @@ static int parse_tables(struct config *c, const cJSON *v, const struct jctx *x)
     size_t i = 0;
     for (const cJSON *e = v->child; e && rc == CORE_OK; e = e->next, i++) {
         char where[WHERE_MAX];
-        snprintf(where, sizeof where, "%s: tables[%zu]", x->source, i);
+        keypath(where, sizeof where, "%s: tables[%zu]", x->source, i);
         rc = parse_table(&tables[i], e, where, x);
     }
     if (rc == CORE_OK)
@@ -556,7 +569,7 @@ static int parse_object(struct config *c, const cJSON *obj, const char *prefix,
                         const struct jctx *x)
 {
     char where[WHERE_MAX + 64];
-    snprintf(where, sizeof where, "%s:%s%s", x->source, *prefix ? " " : "", prefix);
+    keypath(where, sizeof where, "%s:%s%s", x->source, *prefix ? " " : "", prefix);
     int rc = check_duplicates(obj, where, x);
     for (const cJSON *m = obj->child; m && rc == CORE_OK; m = m->next)
         rc = parse_member(c, m, prefix, x);
@@ -567,8 +580,8 @@ static int parse_member(struct config *c, const cJSON *m, const char *prefix,
                         const struct jctx *x)
 {
     char key[WHERE_MAX], where[WHERE_MAX + 64];
-    snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", m->string);
-    snprintf(where, sizeof where, "%s: %s", x->source, key);
+    keypath(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", m->string);
+    keypath(where, sizeof where, "%s: %s", x->source, key);
     if (*prefix == '\0' && strcmp(m->string, "tables") == 0)
         return parse_tables(c, m, x);
     const struct config_option *o = config_option_by_key(key, strlen(key));
