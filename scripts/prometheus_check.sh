@@ -64,7 +64,12 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$port"]
 EOF
-promtool check config "$work/prometheus.yml" >/dev/null 2>&1 || true
+# the exposition itself must pass Prometheus's own linter
+if command -v promtool >/dev/null; then
+    curl -sf "http://127.0.0.1:$port/metrics" | promtool check metrics ||
+        { echo "prometheus_check: promtool rejects /metrics" >&2; exit 1; }
+    echo "promtool check metrics: clean"
+fi
 
 # Prometheus has no ephemeral port either: try ports below the ephemeral range
 prom_port=""
