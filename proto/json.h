@@ -21,7 +21,8 @@ struct cJSON;
  * one value and nothing but whitespace after it, no duplicate key in any
  * object (compared after unescaping), strings valid UTF-8 (no overlongs,
  * surrogates, code points over U+10FFFF or truncated sequences), \u escapes
- * paired correctly for surrogates, nesting at most max_depth. Returns
+ * paired correctly for surrogates, nesting at most max_depth, numbers at
+ * most 63 characters (cJSON would silently cut longer ones). Returns
  * STATUS_OK, STATUS_INVALID_ARGUMENT for a string holding \u0000, or
  * STATUS_INVALID_JSON, with err naming the byte offset. text need not be
  * NUL-terminated. Thread-safe; allocates only for objects' keys. */

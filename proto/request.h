@@ -26,7 +26,7 @@
 #include "status.h"
 #include "table.h"
 
-/* Most dimensions of an ids/tokens input (torch allows 64; 32 is plenty). */
+/* Most dimensions of an ids/tokens input; deeper inputs are invalid_argument. */
 #define REQUEST_MAX_DIMS 32
 
 /* What a parser checks against: the table's shape and the configured limits. */
