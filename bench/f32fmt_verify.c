@@ -4,7 +4,8 @@
  *
  * For each pattern (all 2^32 by default) the output is judged by
  * tests/f32fmt_ref.h: JSON number syntax ("null" for NaN and infinities),
- * strtof round trip to the same bits, no shorter decimal reading back, no
+ * strtof round trip to the same bits, agreement of the exact rounding
+ * interval model with strtof, no shorter decimal in that interval, no
  * equally short one closer to the exact value. Prints progress and finishes
  * with "checked N, failures F" (N counts finite patterns; the non-finite ones
  * are reported separately); exit status 1 when F > 0. Takes minutes: run it
@@ -31,7 +32,7 @@ struct job {
     atomic_uint_fast64_t finite;
     atomic_uint_fast64_t nonfinite;
     atomic_uint_fast64_t failures;
-    atomic_uint_fast64_t by_verdict[5];
+    atomic_uint_fast64_t by_verdict[F32REF_VERDICTS];
     atomic_uint_fast64_t by_length[F32FMT_MAX];
     pthread_mutex_t print_lock;
 };
@@ -54,7 +55,7 @@ static void report_failure(struct job *job, uint32_t bits, const char *text, siz
 static void check_block(struct job *job, uint64_t from, uint64_t to)
 {
     uint64_t finite = 0, nonfinite = 0;
-    uint64_t verdicts[5] = {0};
+    uint64_t verdicts[F32REF_VERDICTS] = {0};
     uint64_t lengths[F32FMT_MAX] = {0};
     for (uint64_t p = from; p < to; p++) {
         uint32_t bits = (uint32_t)p;
@@ -74,7 +75,7 @@ static void check_block(struct job *job, uint64_t from, uint64_t to)
     }
     atomic_fetch_add(&job->finite, finite);
     atomic_fetch_add(&job->nonfinite, nonfinite);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < F32REF_VERDICTS; i++)
         atomic_fetch_add(&job->by_verdict[i], verdicts[i]);
     for (int i = 0; i < F32FMT_MAX; i++)
         atomic_fetch_add(&job->by_length[i], lengths[i]);
@@ -117,7 +118,7 @@ static void print_progress(struct job *job, double t0)
 static void print_summary(struct job *job, double seconds)
 {
     printf("verdicts:");
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < F32REF_VERDICTS; i++)
         printf(" %s=%" PRIu64, f32ref_verdict_name((enum f32ref_verdict)i),
                (uint64_t)atomic_load(&job->by_verdict[i]));
     printf("\noutput lengths (chars: patterns):");
