@@ -10,8 +10,10 @@
  * query's heap through a vectorized threshold gate: after the first few
  * blocks almost no score passes it, so selection costs next to nothing.
  *
- * Large tables are split into contiguous row ranges, one per thread, each
- * with its own heaps; the per-thread lists are merged at the end. Because
+ * Large tables are scanned by several threads, each with its own heaps,
+ * taking chunks of blocks from a shared counter (so a thread slowed down by
+ * a busy core does not hold the others up); the per-thread lists are merged
+ * at the end. Because
  * every score is computed in one fixed order, a batch answers exactly what
  * single queries answer, whatever the split, and equal scores are true ties,
  * broken by lower id. */
@@ -32,6 +34,9 @@
 #define QUERY_GROUP 64
 /* One seqlock stripe per block, so a block validates with one counter. */
 #define BLOCK_ROWS TABLE_STRIPE_ROWS
+/* Blocks a thread takes at a time: 1024 rows, few enough counter updates,
+ * small enough to balance threads on a busy machine. */
+#define CHUNK_BLOCKS 16
 /* Below this many row floats per thread, starting a thread costs more than
  * it saves (~50 us against ~30 GB/s of streaming). */
 #define PARALLEL_MIN_FLOATS (1 << 20)
@@ -129,7 +134,8 @@ static int better_first(const void *pa, const void *pb)
 
 /* ---- one thread's scan ------------------------------------------------- */
 
-/* What one thread scans: rows [begin, end) for nq queries. */
+/* What one thread scans: chunks of CHUNK_BLOCKS blocks taken from *next
+ * until all nblocks are done, for nq queries. */
 struct scan {
     const struct table *t;
     const float *queries; /* nq * dim, dense */
@@ -138,7 +144,8 @@ struct scan {
     int nq;
     int64_t padding; /* or -1 */
     enum metric m;
-    int64_t begin, end;
+    _Atomic int64_t *next; /* next block to take, shared by the threads */
+    int64_t nblocks;
     struct heap *heaps;  /* nq heaps */
     float *scores;       /* nq * BLOCK_ROWS */
     float norms[BLOCK_ROWS];
@@ -205,11 +212,19 @@ static void select_block(struct scan *sc, int64_t b, int nrows)
 
 static void scan_rows(struct scan *sc)
 {
-    for (int64_t b = sc->begin; b < sc->end; b += BLOCK_ROWS) {
-        int nrows = (int)(sc->end - b < BLOCK_ROWS ? sc->end - b : BLOCK_ROWS);
-        score_block(sc, b, nrows);
-        keys_from_scores(sc, nrows);
-        select_block(sc, b, nrows);
+    int64_t rows = sc->t->w.rows;
+    for (;;) {
+        int64_t first = atomic_fetch_add(sc->next, CHUNK_BLOCKS);
+        if (first >= sc->nblocks)
+            return;
+        int64_t last = first + CHUNK_BLOCKS < sc->nblocks ? first + CHUNK_BLOCKS : sc->nblocks;
+        for (int64_t blk = first; blk < last; blk++) {
+            int64_t b = blk * BLOCK_ROWS;
+            int nrows = (int)(rows - b < BLOCK_ROWS ? rows - b : BLOCK_ROWS);
+            score_block(sc, b, nrows);
+            keys_from_scores(sc, nrows);
+            select_block(sc, b, nrows);
+        }
     }
 }
 
@@ -228,6 +243,7 @@ struct group {
     float *score_store;          /* nthreads * nq * BLOCK_ROWS */
     struct topk_hit *merge;      /* nthreads * k */
     int nthreads;
+    _Atomic int64_t next;        /* next block to scan */
 };
 
 static void group_free(struct group *g)
@@ -272,17 +288,16 @@ static int threads_for(const struct table *t)
     return n;
 }
 
-/* Splits [0, rows) into nthreads block-aligned ranges and prepares each
- * thread's scan with its own heaps and score buffer. */
+/* Prepares each thread's scan with its own heaps and score buffer; the
+ * block counter is shared. */
 static void group_setup(struct group *g, const struct scan *proto, size_t k)
 {
-    int64_t blocks = (proto->t->w.rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    atomic_init(&g->next, 0);
     for (int i = 0; i < g->nthreads; i++) {
         struct scan *sc = &g->scans[i];
         *sc = *proto;
-        int64_t b0 = blocks * i / g->nthreads, b1 = blocks * (i + 1) / g->nthreads;
-        sc->begin = b0 * BLOCK_ROWS;
-        sc->end = b1 * BLOCK_ROWS < proto->t->w.rows ? b1 * BLOCK_ROWS : proto->t->w.rows;
+        sc->next = &g->next;
+        sc->nblocks = (proto->t->w.rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
         sc->heaps = g->heaps + (size_t)i * (size_t)proto->nq;
         sc->scores = g->score_store + (size_t)i * (size_t)proto->nq * BLOCK_ROWS;
         for (int q = 0; q < proto->nq; q++) {
@@ -295,8 +310,8 @@ static void group_setup(struct group *g, const struct scan *proto, size_t k)
 }
 
 /* Runs scans 1.. on their own threads and scan 0 here; a thread that cannot
- * be started has its range scanned here instead, so the answer never
- * depends on it. */
+ * be started just leaves its share to the others (its heaps stay empty), so
+ * the answer never depends on it. */
 static void group_run(struct group *g)
 {
     pthread_t tid[MAX_THREADS];
@@ -304,12 +319,9 @@ static void group_run(struct group *g)
     for (int i = 1; i < g->nthreads; i++)
         started[i] = pthread_create(&tid[i], NULL, scan_thread, &g->scans[i]) == 0;
     scan_rows(&g->scans[0]);
-    for (int i = 1; i < g->nthreads; i++) {
+    for (int i = 1; i < g->nthreads; i++)
         if (started[i])
             pthread_join(tid[i], NULL);
-        else
-            scan_rows(&g->scans[i]);
-    }
 }
 
 /* Merges the threads' heaps of query q into hits (best first); returns the
