@@ -646,10 +646,12 @@ int safetensors_load(const char *path, const struct loader_opts *o, struct matri
         return rc;
     char *hdr = NULL;
     rc = read_header_bytes(path, fd, size, &hdr, &hlen, err, errlen);
-    struct st_json j = {.s = hdr, .p = hdr, .end = hdr + hlen, .path = path,
-                        .err = err, .errlen = errlen};
-    if (rc == CORE_OK)
+    struct st_json j = {.path = path, .err = err, .errlen = errlen};
+    if (rc == CORE_OK) {
+        j.s = j.p = hdr;
+        j.end = hdr + hlen;
         rc = st_steps(&j, fd, size, hlen, o, m);
+    }
     for (size_t i = 0; i < j.nt; i++)
         free(j.t[i].name);
     free(j.t);
