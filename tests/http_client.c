@@ -359,8 +359,7 @@ void http_chunked(const struct test_server *s, const char *path, const char *bod
     curl_easy_cleanup(c);
 }
 
-int http_raw(const struct test_server *s, const char *bytes, size_t len, char *out,
-             size_t outlen)
+int http_connect_send(const struct test_server *s, const char *bytes, size_t len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(fd, 0);
@@ -368,28 +367,48 @@ int http_raw(const struct test_server *s, const char *bytes, size_t len, char *o
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     ck_assert_int_eq(send(fd, bytes, len, MSG_NOSIGNAL), (ssize_t)len);
+    return fd;
+}
+
+/* True when out holds a whole answer: headers plus Content-Length bytes. */
+static bool answer_complete(const char *out, size_t got)
+{
+    const char *end = strstr(out, "\r\n\r\n");
+    if (end == NULL)
+        return false;
+    const char *cl = strcasestr(out, "\r\nContent-Length:");
+    if (cl == NULL || cl > end)
+        return true;
+    size_t want = (size_t)strtoul(cl + 17, NULL, 10);
+    return got >= (size_t)(end + 4 - out) + want;
+}
+
+int http_read_answer(int fd, char *out, size_t outlen)
+{
     size_t got = 0;
-    double deadline = now_s() + 10.0;
-    while (got + 1 < outlen && now_s() < deadline) {
+    out[0] = '\0';
+    double deadline = now_s() + 60.0;
+    while (got + 1 < outlen && now_s() < deadline && !answer_complete(out, got)) {
         struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 200) <= 0) {
-            /* an answer that is complete and followed by silence is enough */
-            if (got > 0 && strstr(out, "\r\n\r\n") != NULL)
-                break;
+        if (poll(&p, 1, 200) <= 0)
             continue;
-        }
         ssize_t r = recv(fd, out + got, outlen - 1 - got, 0);
         if (r <= 0)
             break;
         got += (size_t)r;
         out[got] = '\0';
     }
-    out[got] = '\0';
     close(fd);
     int status = 0;
     if (sscanf(out, "HTTP/1.%*d %d", &status) != 1)
         status = 0;
     return status;
+}
+
+int http_raw(const struct test_server *s, const char *bytes, size_t len, char *out,
+             size_t outlen)
+{
+    return http_read_answer(http_connect_send(s, bytes, len), out, outlen);
 }
 
 char *reply_header(const struct reply *r, const char *name)

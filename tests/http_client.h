@@ -77,11 +77,18 @@ void http_json(const struct test_server *s, const char *method, const char *path
 void http_chunked(const struct test_server *s, const char *path, const char *body, size_t len,
                   size_t chunk, struct reply *out);
 
-/* Sends raw bytes on a new connection and reads the answer until the
- * server closes or timeout; returns the status code of the first response
- * line (0 when none) and copies what was read into out (NUL-terminated). */
+/* Sends raw bytes on a new connection and reads one answer (until it is
+ * complete by its Content-Length, the server closes, or 60 s pass); returns
+ * the status code of the response line (0 when none) and copies what was
+ * read into out (NUL-terminated). */
 int http_raw(const struct test_server *s, const char *bytes, size_t len, char *out,
              size_t outlen);
+
+/* The two halves of http_raw: connect and send (returns the socket), and
+ * read the answer until the server closes or a complete answer is followed
+ * by silence (closes the socket; returns the status, 0 when none). */
+int http_connect_send(const struct test_server *s, const char *bytes, size_t len);
+int http_read_answer(int fd, char *out, size_t outlen);
 
 /* The value of header name (case-insensitive) in r, malloc'd, or NULL. */
 char *reply_header(const struct reply *r, const char *name);

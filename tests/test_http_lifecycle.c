@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -288,6 +289,49 @@ START_TEST(bad_table_exits_nonzero)
 }
 END_TEST
 
+/* A request in flight when SIGTERM arrives is answered, then the server
+ * exits 0. The search is big enough to be moved to the work pool (a
+ * suspended connection), and the test waits until /metrics shows it in
+ * flight before signalling. */
+START_TEST(sigterm_finishes_requests_in_flight)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "",
+          "{\"name\": \"big\", \"init\": {\"num_embeddings\": 300000, \"embedding_dim\": 128}}",
+          true);
+    char body[4096] = "{\"k\": 100, \"ids\": [0";
+    for (int i = 1; i < 256; i++)
+        snprintf(body + strlen(body), sizeof body - strlen(body), ",%d", i * 997);
+    strcat(body, "]}");
+    char req[8192];
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/tables/big/neighbors HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    int fd = http_connect_send(&s, req, (size_t)n);
+
+    bool in_flight = false;
+    for (int i = 0; i < 2000 && !in_flight; i++) {
+        struct reply r;
+        http_get(&s, "/metrics", &r);
+        const char *p = strstr(r.body, "\nembedding_server_requests_in_flight ");
+        in_flight = p != NULL && atoi(p + strlen("\nembedding_server_requests_in_flight ")) >= 2;
+        reply_free(&r);
+    }
+    ck_assert_msg(in_flight, "the search never showed as in flight");
+    kill(s.pid, SIGTERM);
+
+    char out[1 << 16];
+    int status = http_read_answer(fd, out, sizeof out);
+    ck_assert_msg(status == 200, "status %d: %.300s", status, out);
+    ck_assert_ptr_nonnull(strstr(out, "\"results\""));
+    ck_assert(test_server_wait(&s, 10.0));
+    ck_assert_int_eq(s.exit_status, 0);
+    test_server_cleanup(&s);
+}
+END_TEST
+
 static Suite *http_lifecycle_suite(void)
 {
     Suite *s = suite_create("http_lifecycle");
@@ -301,6 +345,7 @@ static Suite *http_lifecycle_suite(void)
     tcase_add_test(tc, periodic_snapshots);
     tcase_add_test(tc, debug_log_line_per_request);
     tcase_add_test(tc, bad_table_exits_nonzero);
+    tcase_add_test(tc, sigterm_finishes_requests_in_flight);
     suite_add_tcase(s, tc);
     return s;
 }
