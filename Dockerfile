@@ -1,5 +1,5 @@
 # embedding-server container image.
-#   podman build --isolation chroot -t embedding-server .      (or docker build)
+#   podman build --format docker --isolation chroot -t embedding-server .   (or docker build)
 #   podman --runtime runc run --rm -p 8080:8080 embedding-server
 # Build stage: compilers and -dev packages. Runtime stage: only the shared
 # libraries, a non-root user, the built-in default table and /data.
@@ -23,8 +23,9 @@ FROM debian:bookworm-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libmicrohttpd12 libcjson1 libuv1 libopenblas0-pthread \
- && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man \
- && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin embedding \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /usr/share/doc /usr/share/man \
+ && useradd --system --uid 999 --user-group --home-dir /data --shell /usr/sbin/nologin embedding \
  && mkdir -p /data /etc/embedding-server \
  && chown embedding /data
 COPY --from=build /build/embedding-server /usr/local/bin/embedding-server

@@ -28,10 +28,10 @@ cleanup() {
     rm -rf "$data"
 }
 trap cleanup EXIT
-chmod 0777 "$data"   # the image runs as uid 10001
+chmod 0777 "$data"   # the image runs as the non-root uid 999
 
 log "building $image"
-podman build --isolation chroot -q -t "$image" "$root" >/dev/null
+podman build --format docker --isolation chroot -q -t "$image" "$root" >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$image")
 log "image size: $((size / 1000000)) MB"
 
