@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -290,26 +291,24 @@ START_TEST(bad_table_exits_nonzero)
 END_TEST
 
 /* A request in flight when SIGTERM arrives is answered, then the server
- * exits 0. The search is big enough to be moved to the work pool (a
- * suspended connection), and the test waits until /metrics shows it in
- * flight before signalling. */
+ * exits 0. The client sends half of the body, waits until /metrics shows the
+ * request in flight, signals, and only then sends the rest: the server must
+ * keep reading it, run the search (on the work pool: the table is big enough
+ * for a suspended connection) and answer. */
 START_TEST(sigterm_finishes_requests_in_flight)
 {
     struct test_server s;
     test_server_prepare(&s);
     start(&s, "",
-          "{\"name\": \"big\", \"init\": {\"num_embeddings\": 300000, \"embedding_dim\": 128}}",
+          "{\"name\": \"big\", \"init\": {\"num_embeddings\": 20000, \"embedding_dim\": 128}}",
           true);
-    char body[4096] = "{\"k\": 100, \"ids\": [0";
-    for (int i = 1; i < 256; i++)
-        snprintf(body + strlen(body), sizeof body - strlen(body), ",%d", i * 997);
-    strcat(body, "]}");
-    char req[8192];
-    int n = snprintf(req, sizeof req,
+    const char body[] = "{\"k\": 5, \"ids\": [1, 2, 3]}";
+    char head[512];
+    int n = snprintf(head, sizeof head,
                      "POST /v1/tables/big/neighbors HTTP/1.1\r\nHost: x\r\n"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     strlen(body), body);
-    int fd = http_connect_send(&s, req, (size_t)n);
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n{\"k\": 5,",
+                     strlen(body));
+    int fd = http_connect_send(&s, head, (size_t)n);
 
     bool in_flight = false;
     for (int i = 0; i < 2000 && !in_flight; i++) {
@@ -318,9 +317,14 @@ START_TEST(sigterm_finishes_requests_in_flight)
         const char *p = strstr(r.body, "\nembedding_server_requests_in_flight ");
         in_flight = p != NULL && atoi(p + strlen("\nembedding_server_requests_in_flight ")) >= 2;
         reply_free(&r);
+        if (!in_flight)
+            sleep_ms(5);
     }
-    ck_assert_msg(in_flight, "the search never showed as in flight");
+    ck_assert_msg(in_flight, "the request never showed as in flight");
     kill(s.pid, SIGTERM);
+    sleep_ms(200);
+    const char *rest = body + strlen("{\"k\": 5,");
+    ck_assert_int_eq(send(fd, rest, strlen(rest), MSG_NOSIGNAL), (ssize_t)strlen(rest));
 
     char out[1 << 16];
     int status = http_read_answer(fd, out, sizeof out);
@@ -328,6 +332,9 @@ START_TEST(sigterm_finishes_requests_in_flight)
     ck_assert_ptr_nonnull(strstr(out, "\"results\""));
     ck_assert(test_server_wait(&s, 10.0));
     ck_assert_int_eq(s.exit_status, 0);
+    char *log = test_server_log(&s);
+    ck_assert_ptr_nonnull(strstr(log, "shutting down"));
+    free(log);
     test_server_cleanup(&s);
 }
 END_TEST
