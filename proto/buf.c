@@ -1,6 +1,7 @@
 /* buf.c - see buf.h. Growth doubles the capacity (at least 256 bytes) and is
- * capped at the limit; the first refusal makes the buffer fail for good, so a
- * writer never emits half of an answer followed by the rest of another. */
+ * capped at the limit. The first refused append makes the buffer fail for
+ * good: text appended after a gap would look like a whole answer, so writers
+ * append unchecked and test `failed` once at the end. */
 #include "buf.h"
 
 #include <inttypes.h>
