@@ -22,6 +22,9 @@
 #define HEAVY_BODY_BYTES (1u << 20)       /* ~ms of JSON parsing */
 #define HEAVY_SCAN_FLOATS ((int64_t)1 << 21) /* a scan of ~8 MB of rows */
 
+/* Largest buffer reserved up front for a JSON answer; bigger ones grow. */
+#define JSON_RESERVE_MAX ((size_t)16 << 20)
+
 #define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 void answer_init(struct answer *a)
@@ -166,6 +169,9 @@ static void write_lookup(const struct handler_ctx *c, struct lookup_request *rq,
         }
         rows = (float *)(void *)(a->body.data + a->body.len);
     } else {
+        /* about 12 bytes per float: sized once rather than grown by copies */
+        size_t text = nrows * (size_t)dim * 12 + 64;
+        buf_reserve(&a->body, text < JSON_RESERVE_MAX ? text : JSON_RESERVE_MAX);
         rows = alloc_floats(nrows, dim);
         if (rows == NULL) {
             answer_error(a, STATUS_INTERNAL, "out of memory for %zu rows", nrows);
