@@ -17,10 +17,15 @@
 
 /* ---- the float parser --------------------------------------------------- */
 
-/* Powers of ten exactly representable in a double. */
+/* Powers of ten exactly representable in a double, and the doubles nearest
+ * their reciprocals. */
 static const double pow10_exact[] = {
     1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+static const double pow10_recip[] = {
+    1e-0,  1e-1,  1e-2,  1e-3,  1e-4,  1e-5,  1e-6,  1e-7,  1e-8,  1e-9,  1e-10, 1e-11,
+    1e-12, 1e-13, 1e-14, 1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22,
 };
 
 static inline bool is_digit(char c)
@@ -33,26 +38,30 @@ static inline bool is_alnum_or_dot(char c)
     return is_digit(c) || c == '.' || ((unsigned char)((c | 0x20) - 'a') < 26);
 }
 
-/* The fast path and why it is exact: with the decimal as w * 10^e, w <= 2^53
- * and |e| <= 22, both w and 10^|e| are exact doubles, so one multiplication
- * or division gives d = the double nearest the decimal. Rounding d to float
- * gives the float nearest the decimal unless d sits exactly on a midpoint
- * between two floats: every such midpoint is itself a double, so rounding to
- * double (monotonic) cannot move the value across one, only onto one. We
- * detect "onto" (the 29 bits a float drops are exactly 1000...0) and leave
- * those, and everything else, to strtof. Values here are >= 1e-22, far from
- * the float subnormal range, and <= 2^53 * 1e22 < FLT_MAX. */
+/* The fast path and why it is exact. The decimal is x = w * 10^e with
+ * w <= 2^53 and |e| <= 22, so w and 10^|e| are exact doubles and q below is
+ * within 2 units in the last place (ulps) of x: one rounding when e >= 0
+ * (exact factors), two when e < 0 (the reciprocal is rounded, then the
+ * product; a multiplication, because a division costs a fifth of the whole
+ * parse). Rounding to float only depends on which side of the midpoints
+ * between adjacent floats a value lies, and every such midpoint is a double
+ * whose 29 bits below float precision read 1000...0 (or sits on a power of
+ * two, which is a float, not a midpoint). So when q's 29 low bits are more
+ * than 4 ulps away from that pattern, no midpoint lies between x and q nor on
+ * x, and (float)q is the float nearest x, as strtof gives. The rare rest goes
+ * to strtof. Values here are >= 1e-22, far above the float subnormals, and
+ * below 2^53 * 1e22 < FLT_MAX. */
 static bool fast_value(uint64_t w, int64_t e, float *out)
 {
     if (w > (UINT64_C(1) << 53) || e < -22 || e > 22)
         return false;
-    double d = (double)w;
-    d = e < 0 ? d / pow10_exact[-e] : d * pow10_exact[e];
+    double q = (double)w * (e < 0 ? pow10_recip[-e] : pow10_exact[e]);
     uint64_t bits;
-    memcpy(&bits, &d, sizeof(bits));
-    if ((bits & 0x1fffffffu) == 0x10000000u)
+    memcpy(&bits, &q, sizeof(bits));
+    uint64_t low = bits & 0x1fffffffu;
+    if (low - (0x10000000u - 4) <= 8)
         return false;
-    *out = (float)d;
+    *out = (float)q;
     return true;
 }
 
