@@ -398,7 +398,6 @@ int http_read_answer(int fd, char *out, size_t outlen)
         got += (size_t)r;
         out[got] = '\0';
     }
-    close(fd);
     int status = 0;
     if (sscanf(out, "HTTP/1.%*d %d", &status) != 1)
         status = 0;
@@ -408,7 +407,10 @@ int http_read_answer(int fd, char *out, size_t outlen)
 int http_raw(const struct test_server *s, const char *bytes, size_t len, char *out,
              size_t outlen)
 {
-    return http_read_answer(http_connect_send(s, bytes, len), out, outlen);
+    int fd = http_connect_send(s, bytes, len);
+    int status = http_read_answer(fd, out, outlen);
+    close(fd);
+    return status;
 }
 
 char *reply_header(const struct reply *r, const char *name)

@@ -85,8 +85,8 @@ int http_raw(const struct test_server *s, const char *bytes, size_t len, char *o
              size_t outlen);
 
 /* The two halves of http_raw: connect and send (returns the socket), and
- * read the answer until the server closes or a complete answer is followed
- * by silence (closes the socket; returns the status, 0 when none). */
+ * read one answer (returns its status, 0 when none; the socket stays open
+ * for more requests, the caller closes it). */
 int http_connect_send(const struct test_server *s, const char *bytes, size_t len);
 int http_read_answer(int fd, char *out, size_t outlen);
 

@@ -309,6 +309,11 @@ START_TEST(sigterm_finishes_requests_in_flight)
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n{\"k\": 5,",
                      strlen(body));
     int fd = http_connect_send(&s, head, (size_t)n);
+    /* a second, idle keep-alive connection, to try a write while draining */
+    const char health[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char out[1 << 16];
+    int idle = http_connect_send(&s, health, sizeof health - 1);
+    ck_assert_int_eq(http_read_answer(idle, out, sizeof out), 200);
 
     bool in_flight = false;
     for (int i = 0; i < 2000 && !in_flight; i++) {
@@ -323,11 +328,19 @@ START_TEST(sigterm_finishes_requests_in_flight)
     ck_assert_msg(in_flight, "the request never showed as in flight");
     kill(s.pid, SIGTERM);
     sleep_ms(200);
+    /* writes are refused once shutdown began: 503 unavailable */
+    const char grad[] = "POST /v1/tables/big/gradients HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 12\r\n\r\n"
+                        "{\"ids\": [1]}";
+    ck_assert_int_eq(send(idle, grad, sizeof grad - 1, MSG_NOSIGNAL), (ssize_t)sizeof grad - 1);
+    ck_assert_int_eq(http_read_answer(idle, out, sizeof out), 503);
+    ck_assert_ptr_nonnull(strstr(out, "\"unavailable\""));
+    close(idle);
     const char *rest = body + strlen("{\"k\": 5,");
     ck_assert_int_eq(send(fd, rest, strlen(rest), MSG_NOSIGNAL), (ssize_t)strlen(rest));
 
-    char out[1 << 16];
     int status = http_read_answer(fd, out, sizeof out);
+    close(fd);
     ck_assert_msg(status == 200, "status %d: %.300s", status, out);
     ck_assert_ptr_nonnull(strstr(out, "\"results\""));
     ck_assert(test_server_wait(&s, 10.0));
@@ -335,6 +348,29 @@ START_TEST(sigterm_finishes_requests_in_flight)
     char *log = test_server_log(&s);
     ck_assert_ptr_nonnull(strstr(log, "shutting down"));
     free(log);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+/* A snapshot that cannot be written answers 500 internal, naming the path. */
+START_TEST(snapshot_failure_is_internal)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    free(testutil_write_file(s.dir, "file", "x", 1));
+    char config[2048];
+    snprintf(config, sizeof config,
+             "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0},"
+             " \"data_dir\": \"%s/file/data\", \"snapshot\": {\"on_shutdown\": false},"
+             " \"tables\": [" EMB_INIT "]}", s.dir);
+    test_server_start(&s, config, NULL, true);
+    struct reply r;
+    http_do(&s, "POST", "/v1/tables/emb/snapshot", NULL, NULL, 0, NULL, &r);
+    ck_reply(&r, 500, "internal");
+    ck_assert_ptr_nonnull(strstr(r.body, "file/data"));
+    reply_free(&r);
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
     test_server_cleanup(&s);
 }
 END_TEST
@@ -353,6 +389,7 @@ static Suite *http_lifecycle_suite(void)
     tcase_add_test(tc, debug_log_line_per_request);
     tcase_add_test(tc, bad_table_exits_nonzero);
     tcase_add_test(tc, sigterm_finishes_requests_in_flight);
+    tcase_add_test(tc, snapshot_failure_is_internal);
     suite_add_tcase(s, tc);
     return s;
 }
