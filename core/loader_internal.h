@@ -88,11 +88,16 @@ int loader_read_dense(const char *path, int fd, uint64_t off, enum loader_dtype 
 /* Returns the index of the first NaN or infinity in v[0..n), or -1. */
 int64_t loader_find_nonfinite(const float *v, int64_t n);
 
+/* Bytes loader_parse_f32 may read past the NUL that ends its text (it
+ * reads digits eight at a time). */
+#define LOADER_PARSE_PAD 8
+
 /* Parses one decimal number at p, exactly as strtof would (the float nearest
  * the decimal, ties to even, the same accepted syntax), with a fast exact
- * path for the common short forms. p must point into a NUL-terminated (or
- * otherwise delimited) buffer. Returns the end of the number, or NULL when p
- * does not start with a number. Overflow gives an infinity (as strtof). */
+ * path for the common forms. p points into NUL-terminated text followed by
+ * LOADER_PARSE_PAD readable bytes. Returns the end of the number, or NULL
+ * when p does not start with a number. Overflow gives an infinity (as
+ * strtof). */
 const char *loader_parse_f32(const char *p, float *out);
 
 /* Parses a word2vec header line "<rows> <dim>" (spaces or tabs between,
@@ -106,8 +111,9 @@ bool loader_parse_header(const char *s, size_t n, int64_t *rows, int64_t *dim, s
 #define LOADER_MAX_LINE (256u << 20)
 
 /* Reads a file as lines through one growing buffer. Each line handed out is
- * NUL-terminated in place (the '\n' is replaced) and lives until the next
- * call. Line numbers count from 1. */
+ * NUL-terminated in place (the '\n' is replaced), followed by at least
+ * LOADER_PARSE_PAD readable bytes, and lives until the next call. Line
+ * numbers count from 1. */
 struct loader_lines {
     int fd;
     char *buf;
