@@ -4,10 +4,10 @@
 # all measured in one run with wrk (-t2 -c32) on loopback.
 #
 #   bench/http_bench.sh [BUILD_DIR]      (default: build; needs embedding-server built)
-#   DURATION=8 CONNECTIONS=32 THREADS=2 bench/http_bench.sh
+#   DURATION=5 ROUNDS=3 CONNECTIONS=32 THREADS=2 bench/http_bench.sh
 #
-# Prints requests/s and p50/p99 latency for the four runs and the ratios
-# server/nginx. Targets (issue 3): JSON >= 0.5x nginx, binary >= 0.9x nginx.
+# Prints requests/s and p50/p99 latency for the four runs of each round, the
+# medians over the rounds, and the ratios server/nginx. Targets (issue 3): JSON >= 0.5x nginx, binary >= 0.9x nginx.
 # The machine's two cores are shared by wrk, the server and nginx, and the
 # figures are noisy run to run: compare the ratios, not absolute numbers.
 # Everything lives in a temporary folder that is removed at exit; only
@@ -17,7 +17,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 server_bin=$build/embedding-server
-duration=${DURATION:-8}
+duration=${DURATION:-5}
+rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-32}
 threads=${THREADS:-2}
 rows=${ROWS:-100000}
@@ -138,7 +139,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/octet-stream"
 EOF
 
-# run NAME URL [SCRIPT] -> "rps p50_ms p99_ms" in $work/NAME.res
+# run NAME URL [SCRIPT] -> appends "rps p50_ms p99_ms" to $work/NAME.res
 to_ms() {
     awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
            else if (v ~ /ms$/) { sub(/ms$/, "", v) }
@@ -159,20 +160,34 @@ run() {
     rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.out")
     p50=$(awk '$1 == "50%" {print $2}' "$work/$name.out" | to_ms)
     p99=$(awk '$1 == "99%" {print $2}' "$work/$name.out" | to_ms)
-    echo "$rps $p50 $p99" >"$work/$name.res"
-    printf '%-16s %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms\n' "$name" "$rps" "$p50" "$p99"
+    echo "$rps $p50 $p99" >>"$work/$name.res"
+    printf '  %-14s %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms\n' "$name" "$rps" "$p50" "$p99"
 }
+
+# median of column COL of file F
+median() { sort -g -k"$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "lookup of $nids ids x D=$dim from a ${rows}-row table; wrk -t$threads -c$connections -d${duration}s"
 echo "answer sizes: JSON $json_bytes bytes, binary $bin_bytes bytes"
-run nginx-json "$nginx_url/answer.json"
-run server-json "$lookup" "$work/json.lua"
-run nginx-binary "$nginx_url/answer.bin"
-run server-binary "$lookup" "$work/bin.lua"
+echo "$rounds rounds; each round runs the four back to back, so a ratio compares"
+echo "neighbours in time (other load on the machine moves both sides alike)"
+for round in $(seq 1 "$rounds"); do
+    echo "round $round"
+    run nginx-json "$nginx_url/answer.json"
+    run server-json "$lookup" "$work/json.lua"
+    run nginx-binary "$nginx_url/answer.bin"
+    run server-binary "$lookup" "$work/bin.lua"
+    for kind in json binary; do
+        awk -v a="$(tail -1 "$work/server-$kind.res" | cut -d' ' -f1)" \
+            -v b="$(tail -1 "$work/nginx-$kind.res" | cut -d' ' -f1)" \
+            'BEGIN { printf "%.3f\n", a / b }' >>"$work/ratio-$kind.res"
+    done
+done
 
-ratio() { awk -v a="$(cut -d' ' -f1 "$work/$1.res")" -v b="$(cut -d' ' -f1 "$work/$2.res")" \
-    'BEGIN { printf "%.2f", a / b }'; }
-json_ratio=$(ratio server-json nginx-json)
-bin_ratio=$(ratio server-binary nginx-binary)
-echo "ratio JSON   server/nginx: ${json_ratio}x (target >= 0.5)"
-echo "ratio binary server/nginx: ${bin_ratio}x (target >= 0.9)"
+echo "medians over $rounds rounds:"
+for name in nginx-json server-json nginx-binary server-binary; do
+    printf '  %-14s %10.0f req/s   p50 %7.3f ms   p99 %7.3f ms\n' "$name" \
+        "$(median "$work/$name.res" 1)" "$(median "$work/$name.res" 2)" "$(median "$work/$name.res" 3)"
+done
+echo "ratio JSON   server/nginx: $(median "$work/ratio-json.res" 1)x (median of rounds: $(tr '\n' ' ' <"$work/ratio-json.res"); target >= 0.5)"
+echo "ratio binary server/nginx: $(median "$work/ratio-binary.res" 1)x (median of rounds: $(tr '\n' ' ' <"$work/ratio-binary.res"); target >= 0.9)"
