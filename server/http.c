@@ -185,79 +185,116 @@ static bool accepts_binary(struct MHD_Connection *conn)
     return accept != NULL && strcasestr(accept, RESPONSE_BINARY_TYPE) != NULL;
 }
 
-/* Route (404, 405), auth (401), table (404 unknown, 503 loading), content
- * type (415), size from Content-Length (413), in API.md's order. An
- * unknown table is told only to a client that passed auth, so table names
- * do not leak. Returns false with rq->ans filled when a check fails. */
-static bool check_request(struct request *rq, const char *url, const char *method,
-                          const struct framing *f)
+/* Copies src into dst[n] with bytes outside printable ASCII replaced by
+ * '?': client bytes quoted in messages and logs stay valid UTF-8 text. */
+static void copy_printable(char *dst, size_t n, const char *src)
 {
-    struct server *s = rq->srv;
+    if (n == 0)
+        return;
+    size_t i = 0;
+    for (; src != NULL && src[i] != '\0' && i + 1 < n; i++)
+        dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
+    dst[i] = '\0';
+}
+
+static bool check_route(struct request *rq, const char *url, const char *method,
+                        const struct route **route, char table[TABLE_NAME_MAX + 1])
+{
     struct answer *a = &rq->ans;
-    const struct route *route = NULL;
-    char table[TABLE_NAME_MAX + 1];
-    switch (route_match(method, url, &route, table, a->allow, sizeof a->allow)) {
+    switch (route_match(method, url, route, table, a->allow, sizeof a->allow)) {
     case ROUTE_NOT_FOUND:
-        answer_error(a, STATUS_NOT_FOUND, "no such endpoint: %s %s", method, rq->path);
+        answer_error(a, STATUS_NOT_FOUND, "no such endpoint: %s %s", rq->method, rq->path);
         return false;
     case ROUTE_METHOD_NOT_ALLOWED:
-        answer_error(a, STATUS_METHOD_NOT_ALLOWED, "%s is not allowed on %s; use %s", method,
-                     rq->path, a->allow);
+        answer_error(a, STATUS_METHOD_NOT_ALLOWED, "%s is not allowed on %s; use %s",
+                     rq->method, rq->path, a->allow);
         return false;
     case ROUTE_FOUND:
         break;
     }
-    rq->route = route->id;
+    rq->route = (*route)->id;
+    return true;
+}
 
+static bool check_auth(struct request *rq, const struct route *route)
+{
     const char *authz = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
                                                     MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!auth_allows(&s->auth, route->access, authz)) {
-        answer_error(a, STATUS_UNAUTHORIZED, "%s",
-                     authz ? "the bearer token does not grant this request"
-                           : "this request needs an Authorization: Bearer token");
+    if (auth_allows(&rq->srv->auth, route->access, authz))
+        return true;
+    answer_error(&rq->ans, STATUS_UNAUTHORIZED, "%s",
+                 authz ? "the bearer token does not grant this request"
+                       : "this request needs an Authorization: Bearer token");
+    return false;
+}
+
+/* An unknown table is told only to a client that passed auth, so table
+ * names do not leak; a table still loading answers 503. */
+static bool check_table(struct request *rq, const char *table)
+{
+    rq->entry = registry_find(&rq->srv->tables, table);
+    if (rq->entry == NULL) {
+        answer_error(&rq->ans, STATUS_NOT_FOUND, "no table named \"%s\"", table);
         return false;
     }
-
-    if (route->has_table) {
-        rq->entry = registry_find(&s->tables, table);
-        if (rq->entry == NULL) {
-            answer_error(a, STATUS_NOT_FOUND, "no table named \"%s\"", table);
-            return false;
-        }
-        rq->table = registry_table(rq->entry);
-        if (rq->table == NULL) {
-            answer_error(a, STATUS_NOT_READY, "table \"%s\" is still loading", table);
-            return false;
-        }
+    rq->table = registry_table(rq->entry);
+    if (rq->table == NULL) {
+        answer_error(&rq->ans, STATUS_NOT_READY, "table \"%s\" is still loading", table);
+        return false;
     }
+    return true;
+}
 
-    uint64_t length = f->content_length;
-    if (rq->has_body) {
-        const char *ct = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!is_json_media_type(ct)) {
-            answer_error(a, STATUS_UNSUPPORTED_MEDIA_TYPE,
-                         "request bodies must be Content-Type: application/json, not \"%s\"",
-                         ct ? ct : "(none)");
-            return false;
-        }
-    }
-    if (length > s->cfg->max_body_bytes) {
-        answer_error(a, STATUS_PAYLOAD_TOO_LARGE,
+static bool check_content_type(struct request *rq)
+{
+    const char *ct = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!rq->has_body || is_json_media_type(ct))
+        return true;
+    char shown[96];
+    copy_printable(shown, sizeof shown, ct ? ct : "(none)");
+    answer_error(&rq->ans, STATUS_UNSUPPORTED_MEDIA_TYPE,
+                 "request bodies must be Content-Type: application/json, not \"%s\"", shown);
+    return false;
+}
+
+/* 413 from Content-Length, before any of the body is read; a known length
+ * sizes the buffer once. Chunked bodies are counted in collect_body. */
+static bool check_size(struct request *rq, uint64_t length)
+{
+    uint64_t limit = rq->srv->cfg->max_body_bytes;
+    if (length > limit) {
+        answer_error(&rq->ans, STATUS_PAYLOAD_TOO_LARGE,
                      "the body has %llu bytes; the limit (limits.max_body_bytes) is %llu",
-                     (unsigned long long)length, (unsigned long long)s->cfg->max_body_bytes);
+                     (unsigned long long)length, (unsigned long long)limit);
         return false;
     }
-    /* size the buffer once when the length is known */
-    if (length > 0) {
-        rq->body = malloc((size_t)length + 1);
-        if (rq->body == NULL) {
-            answer_error(a, STATUS_INTERNAL, "out of memory for a %llu-byte body",
-                         (unsigned long long)length);
-            return false;
-        }
-        rq->body_cap = (size_t)length + 1;
+    if (length == 0)
+        return true;
+    rq->body = malloc((size_t)length + 1);
+    if (rq->body == NULL) {
+        answer_error(&rq->ans, STATUS_INTERNAL, "out of memory for a %llu-byte body",
+                     (unsigned long long)length);
+        return false;
     }
+    rq->body_cap = (size_t)length + 1;
+    return true;
+}
+
+/* The checks of API.md, in its order: route (404, 405), auth (401), then
+ * the table (404, 503), content type (415), size (413); the body (400) is
+ * the handler's. Returns false with rq->ans filled at the first failure. */
+static bool check_request(struct request *rq, const char *url, const char *method,
+                          const struct framing *f)
+{
+    const struct route *route = NULL;
+    char table[TABLE_NAME_MAX + 1];
+    if (!check_route(rq, url, method, &route, table) || !check_auth(rq, route))
+        return false;
+    if (route->has_table && !check_table(rq, table))
+        return false;
+    if (!check_content_type(rq) || !check_size(rq, f->content_length))
+        return false;
     rq->binary = accepts_binary(rq->conn);
     return true;
 }
@@ -402,8 +439,8 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     rq->conn = conn;
     rq->route = ROUTE_UNMATCHED;
     rq->start_ns = now_ns();
-    snprintf(rq->method, sizeof rq->method, "%s", method);
-    snprintf(rq->path, sizeof rq->path, "%s", url);
+    copy_printable(rq->method, sizeof rq->method, method);
+    copy_printable(rq->path, sizeof rq->path, url);
     answer_init(&rq->ans);
     *con_cls = rq;
     atomic_fetch_add(&in_flight, 1);
