@@ -244,6 +244,12 @@ static bool looks_safetensors(const unsigned char *h, size_t n, uint64_t size)
     return h[8] == '{' && len <= size - 8;
 }
 
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
 int loader_detect(const char *path, enum loader_format *f, char *err, size_t errlen)
 {
     struct stat st;
@@ -275,6 +281,10 @@ int loader_detect(const char *path, enum loader_format *f, char *err, size_t err
     if (len >= 6 && memcmp(buf, "\x93NUMPY", 6) == 0)
         *f = LOADER_NPY;
     else if (looks_safetensors((const unsigned char *)buf, len, size))
+        *f = LOADER_SAFETENSORS;
+    else if (has_suffix(path, ".npy"))
+        *f = LOADER_NPY; /* without its magic: let the npy reader say so */
+    else if (has_suffix(path, ".safetensors"))
         *f = LOADER_SAFETENSORS;
     else if (loader_parse_header(buf, len, &rows, &dim, &hdr))
         *f = first_row_is_text(buf + hdr, len - hdr) ? LOADER_WORD2VEC : LOADER_WORD2VEC_BINARY;

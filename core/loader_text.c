@@ -482,6 +482,10 @@ static int parse_rows(struct text_load *t, const struct loader_opts *o)
     size_t len;
     int rc;
     while ((rc = loader_lines_next(&t->lines, &line, &len)) == CORE_OK && line != NULL) {
+        if (memchr(line, '\0', len) != NULL)
+            return core_fail(t->err, t->errlen, CORE_EFORMAT,
+                             "%s: line %lld: holds a NUL byte (a binary file read as text?)",
+                             t->path, (long long)t->lines.lineno);
         if (trim_right(line, len) == 0) {
             if (blank_line == 0)
                 blank_line = t->lines.lineno;

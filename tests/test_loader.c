@@ -87,7 +87,14 @@ START_TEST(detects_edge_layouts)
     ck_assert_int_eq(detect_text(dir, "\x02\x00\x00\x00\x00\x00\x00\x00{}", 10),
                      LOADER_SAFETENSORS);
     ck_assert_int_eq(detect_text(dir, "\x09\x00\x00\x00\x00\x00\x00\x00{}", 10), LOADER_GLOVE);
-    char *p = testutil_write_file(dir, "empty", "", 0);
+    /* the name speaks when the content has no magic: the reader then says why */
+    char *p = testutil_write_file(dir, "junk.npy", "hello 1 2\n", 10);
+    expect_fail(p, LOADER_AUTO, CORE_EFORMAT, "not a .npy file");
+    free(p);
+    p = testutil_write_file(dir, "junk.safetensors", "hello 1 2\n", 10);
+    expect_fail(p, LOADER_AUTO, CORE_EFORMAT, "header length");
+    free(p);
+    p = testutil_write_file(dir, "empty", "", 0);
     enum loader_format f;
     char err[256] = "";
     ck_assert_int_eq(loader_detect(p, &f, err, sizeof(err)), CORE_EFORMAT);

@@ -355,6 +355,10 @@ START_TEST(truncated_and_wrong_width_rows)
                      "line 3: empty line");
     expect_text_fail(dir, "b.txt", "2 3\na 1 2 3\n 4 5 6\n", LOADER_AUTO, CORE_EFORMAT,
                      "line 3", "starts with a blank");
+    /* a binary word2vec file read as text */
+    char *p = fixture_path(LFIX("w2v.bin"));
+    expect_fail(p, LOADER_WORD2VEC, CORE_EFORMAT, "line 2: holds a NUL byte");
+    free(p);
     testutil_rmtree(dir);
 }
 END_TEST
