@@ -90,4 +90,9 @@ void table_optimizer_config(const struct table *t, struct optim_config *out);
 int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const float *grads,
                           double lr, size_t *bad, uint64_t *version_out, size_t *rows_out);
 
+/* Chooses between the vector kernels (when the build has them) and the
+ * portable ones; both give identical bits. For tests and benchmarks; call
+ * before any step runs, not concurrently with one. */
+void optim_set_simd(bool enabled);
+
 #endif
