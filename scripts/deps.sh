@@ -10,7 +10,7 @@
 set -eu
 
 build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libopenblas-dev"
-test_pkgs="$build_pkgs check libcurl4-openssl-dev"
+test_pkgs="$build_pkgs check libcurl4-openssl-dev curl"
 lint_pkgs="nodejs npm"
 
 case "${1:-build}" in
