@@ -134,9 +134,11 @@ static size_t distinct_rows(const int64_t *ids, size_t n, int64_t padding)
 
 /* Replays one torch run step by step; every weight and the final state must
  * be bit-identical (0 ulp). */
+/* _i runs over the scenarios twice: vector kernels, then portable ones. */
 START_TEST(matches_torch)
 {
-    const struct scenario *sc = &scenarios[_i];
+    const struct scenario *sc = &scenarios[_i % NSCENARIOS];
+    optim_set_simd(_i < NSCENARIOS);
     struct fixture f;
     fixture_load(&f, sc->name);
     size_t steps = (size_t)f.ids[0];
@@ -165,7 +167,8 @@ START_TEST(matches_torch)
         ck_assert_uint_eq(nrows, distinct_rows(ids, n, sc->padding));
         int64_t where = -1;
         uint32_t ulp = max_ulp(&t->w, f.w + s * f.nw0, &where);
-        ck_assert_msg(ulp == 0, "%s step %zu: weight [%lld][%lld] off by %u ulp", sc->name, s,
+        ck_assert_msg(ulp == 0, "%s (%s kernels) step %zu: weight [%lld][%lld] off by %u ulp",
+                      sc->name, _i < NSCENARIOS ? "vector" : "portable", s,
                       (long long)(where / dim), (long long)(where % dim), ulp);
         ids += n;
         g += n * (size_t)dim;
@@ -460,7 +463,7 @@ static Suite *optim_suite(void)
 {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("torch");
-    tcase_add_loop_test(tc, matches_torch, 0, NSCENARIOS);
+    tcase_add_loop_test(tc, matches_torch, 0, 2 * NSCENARIOS);
     suite_add_tcase(s, tc);
     tc = tcase_create("validation");
     tcase_add_test(tc, invalid_requests_change_nothing);
