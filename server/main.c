@@ -330,6 +330,10 @@ static int serve(struct app *app)
 
     uv_run(app->loop, UV_RUN_DEFAULT);
 
+    /* jobs first: each resumes its suspended connection, and libmicrohttpd
+     * aborts when stopped with a connection still suspended; the pool stays
+     * valid (refusing new jobs) until the daemon's threads are gone */
+    work_stop(&s->work);
     http_stop(s);
     work_deinit(&s->work);
     final_snapshots(app);

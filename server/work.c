@@ -77,9 +77,9 @@ size_t work_pending(struct work_pool *p)
     return n;
 }
 
-void work_deinit(struct work_pool *p)
+void work_stop(struct work_pool *p)
 {
-    if (p->threads == NULL)
+    if (p->threads == NULL || p->stopping_done)
         return;
     pthread_mutex_lock(&p->lock);
     p->stopping = true;
@@ -87,6 +87,14 @@ void work_deinit(struct work_pool *p)
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
+    p->stopping_done = true;
+}
+
+void work_deinit(struct work_pool *p)
+{
+    if (p->threads == NULL)
+        return;
+    work_stop(p);
     free(p->threads);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);

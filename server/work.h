@@ -2,7 +2,7 @@
  * (neighbour searches over big tables, large gradient batches, snapshots),
  * so that libmicrohttpd's threads keep accepting and answering light
  * requests while those run. Jobs run in submission order, each exactly
- * once; work_deinit runs every job still queued before it returns. */
+ * once; work_stop runs every job still queued before it returns. */
 #ifndef SERVER_WORK_H
 #define SERVER_WORK_H
 
@@ -21,7 +21,8 @@ struct work_pool {
     struct work_job *head, *tail;
     size_t queued;  /* jobs waiting */
     size_t running; /* jobs being run */
-    bool stopping;
+    bool stopping;      /* no more submissions; threads finish the queue */
+    bool stopping_done; /* threads joined */
     size_t nthreads;
     pthread_t *threads;
 };
@@ -37,7 +38,11 @@ bool work_submit(struct work_pool *p, struct work_job *job);
 /* Jobs queued or running right now (for draining and metrics). */
 size_t work_pending(struct work_pool *p);
 
-/* Runs what is queued, stops and joins the threads. Safe on a zeroed pool. */
+/* Runs what is queued, then stops and joins the threads; later
+ * work_submit calls return false. Safe on a zeroed pool and twice. */
+void work_stop(struct work_pool *p);
+
+/* work_stop, then frees the pool. No thread may use p afterwards. */
 void work_deinit(struct work_pool *p);
 
 #endif
