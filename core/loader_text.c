@@ -5,7 +5,9 @@
  * first space or tab, values are separated by spaces or tabs, trailing
  * blanks and "\r" are ignored. Blank lines are allowed only at the end. */
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +100,22 @@ static inline uint64_t digits_value(uint64_t x, int n)
     return (x * 10000 + (x >> 32)) & 0xffffffffu;
 }
 
+/* The "C" locale for the strtof fallback: files use '.' whatever locale
+ * the process runs in. Made once; (locale_t)0 if that failed. */
+static locale_t c_locale_obj;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void make_c_locale(void)
+{
+    c_locale_obj = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+static locale_t c_locale(void)
+{
+    pthread_once(&c_locale_once, make_c_locale);
+    return c_locale_obj;
+}
+
 static const uint64_t pow10_u64[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000,
                                      100000000};
 
@@ -172,7 +190,8 @@ slow:;
         *start == '\f' || *start == '\v')
         return NULL; /* strtof would skip blanks; a field never starts with one */
     char *end;
-    float v = strtof(start, &end);
+    locale_t c = c_locale();
+    float v = c != (locale_t)0 ? strtof_l(start, &end, c) : strtof(start, &end);
     if (end == start)
         return NULL;
     *out = v;

@@ -5,6 +5,7 @@
  * malformed file fails with a message naming the file and line. */
 #include <check.h>
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -158,6 +159,39 @@ START_TEST(parse_midpoints_match_strtof)
         snprintf(s, sizeof(s), "%.17g", nextafter(mid, INFINITY));
         same_as_strtof(s);
     }
+}
+END_TEST
+
+/* A locale with a decimal comma must not change what files mean. Debian
+ * ships no compiled de_DE locale by default, so the test compiles one into
+ * a temporary directory with localedef (skipping, loudly, without it). */
+START_TEST(parse_ignores_the_locale)
+{
+    char *dir = testutil_tmpdir();
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "localedef -i de_DE -f UTF-8 %s/de_DE.UTF-8 >/dev/null 2>&1",
+             dir);
+    const char *set = NULL;
+    if (system(cmd) == 0) {
+        setenv("LOCPATH", dir, 1);
+        set = setlocale(LC_NUMERIC, "de_DE.UTF-8");
+    }
+    if (set == NULL) {
+        fprintf(stderr, "parse_ignores_the_locale: no de_DE locale could be made; skipped\n");
+        testutil_rmtree(dir);
+        return;
+    }
+    ck_assert(strtof("2.5", NULL) == 2.0f); /* the locale bites strtof itself */
+    char s[64 + LOADER_PARSE_PAD] = "0.100000000000000000000000001"; /* strtof's path */
+    float f = 0;
+    ck_assert_ptr_eq(loader_parse_f32(s, &f), s + strlen(s));
+    ck_assert(f == 0.1f);
+    strcpy(s, "2.5"); /* the fast path */
+    ck_assert_ptr_eq(loader_parse_f32(s, &f), s + 3);
+    ck_assert(f == 2.5f);
+    setlocale(LC_NUMERIC, "C");
+    unsetenv("LOCPATH");
+    testutil_rmtree(dir);
 }
 END_TEST
 
@@ -439,6 +473,8 @@ static Suite *loader_text_suite(void)
     tcase_add_test(tc, parse_printed_floats_match_strtof);
     tcase_add_test(tc, parse_midpoints_match_strtof);
     tcase_add_test(tc, parse_edge_cases);
+    tcase_add_test(tc, parse_ignores_the_locale); /* runs localedef: seconds */
+    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     tc = tcase_create("files");
     tcase_add_test(tc, gensim_text_loads_exactly);
