@@ -10,9 +10,11 @@
  *    occurrence in order (ATen's dense += sparse with alpha uses fmadd).
  *  - SparseAdam and Adagrad first coalesce it. Coalescing sorts the ids with
  *    an *unstable* std::sort and sums duplicates in the order the sort left
- *    them, so we sort with a replica of libstdc++'s introsort (torch_sort
- *    below) to sum in the very same order; beyond 16 ids the order differs
- *    from the order of appearance and so can the float32 sums.
+ *    them; beyond 16 ids that order differs from the order of appearance and
+ *    so can the float32 sums. When an id occurs 3 times or more we sort with
+ *    a replica of libstdc++'s introsort (torch_sort below) to sum in the
+ *    very same order; otherwise order cannot matter (a + b == b + a) and a
+ *    hash groups the ids faster.
  *  - scale_grad_by_freq is refused by torch with sparse gradients; we define
  *    it, for every optimizer, as the dense gradient torch would build:
  *    g_row = fma(g_i, (float)(1 / count), g_row) over occurrences in order of
@@ -21,6 +23,11 @@
  * Writers: the caller's request is validated whole before the table's write
  * lock is taken; rows change only under that lock, each inside the
  * seqlock section of its stripe together with its cached norm.
+ *
+ * Speed: a batch's rows are scattered over a large table, so a step is
+ * bound by memory latency; rows a few groups ahead are prefetched, and the
+ * row kernels are AVX-512 where the build allows (bench/optim.c measures it
+ * against torch).
  */
 #include "optim.h"
 
