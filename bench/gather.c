@@ -5,7 +5,7 @@
  * small-batch lookups, table initialization, and vocabulary build/find
  * rates for 1M tokens.
  *
- * Usage: gather [rows] [repeats]   (defaults 1000000 and 5) */
+ * Usage: gather [rows] [repeats]   (defaults 1000000 and 7) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,36 +50,45 @@ static struct table *make_table(int64_t rows, bool max_norm)
     return t;
 }
 
-/* Best time of `repeats` lookups of all ids, in batches of `batch` ids. */
-static double time_lookup(struct table *t, const int64_t *ids, size_t n, size_t batch, float *out,
-                          int repeats)
+/* Time of one pass of lookups over all ids, in batches of `batch` ids. */
+static double time_lookup(struct table *t, const int64_t *ids, size_t n, size_t batch, float *out)
 {
-    double best = 1e30;
-    for (int r = 0; r < repeats; r++) {
-        double t0 = now();
-        for (size_t i = 0; i < n; i += batch) {
-            size_t m = n - i < batch ? n - i : batch;
-            if (table_lookup(t, ids + i, m, out + i * DIM, NULL) != CORE_OK) {
-                fprintf(stderr, "gather: lookup failed\n");
-                exit(1);
-            }
+    double t0 = now();
+    for (size_t i = 0; i < n; i += batch) {
+        size_t m = n - i < batch ? n - i : batch;
+        if (table_lookup(t, ids + i, m, out + i * DIM, NULL) != CORE_OK) {
+            fprintf(stderr, "gather: lookup failed\n");
+            exit(1);
         }
-        double dt = now() - t0;
-        best = dt < best ? dt : best;
     }
-    return best;
+    return now() - t0;
 }
 
-static double time_memcpy(float *dst, const float *src, size_t bytes, int repeats)
+static double time_memcpy(float *dst, const float *src, size_t bytes)
 {
-    double best = 1e30;
-    for (int r = 0; r < repeats; r++) {
-        double t0 = now();
-        memcpy(dst, src, bytes);
-        double dt = now() - t0;
-        best = dt < best ? dt : best;
-    }
-    return best;
+    double t0 = now();
+    memcpy(dst, src, bytes);
+    return now() - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double minimum(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] < m ? v[i] : m;
+    return m;
 }
 
 /* Huge pages decide the gather rate (one TLB miss per row without them):
@@ -123,10 +132,18 @@ static void bench_vocab(int n)
     free(lens);
 }
 
+#define MAX_REPEATS 64
+
+/* The machine is shared and noisy: each round times every variant back to
+ * back, and the ratios printed are medians of per-round ratios. */
 int main(int argc, char **argv)
 {
     int64_t rows = argc > 1 ? atoll(argv[1]) : 1000000;
-    int repeats = argc > 2 ? atoi(argv[2]) : 5;
+    int repeats = argc > 2 ? atoi(argv[2]) : 7;
+    if (rows < 1 || repeats < 1 || repeats > MAX_REPEATS) {
+        fprintf(stderr, "usage: gather [rows >= 1] [repeats 1..%d]\n", MAX_REPEATS);
+        return 2;
+    }
     size_t n = (size_t)rows;
     size_t bytes = n * DIM * sizeof(float);
 
@@ -135,8 +152,9 @@ int main(int argc, char **argv)
     double init = now() - t0;
     printf("init: %lld x %d N(0,1) table with norms in %.3f s (%.1f M floats/s)\n", (long long)rows,
            DIM, init, (double)rows * DIM / init / 1e6);
-
+    struct table *tn = make_table(rows, true);
     print_huge_pages();
+
     int64_t *ids = malloc(n * sizeof(int64_t));
     uint64_t s = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < n; i++)
@@ -144,22 +162,28 @@ int main(int argc, char **argv)
     float *out = malloc(bytes);
     memset(out, 0, bytes); /* fault the pages in before timing */
 
-    double gather = time_lookup(t, ids, n, n, out, repeats);
-    double copy = time_memcpy(out, t->w.data, bytes, repeats);
-    double small = time_lookup(t, ids, n, 32, out, repeats);
-    printf("gather: %zu random rows of %d floats: %.1f M rows/s (%.1f GB/s)\n", n, DIM,
-           n / gather / 1e6, bytes / gather / 1e9);
-    printf("memcpy: same %zu bytes contiguous:    %.1f M rows/s (%.1f GB/s)\n", bytes,
-           n / copy / 1e6, bytes / copy / 1e9);
-    printf("ratio:  gather takes %.2fx the time of memcpy (target <= 2x)\n", gather / copy);
-    printf("batches of 32 ids per call: %.1f M rows/s (%.2fx one big call)\n", n / small / 1e6,
-           small / gather);
-
-    table_free(t);
-    t = make_table(rows, true);
-    double checked = time_lookup(t, ids, n, n, out, repeats);
-    printf("max_norm set, no row over it: %.1f M rows/s (%.2fx plain gather)\n", n / checked / 1e6,
-           checked / gather);
+    double g[MAX_REPEATS], c[MAX_REPEATS], b32[MAX_REPEATS], mn[MAX_REPEATS];
+    double r_copy[MAX_REPEATS], r_b32[MAX_REPEATS], r_mn[MAX_REPEATS];
+    for (int r = 0; r < repeats; r++) {
+        g[r] = time_lookup(t, ids, n, n, out);
+        c[r] = time_memcpy(out, t->w.data, bytes);
+        b32[r] = time_lookup(t, ids, n, 32, out);
+        mn[r] = time_lookup(tn, ids, n, n, out);
+        r_copy[r] = g[r] / c[r];
+        r_b32[r] = b32[r] / g[r];
+        r_mn[r] = mn[r] / g[r];
+    }
+    printf("gather: %zu random rows of %d floats: best %.1f M rows/s (%.1f GB/s)\n", n, DIM,
+           n / minimum(g, repeats) / 1e6, bytes / minimum(g, repeats) / 1e9);
+    printf("memcpy: same %zu bytes contiguous:    best %.1f M rows/s (%.1f GB/s)\n", bytes,
+           n / minimum(c, repeats) / 1e6, bytes / minimum(c, repeats) / 1e9);
+    printf("ratio:  gather / memcpy time, median of %d rounds: %.2fx (best rounds: %.2fx; target <= 2x)\n",
+           repeats, median(r_copy, repeats), minimum(g, repeats) / minimum(c, repeats));
+    printf("batches of 32 ids per call: best %.1f M rows/s, median %.2fx one big call\n",
+           n / minimum(b32, repeats) / 1e6, median(r_b32, repeats));
+    printf("max_norm set, no row over it: best %.1f M rows/s, median %.2fx plain gather\n",
+           n / minimum(mn, repeats) / 1e6, median(r_mn, repeats));
+    table_free(tn);
     table_free(t);
 
     bench_vocab(1000000);

@@ -490,11 +490,23 @@ static void renorm_row(struct table *t, int64_t id)
     table_write_end(t, stripe);
 }
 
-/* torch.embedding_renorm_: each distinct id once per call. Candidates are
- * picked from the norm cache first so that the common case (every row
- * already short) takes no lock. A row assigned by another thread after the
- * check may come back unscaled; the next lookup of it scales it, as if the
- * assignment had landed between renormalization and gather. */
+/* torch.embedding_renorm_ over candidate ids: each distinct id once, under
+ * the write lock. Sorts cand in place. */
+static void renorm_distinct(struct table *t, int64_t *cand, size_t m)
+{
+    qsort(cand, m, sizeof(*cand), cmp_i64);
+    pthread_mutex_lock(&t->write_lock);
+    for (size_t i = 0; i < m; i++)
+        if (i == 0 || cand[i] != cand[i - 1])
+            renorm_row(t, cand[i]);
+    pthread_mutex_unlock(&t->write_lock);
+}
+
+/* Renormalizes the rows of ids that need it, picking candidates from the
+ * norm cache so that the common case (every row already short) takes no
+ * lock. A row assigned by another thread after the check may be read
+ * unscaled; the next lookup of it scales it, as if the assignment had landed
+ * between renormalization and gather. */
 static int renorm_ids(struct table *t, const int64_t *ids, size_t n)
 {
     double limit = l2_limit(t);
@@ -509,15 +521,68 @@ static int renorm_ids(struct table *t, const int64_t *ids, size_t n)
             return CORE_ENOMEM;
         cand[m++] = ids[i];
     }
+    if (m > 0)
+        renorm_distinct(t, cand, m);
+    free(cand);
+    return CORE_OK;
+}
+
+/* copy_row that also reads the row's cached L2 norm in the same seqlock
+ * bracket, so the pair is consistent. */
+static inline float copy_row_norm(const struct table *t, int64_t id, float *dst)
+{
+    int64_t stripe = table_stripe_of(id);
+    const float *src = matrix_row(&t->w, id);
+    size_t bytes = (size_t)t->w.dim * sizeof(float);
+    uint32_t s;
+    float norm;
+    do {
+        s = table_read_begin(t, stripe);
+        memcpy(dst, src, bytes);
+        norm = t->norms[id];
+    } while (table_read_retry(t, stripe, s));
+    return norm;
+}
+
+/* The max_norm lookup in one pass: gathers every row together with its
+ * cached norm (prefetched with the row; a separate pass over norms[] would
+ * cost a second round of cache misses, and measuring each copy lengthens
+ * the dependency chain enough to halve the gather rate). The cached norm is
+ * only a filter: rows that may exceed max_norm are then renormalized as
+ * torch does, under the lock, and copied again, which gives the output of
+ * renormalize-then-gather. */
+static int lookup_renorm(struct table *t, const int64_t *ids, size_t n, float *out)
+{
+    size_t dim = (size_t)t->w.dim, m = 0;
+    double limit = l2_limit(t);
+    size_t *pos = NULL;
+    for (size_t i = 0; i < n && i < PREFETCH_AHEAD; i++)
+        prefetch_row(t, ids[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH_AHEAD < n) {
+            prefetch_row(t, ids[i + PREFETCH_AHEAD]);
+            __builtin_prefetch(&t->norms[ids[i + PREFETCH_AHEAD]], 0, 0);
+        }
+        if (!(copy_row_norm(t, ids[i], out + i * dim) > limit))
+            continue;
+        if (pos == NULL && (pos = malloc((n - i) * sizeof(*pos))) == NULL)
+            return CORE_ENOMEM;
+        pos[m++] = i;
+    }
     if (m == 0)
         return CORE_OK;
-    qsort(cand, m, sizeof(*cand), cmp_i64);
-    pthread_mutex_lock(&t->write_lock);
-    for (size_t i = 0; i < m; i++)
-        if (i == 0 || cand[i] != cand[i - 1])
-            renorm_row(t, cand[i]);
-    pthread_mutex_unlock(&t->write_lock);
+    int64_t *cand = malloc(m * sizeof(*cand));
+    if (cand == NULL) {
+        free(pos);
+        return CORE_ENOMEM;
+    }
+    for (size_t k = 0; k < m; k++)
+        cand[k] = ids[pos[k]];
+    renorm_distinct(t, cand, m);
+    for (size_t k = 0; k < m; k++)
+        copy_row(t, ids[pos[k]], out + pos[k] * dim);
     free(cand);
+    free(pos);
     return CORE_OK;
 }
 
@@ -528,8 +593,8 @@ int table_lookup(struct table *t, const int64_t *ids, size_t n, float *out, size
     int rc = check_ids(t, ids, n, bad);
     if (rc != CORE_OK)
         return rc;
-    if (t->s.has_max_norm && (rc = renorm_ids(t, ids, n)) != CORE_OK)
-        return rc;
+    if (t->s.has_max_norm)
+        return lookup_renorm(t, ids, n, out);
     gather_rows(t, ids, n, out);
     return CORE_OK;
 }
