@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "config.h"
@@ -337,7 +338,12 @@ static int serve(struct app *app)
     http_stop(s);
     work_deinit(&s->work);
     final_snapshots(app);
-    registry_deinit(&s->tables, 1000);
+    if (!registry_deinit(&s->tables, 1000)) {
+        /* the loading thread still reads the config and the registry:
+         * end the process without tearing them down under it */
+        log_info("stopped (a table was still loading)");
+        _exit(app->exit_code);
+    }
     uv_loop_close(app->loop);
     log_info("stopped");
     return app->exit_code;

@@ -220,18 +220,17 @@ static bool join_loader(struct registry *r, int wait_ms)
     return pthread_timedjoin_np(r->loader, NULL, &deadline) == 0;
 }
 
-void registry_deinit(struct registry *r, int wait_ms)
+bool registry_deinit(struct registry *r, int wait_ms)
 {
     if (r->entries == NULL)
-        return;
-    if (r->loader_started && !join_loader(r, wait_ms)) {
-        log_warn("a table is still loading; leaving it to the process exit");
-        return;
-    }
+        return true;
+    if (r->loader_started && !join_loader(r, wait_ms))
+        return false;
     for (size_t i = 0; i < r->n; i++)
         table_free(r->entries[i].table);
     free(r->entries);
     *r = (struct registry){0};
+    return true;
 }
 
 struct registry_entry *registry_find(struct registry *r, const char *name)

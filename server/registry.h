@@ -55,10 +55,12 @@ int registry_init(struct registry *r, const struct config *c);
  * or an errno value. */
 int registry_start(struct registry *r, registry_done_cb done, void *ud);
 
-/* Joins the loader if it has finished within wait_ms (a loader stuck in a
- * huge file is left to the process exit rather than delaying shutdown) and
- * frees every table. Safe on a zeroed registry. */
-void registry_deinit(struct registry *r, int wait_ms);
+/* Joins the loader if it has finished within wait_ms and frees every
+ * table; returns true. A loader still busy with a huge file is left alone
+ * (false): the caller then ends the process without freeing anything the
+ * loader may still read (the config, the registry). Safe on a zeroed
+ * registry. */
+bool registry_deinit(struct registry *r, int wait_ms);
 
 /* The entry named name[0..len), or NULL. Any thread. */
 struct registry_entry *registry_find(struct registry *r, const char *name);
