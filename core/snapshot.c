@@ -73,19 +73,20 @@ static int fsync_path(const char *path, char *err, size_t errlen)
     return rc;
 }
 
-/* Removes a snapshot directory: it only ever holds plain files. */
-static void remove_flat_dir(const char *path)
+/* Removes a snapshot directory: it only ever holds plain files. Returns 0
+ * or -1 with errno set. */
+static int remove_flat_dir(const char *path)
 {
     DIR *d = opendir(path);
     if (d == NULL)
-        return;
+        return -1;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
             unlinkat(dirfd(d), e->d_name, 0);
     }
     closedir(d);
-    rmdir(path);
+    return rmdir(path);
 }
 
 /* ---- writing ----------------------------------------------------------- */
@@ -1211,4 +1212,79 @@ int snapshot_find_latest(const char *data_dir, const char *name, char *path_out,
         return core_fail(err, errlen, CORE_ETOOBIG, "%s/" PREFIX "%" PRIu64 " is too long",
                          table_dir, best);
     return CORE_OK;
+}
+
+/* ---- pruning ------------------------------------------------------------ */
+
+static int cmp_u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x < y) - (x > y);
+}
+
+/* Versions of the complete snapshots in table_dir, newest first (malloc'd). */
+static int list_versions(const char *table_dir, uint64_t **out, size_t *count, char *err,
+                         size_t errlen)
+{
+    *out = NULL;
+    *count = 0;
+    DIR *d = opendir(table_dir);
+    if (d == NULL) {
+        if (errno == ENOENT)
+            return CORE_OK;
+        return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
+                         strerror(errno));
+    }
+    size_t cap = 0;
+    int rc = CORE_OK;
+    struct dirent *e;
+    while (rc == CORE_OK && (e = readdir(d)) != NULL) {
+        uint64_t v;
+        if (!parse_snapshot_name(e->d_name, &v) || !has_manifest(dirfd(d), e->d_name))
+            continue;
+        if (*count == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *grown = realloc(*out, cap * sizeof(**out));
+            if (grown == NULL) {
+                rc = core_fail(err, errlen, CORE_ENOMEM, "%s: out of memory", table_dir);
+                break;
+            }
+            *out = grown;
+        }
+        (*out)[(*count)++] = v;
+    }
+    closedir(d);
+    if (rc == CORE_OK && *count > 1)
+        qsort(*out, *count, sizeof(**out), cmp_u64_desc);
+    return rc;
+}
+
+int snapshot_prune(const char *data_dir, const char *name, size_t keep, size_t *removed,
+                   char *err, size_t errlen)
+{
+    if (removed != NULL)
+        *removed = 0;
+    if (keep < 1)
+        return core_fail(err, errlen, CORE_EINVAL, "snapshot_prune: keep must be >= 1");
+    char table_dir[PATH_MAX];
+    int rc = path_join(table_dir, sizeof(table_dir), data_dir, name, err, errlen);
+    uint64_t *versions = NULL;
+    size_t count = 0;
+    if (rc == CORE_OK)
+        rc = list_versions(table_dir, &versions, &count, err, errlen);
+    for (size_t i = keep; rc == CORE_OK && i < count; i++) {
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof(path), "%s/" PREFIX "%" PRIu64, table_dir, versions[i]);
+        if (n < 0 || (size_t)n >= sizeof(path))
+            rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
+        else if (remove_flat_dir(path) != 0)
+            rc = core_fail(err, errlen, CORE_EIO, "%s: cannot remove: %s", path,
+                           strerror(errno));
+        else if (removed != NULL)
+            (*removed)++;
+    }
+    free(versions);
+    if (rc == CORE_OK && count > keep)
+        rc = fsync_path(table_dir, err, errlen);
+    return rc;
 }

@@ -55,4 +55,13 @@ int snapshot_load(const char *dir, const char *name, struct table **out, char *e
 int snapshot_find_latest(const char *data_dir, const char *name, char *path_out,
                          size_t path_len, char *err, size_t errlen);
 
+/* Removes all but the newest `keep` (>= 1) complete snapshots of table
+ * `name` under data_dir, oldest first; *removed (may be NULL) gets how many
+ * directories went. Hidden directories (snapshots being written or being
+ * replaced) are never touched. Returns CORE_OK
+ * (also when there is nothing to prune), CORE_EINVAL for keep < 1, CORE_EIO
+ * when the folder cannot be read or a directory cannot be removed. */
+int snapshot_prune(const char *data_dir, const char *name, size_t keep, size_t *removed,
+                   char *err, size_t errlen);
+
 #endif

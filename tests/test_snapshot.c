@@ -287,6 +287,40 @@ START_TEST(find_latest_picks_highest_complete)
 }
 END_TEST
 
+START_TEST(prune_keeps_newest)
+{
+    char *data = testutil_tmpdir();
+    char path[4096], table_dir[4200], err[256] = "";
+    size_t removed = 99;
+    ck_assert_int_eq(snapshot_prune(data, "p", 2, &removed, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(removed, 0);
+    ck_assert_int_eq(snapshot_prune(data, "p", 0, NULL, err, sizeof(err)), CORE_EINVAL);
+    struct table *t = make_table("p", OPTIM_SGD, false);
+    for (int s = 0; s < 5; s++) {
+        train_step(t, s);
+        write_snapshot(t, data, path, sizeof(path));
+    }
+    snprintf(table_dir, sizeof(table_dir), "%s/p", data);
+    /* a write in progress */
+    char other[4300];
+    snprintf(other, sizeof(other), "%s/.tmp-snapshot-1-1", table_dir);
+    ck_assert_int_eq(mkdir(other, 0755), 0);
+    ck_assert_int_eq(snapshot_prune(data, "p", 2, &removed, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(removed, 3);
+    ck_assert(file_exists(table_dir, "snapshot-5"));
+    ck_assert(file_exists(table_dir, "snapshot-4"));
+    ck_assert(!file_exists(table_dir, "snapshot-3"));
+    ck_assert(!file_exists(table_dir, "snapshot-1"));
+    ck_assert(file_exists(table_dir, ".tmp-snapshot-1-1"));
+    ck_assert_int_eq(snapshot_find_latest(data, "p", path, sizeof(path), err, sizeof(err)),
+                     CORE_OK);
+    ck_assert_ptr_nonnull(strstr(path, "snapshot-5"));
+    table_free(load(path, NULL));
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
 /* ---- broken snapshots --------------------------------------------------- */
 
 static char *good_snapshot(char **data_out, enum optim_kind kind, bool vocab)
@@ -580,6 +614,7 @@ static Suite *snapshot_suite(void)
     tcase_add_loop_test(tc, resume_equals_uninterrupted, 0, 3);
     tcase_add_test(tc, unconfigured_and_frozen);
     tcase_add_test(tc, find_latest_picks_highest_complete);
+    tcase_add_test(tc, prune_keeps_newest);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_loop_test(tc, broken_snapshot_is_a_clear_error, 0,
