@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -375,6 +376,53 @@ START_TEST(snapshot_failure_is_internal)
 }
 END_TEST
 
+/* Seconds until the server closes fd (recv returns 0), or -1 after limit. */
+static double seconds_until_closed(int fd, double limit)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        char b;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0 && recv(fd, &b, 1, 0) <= 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if ((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9 > limit)
+            return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+}
+
+/* limits.connection_timeout closes idle connections; limits.
+ * max_connections_per_ip refuses a client's connection over the limit. */
+START_TEST(connection_limits)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "\"limits\": {\"connection_timeout\": 1, \"max_connections_per_ip\": 2},",
+          EMB_INIT, true);
+    const char health[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char out[4096];
+    int a = http_connect_send(&s, health, sizeof health - 1);
+    ck_assert_int_eq(http_read_answer(a, out, sizeof out), 200);
+    int b = http_connect_send(&s, health, sizeof health - 1);
+    ck_assert_int_eq(http_read_answer(b, out, sizeof out), 200);
+    /* a third connection from 127.0.0.1 is closed unanswered */
+    int c = http_connect_send(&s, health, sizeof health - 1);
+    ck_assert_int_eq(http_read_answer(c, out, sizeof out), 0);
+    close(c);
+    /* the idle ones time out after about a second */
+    double t = seconds_until_closed(a, 10.0);
+    ck_assert_msg(t >= 0 && t < 5.0, "idle connection not closed (%.2f s)", t);
+    close(a);
+    close(b);
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
+    test_server_cleanup(&s);
+}
+END_TEST
+
 static Suite *http_lifecycle_suite(void)
 {
     Suite *s = suite_create("http_lifecycle");
@@ -390,6 +438,7 @@ static Suite *http_lifecycle_suite(void)
     tcase_add_test(tc, bad_table_exits_nonzero);
     tcase_add_test(tc, sigterm_finishes_requests_in_flight);
     tcase_add_test(tc, snapshot_failure_is_internal);
+    tcase_add_test(tc, connection_limits);
     suite_add_tcase(s, tc);
     return s;
 }
