@@ -431,23 +431,25 @@ static void handle_rows(const struct handler_ctx *c, struct answer *a)
     request_rows_deinit(&rq);
 }
 
+static size_t skip_space(const char *s, size_t i, size_t len)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    return i;
+}
+
 /* A snapshot request takes no parameters: no body, or an empty object. */
 static bool empty_object(const char *body, size_t len)
 {
-    size_t i = 0;
-    while (i < len && strchr(" \t\r\n", body[i]) && body[i])
-        i++;
+    size_t i = skip_space(body, 0, len);
     if (i == len)
         return true;
-    if (body[i++] != '{')
+    if (body[i] != '{')
         return false;
-    while (i < len && strchr(" \t\r\n", body[i]) && body[i])
-        i++;
-    if (i == len || body[i++] != '}')
+    i = skip_space(body, i + 1, len);
+    if (i == len || body[i] != '}')
         return false;
-    while (i < len && strchr(" \t\r\n", body[i]) && body[i])
-        i++;
-    return i == len;
+    return skip_space(body, i + 1, len) == len;
 }
 
 static void handle_snapshot(const struct handler_ctx *c, struct answer *a)
