@@ -11,7 +11,10 @@
  * let requests in flight and queued jobs finish (up to DRAIN_MS), close the
  * daemon, snapshot each trainable table that changed (when configured),
  * and tear down in the reverse order of startup. Exit status 0; a second
- * signal skips the wait. */
+ * signal skips the wait.
+ *
+ * Automatic snapshots (periodic, shutdown) keep the newest three of each
+ * table; snapshots asked for over HTTP are counted among them. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,9 @@
  * manager typically grants for the final snapshots. */
 #define DRAIN_MS 3000
 #define DRAIN_POLL_MS 10
+
+/* Snapshots kept per table by the periodic and shutdown snapshots. */
+#define AUTO_SNAPSHOTS_KEPT 3
 
 /* OpenBLAS comes in through core. Its own threads on top of ours
  * oversubscribe two cores badly (PERFORMANCE.md), so it gets one. */
@@ -74,6 +80,22 @@ static bool unsaved(struct registry_entry *e)
            atomic_load(&e->snapshot_version) != table_version(e->table);
 }
 
+/* Automatic snapshots would fill the disk over a long run: after each one
+ * only the newest AUTO_SNAPSHOTS_KEPT of the table stay. */
+static void prune_snapshots(struct server *s, struct registry_entry *e)
+{
+    char err[512] = "";
+    size_t removed = 0;
+    int rc = snapshot_prune(s->cfg->data_dir, e->cfg->name, AUTO_SNAPSHOTS_KEPT, &removed, err,
+                            sizeof err);
+    if (rc != CORE_OK)
+        log_warn("table %s: pruning old snapshots: %s", e->cfg->name,
+                 err[0] ? err : core_strerror(rc));
+    else if (removed > 0)
+        log_debug("table %s: removed %zu old snapshot%s", e->cfg->name, removed,
+                  removed == 1 ? "" : "s");
+}
+
 /* Writes one snapshot of e's table; any thread. */
 static void snapshot_entry(struct server *s, struct registry_entry *e, const char *why)
 {
@@ -88,6 +110,7 @@ static void snapshot_entry(struct server *s, struct registry_entry *e, const cha
         atomic_store(&e->has_snapshot, true);
         log_info("table %s: %s snapshot at version %llu written to %s", e->cfg->name, why,
                  (unsigned long long)version, path);
+        prune_snapshots(s, e);
     } else {
         log_error("table %s: %s snapshot failed: %s", e->cfg->name, why,
                   err[0] ? err : core_strerror(rc));

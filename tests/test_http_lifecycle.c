@@ -242,10 +242,26 @@ START_TEST(periodic_snapshots)
         sleep_ms(10);
     }
     ck_assert_msg(found, "no second periodic snapshot within 5 s");
+    /* automatic snapshots keep the newest three */
+    for (int step = 3; step <= 4; step++) {
+        char want[64];
+        snprintf(want, sizeof want, "data/emb/snapshot-%d/manifest.json", step);
+        post_step(&s, step);
+        found = false;
+        for (int i = 0; i < 500 && !found; i++) {
+            found = exists(s.dir, want);
+            sleep_ms(10);
+        }
+        ck_assert_msg(found, "no periodic snapshot %d within 5 s", step);
+    }
+    for (int i = 0; i < 200 && exists(s.dir, "data/emb/snapshot-1"); i++)
+        sleep_ms(10);
+    ck_assert(!exists(s.dir, "data/emb/snapshot-1"));
+    ck_assert(exists(s.dir, "data/emb/snapshot-2/weight.npy"));
     test_server_stop(&s, 10.0);
     ck_assert_int_eq(s.exit_status, 0);
     char *log = test_server_log(&s);
-    ck_assert_ptr_nonnull(strstr(log, "periodic snapshot at version 2"));
+    ck_assert_ptr_nonnull(strstr(log, "periodic snapshot at version 4"));
     free(log);
     test_server_cleanup(&s);
 }
