@@ -10,6 +10,9 @@
 #include <assert.h>
 #include <float.h>
 #include <math.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +161,25 @@ static void for_rows(row_fn fn, void *ctx, int64_t rows, int64_t dim)
 
 /* L2 norm over the whole stride (padding floats are zero), in 16 float lanes
  * so the compiler vectorizes it without reassociation flags. */
+#ifdef __AVX512F__
+/* The same sums in the same order as the portable version below (16 lane
+ * accumulators, multiply then add, then halving tree), kept in registers:
+ * through a stack array the reduction was ~30% of an SGD step. */
+static float l2_norm(const float *row, int64_t stride)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < stride; i += MATRIX_ALIGN_FLOATS) {
+        __m512 x = _mm512_load_ps(row + i);
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(x, x));
+    }
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(acc), hi);
+    __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+    __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+    __m128 h1 = _mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1));
+    return sqrtf(_mm_cvtss_f32(h1));
+}
+#else
 static float l2_norm(const float *row, int64_t stride)
 {
     float acc[MATRIX_ALIGN_FLOATS] = {0};
@@ -169,6 +191,7 @@ static float l2_norm(const float *row, int64_t stride)
             acc[k] += acc[k + w];
     return sqrtf(acc[0]);
 }
+#endif
 
 static void norms_range(void *ctx, int64_t begin, int64_t end)
 {
