@@ -364,6 +364,14 @@ static int tk_freeze(struct table_parse *p, const cJSON *v, const char *where)
     return CORE_OK;
 }
 
+static int tk_resume(struct table_parse *p, const cJSON *v, const char *where)
+{
+    if (!cJSON_IsBool(v))
+        return FAIL(p->x, "%s: must be true or false", where);
+    p->t->resume = cJSON_IsTrue(v);
+    return CORE_OK;
+}
+
 static int tk_scale_grad(struct table_parse *p, const cJSON *v, const char *where)
 {
     if (!cJSON_IsBool(v))
@@ -450,6 +458,9 @@ static const struct {
      "{\"name\": sgd | sparse_adam | adagrad, \"lr\", \"betas\", \"eps\", \"lr_decay\",\n"
      "      \"initial_accumulator_value\"}: PyTorch's names and defaults; null = sgd lr 0.01"},
     {"oov", tk_oov, "unknown token in a lookup: \"error\" (default, 404) or an id to use"},
+    {"resume", tk_resume,
+     "trainable tables: start from the newest snapshot in <data_dir>/<name>/ if there is\n"
+     "      one; default true"},
 };
 #define NTABLE_KEYS (sizeof table_keys / sizeof table_keys[0])
 
@@ -501,6 +512,7 @@ static int parse_table(struct config_table *t, const cJSON *v, const char *where
     memset(t, 0, sizeof *t);
     table_settings_init(&t->settings);
     t->format = LOADER_AUTO;
+    t->resume = true;
     struct table_parse p = {.t = t, .x = x};
     int rc = want_object(v, where, x);
     for (const cJSON *m = rc == CORE_OK ? v->child : NULL; m && rc == CORE_OK; m = m->next)

@@ -1188,7 +1188,7 @@ int snapshot_find_latest(const char *data_dir, const char *name, char *path_out,
         return rc;
     DIR *d = opendir(table_dir);
     if (d == NULL) {
-        if (errno == ENOENT)
+        if (errno == ENOENT || errno == ENOTDIR) /* nothing can be stored there */
             return core_fail(err, errlen, CORE_ENOTFOUND, "%s: no snapshots", table_dir);
         return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
                          strerror(errno));

@@ -295,7 +295,8 @@ static int check_config(const struct config *c)
         char err[1024] = "";
         struct table *t = NULL;
         bool from_snapshot = false;
-        int rc = registry_load_table(&c->tables[i], &t, &from_snapshot, err, sizeof err);
+        int rc = registry_load_table(&c->tables[i], c->data_dir, &t, &from_snapshot, err,
+                                    sizeof err);
         if (rc != CORE_OK) {
             fprintf(stderr, "table %s: %s\n", c->tables[i].name, err[0] ? err : core_strerror(rc));
             failed = 1;

@@ -114,13 +114,53 @@ static int load_file(const struct config_table *ct, struct table **out, bool *fr
     return rc;
 }
 
-int registry_load_table(const struct config_table *ct, struct table **out,
-                        bool *from_snapshot, char *err, size_t errlen)
+/* The newest snapshot of a trainable table in data_dir, if resuming applies:
+ * CORE_OK with dir filled, CORE_ENOTFOUND when the table starts from its
+ * configured source, another error when the data directory is unreadable. */
+static int find_resume_snapshot(const struct config_table *ct, const char *data_dir,
+                                char *dir, size_t dirlen, char *err, size_t errlen)
+{
+    if (data_dir == NULL || !ct->resume || ct->settings.freeze || ct->format == LOADER_SNAPSHOT)
+        return CORE_ENOTFOUND;
+    int rc = snapshot_find_latest(data_dir, ct->name, dir, dirlen, err, errlen);
+    if (rc == CORE_ENOTFOUND && err != NULL && errlen > 0)
+        err[0] = '\0';
+    return rc;
+}
+
+/* A resumed table must still be the table the config describes. */
+static int check_resumed_shape(const struct config_table *ct, const struct table *t,
+                               const char *dir, char *err, size_t errlen)
+{
+    if (!ct->has_init)
+        return CORE_OK;
+    if (table_num_embeddings(t) == ct->num_embeddings && table_dim(t) == ct->embedding_dim)
+        return CORE_OK;
+    return core_fail(err, errlen, CORE_EINVAL,
+                     "snapshot %s holds %lld x %lld but the config says init %lld x %lld; "
+                     "move the snapshot away or set \"resume\": false",
+                     dir, (long long)table_num_embeddings(t), (long long)table_dim(t),
+                     (long long)ct->num_embeddings, (long long)ct->embedding_dim);
+}
+
+int registry_load_table(const struct config_table *ct, const char *data_dir,
+                        struct table **out, bool *from_snapshot, char *err, size_t errlen)
 {
     struct table *t = NULL;
     *from_snapshot = false;
-    int rc;
-    if (ct->has_init)
+    char dir[4096];
+    int rc = find_resume_snapshot(ct, data_dir, dir, sizeof dir, err, errlen);
+    if (rc == CORE_OK) {
+        log_info("table %s: resuming from %s", ct->name, dir);
+        rc = snapshot_load(dir, ct->name, &t, err, errlen);
+        if (rc == CORE_OK && (rc = check_resumed_shape(ct, t, dir, err, errlen)) != CORE_OK)
+            table_free(t);
+        if (rc != CORE_OK)
+            return rc;
+        *from_snapshot = true;
+    } else if (rc != CORE_ENOTFOUND) {
+        return rc;
+    } else if (ct->has_init)
         rc = table_new_init(&t, ct->name, ct->num_embeddings, ct->embedding_dim, ct->seed,
                             &ct->settings, err, errlen);
     else
@@ -161,7 +201,7 @@ static void *loader_main(void *arg)
         double start = now_seconds();
         struct table *t = NULL;
         bool from_snapshot = false;
-        int rc = registry_load_table(e->cfg, &t, &from_snapshot, err, sizeof err);
+        int rc = registry_load_table(e->cfg, r->data_dir, &t, &from_snapshot, err, sizeof err);
         if (rc != CORE_OK) {
             log_error("table %s: %s", e->cfg->name, err[0] ? err : core_strerror(rc));
             atomic_store_explicit(&e->state, ENTRY_FAILED, memory_order_release);
@@ -189,6 +229,7 @@ int registry_init(struct registry *r, const struct config *c)
     if (r->entries == NULL)
         return CORE_ENOMEM;
     r->n = c->ntables;
+    r->data_dir = c->data_dir;
     for (size_t i = 0; i < r->n; i++) {
         r->entries[i].cfg = &c->tables[i];
         atomic_init(&r->entries[i].state, ENTRY_LOADING);

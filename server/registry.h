@@ -39,6 +39,7 @@ typedef void (*registry_done_cb)(void *ud, bool ok);
 struct registry {
     struct registry_entry *entries;
     size_t n;
+    const char *data_dir; /* the config's, for resuming from snapshots */
     _Atomic bool ready;  /* every entry loaded */
     _Atomic bool finished; /* the loader thread is done (ok or not) */
     pthread_t loader;
@@ -72,9 +73,11 @@ struct table *registry_table(struct registry_entry *e);
 bool registry_ready(const struct registry *r);
 
 /* Loads one configured table (file, snapshot or init, then its optimizer);
- * *from_snapshot tells whether it came from a snapshot directory. Errors
+ * *from_snapshot tells whether it came from a snapshot directory. A
+ * trainable table with ct->resume starts from the newest snapshot under
+ * data_dir/<name>/ when one exists (data_dir may be NULL: no resume). Errors
  * name the table and the file in err. */
-int registry_load_table(const struct config_table *ct, struct table **out,
-                        bool *from_snapshot, char *err, size_t errlen);
+int registry_load_table(const struct config_table *ct, const char *data_dir,
+                        struct table **out, bool *from_snapshot, char *err, size_t errlen);
 
 #endif

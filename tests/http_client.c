@@ -176,6 +176,9 @@ void test_server_start(struct test_server *s, const char *config_json, const cha
     free(p);
     snprintf(s->log_path, sizeof s->log_path, "%s/server.log", s->dir);
     s->port = 0;
+    /* a restart must not read the previous run's "listening on" line before
+     * the child truncates the log */
+    unlink(s->log_path);
     spawn(s, env);
 
     double deadline = now_s() + START_TIMEOUT_S;

@@ -169,6 +169,52 @@ START_TEST(training_resumes_exactly_after_restart)
 }
 END_TEST
 
+/* A trainable table restarted with the same config and data_dir resumes
+ * from its newest snapshot on its own (N steps, SIGTERM, restart, M steps ==
+ * N + M steps in one run); "resume": false starts it afresh. */
+START_TEST(trainable_table_resumes_from_data_dir)
+{
+    const int n = 3, m = 2;
+    struct test_server a, c;
+    test_server_prepare(&a);
+    start(&a, "", EMB_INIT, true);
+    for (int i = 0; i < n; i++)
+        post_step(&a, i);
+    test_server_stop(&a, 10.0);
+    ck_assert_int_eq(a.exit_status, 0);
+
+    start(&a, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
+    ck_assert_int_eq(version_of(&a), n);
+    char *log = test_server_log(&a);
+    ck_assert_ptr_nonnull(strstr(log, "resuming from"));
+    free(log);
+    for (int i = n; i < n + m; i++)
+        post_step(&a, i);
+    size_t len_a, len_c;
+    char *rows_a = all_rows(&a, &len_a);
+    test_server_stop(&a, 10.0);
+
+    test_server_prepare(&c);
+    start(&c, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
+    for (int i = 0; i < n + m; i++)
+        post_step(&c, i);
+    char *rows_c = all_rows(&c, &len_c);
+    ck_assert_uint_eq(len_a, len_c);
+    ck_assert_mem_eq(rows_a, rows_c, len_a);
+    free(rows_a);
+    free(rows_c);
+    test_server_cleanup(&c);
+
+    /* the same data_dir with resume off: a fresh table */
+    char tables[1024];
+    snprintf(tables, sizeof tables, "%.*s, \"resume\": false}", (int)strlen(EMB_INIT) - 1,
+             EMB_INIT);
+    start(&a, "\"snapshot\": {\"on_shutdown\": false},", tables, true);
+    ck_assert_int_eq(version_of(&a), 0);
+    test_server_cleanup(&a);
+}
+END_TEST
+
 START_TEST(readyz_loading_then_ready)
 {
     struct test_server s;
@@ -447,6 +493,7 @@ static Suite *http_lifecycle_suite(void)
     tcase_add_test(tc, sigterm_snapshots_and_exits_zero);
     tcase_add_test(tc, no_snapshot_when_disabled);
     tcase_add_test(tc, training_resumes_exactly_after_restart);
+    tcase_add_test(tc, trainable_table_resumes_from_data_dir);
     tcase_add_test(tc, readyz_loading_then_ready);
     tcase_add_test(tc, sigterm_while_loading);
     tcase_add_test(tc, periodic_snapshots);
