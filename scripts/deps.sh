@@ -9,7 +9,7 @@
 # it installs; prints nothing when everything is already there.
 set -eu
 
-build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libopenblas-dev"
+build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev"
 test_pkgs="$build_pkgs check libcurl4-openssl-dev curl"
 lint_pkgs="nodejs npm"
 

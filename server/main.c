@@ -38,10 +38,6 @@
 /* Snapshots kept per table by the periodic and shutdown snapshots. */
 #define AUTO_SNAPSHOTS_KEPT 3
 
-/* OpenBLAS comes in through core. Its own threads on top of ours
- * oversubscribe two cores badly (PERFORMANCE.md), so it gets one. */
-void openblas_set_num_threads(int n);
-
 struct app {
     struct config cfg;
     struct server srv;
@@ -387,7 +383,6 @@ int main(int argc, char **argv)
     if (rc < 0) {
         log_set_level(log_level_of(app.cfg.log_level));
         signal(SIGPIPE, SIG_IGN);
-        openblas_set_num_threads(1);
         rc = serve(&app);
     }
     config_deinit(&app.cfg);
