@@ -502,18 +502,6 @@ static int plan_build(const struct table *t, const int64_t *ids, size_t n, enum 
 
 /* ---- validation --------------------------------------------------------- */
 
-static int check_ids(const struct table *t, const int64_t *ids, size_t n, size_t *bad)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= t->w.rows) {
-            if (bad != NULL)
-                *bad = i;
-            return CORE_ERANGE;
-        }
-    }
-    return CORE_OK;
-}
-
 /* Index of the first NaN or infinity in v[0..count), or count. A float is
  * not finite exactly when its exponent bits are all ones. */
 static size_t first_nonfinite(const float *v, size_t count)
@@ -554,7 +542,7 @@ static int check_request(const struct table *t, const int64_t *ids, size_t n, co
             *bad = SIZE_MAX;
         return CORE_EINVAL;
     }
-    int rc = check_ids(t, ids, n, bad);
+    int rc = table_check_ids(t, ids, n, bad);
     if (rc == CORE_OK)
         rc = check_grads(grads, n * (size_t)t->w.dim, bad);
     return rc;

@@ -403,18 +403,6 @@ static void gather_rows(const struct table *t, const int64_t *ids, size_t n, flo
     }
 }
 
-static int check_ids(const struct table *t, const int64_t *ids, size_t n, size_t *bad)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= t->w.rows) {
-            if (bad != NULL)
-                *bad = i;
-            return CORE_ERANGE;
-        }
-    }
-    return CORE_OK;
-}
-
 /* ---- max_norm ---------------------------------------------------------- */
 
 /* Sum of squares as torch 1.13's p = 2 kernel computes it in Debian's build
@@ -615,7 +603,7 @@ static int lookup_renorm(struct table *t, const int64_t *ids, size_t n, float *o
 
 int table_lookup(struct table *t, const int64_t *ids, size_t n, float *out, size_t *bad)
 {
-    int rc = check_ids(t, ids, n, bad);
+    int rc = table_check_ids(t, ids, n, bad);
     if (rc != CORE_OK)
         return rc;
     if (t->s.has_max_norm)
@@ -680,7 +668,7 @@ int table_bag(struct table *t, const int64_t *ids, const size_t *offsets, size_t
     if (check_offsets(offsets, nbags) != CORE_OK)
         return CORE_EINVAL;
     size_t n = offsets[nbags];
-    int rc = check_ids(t, ids, n, bad);
+    int rc = table_check_ids(t, ids, n, bad);
     if (rc != CORE_OK)
         return rc;
     if (t->s.has_max_norm && (rc = renorm_ids(t, ids, n)) != CORE_OK)
@@ -737,7 +725,7 @@ int table_assign_rows(struct table *t, const int64_t *ids, size_t n, const float
                       size_t *bad, uint64_t *version_out)
 {
     size_t dim = (size_t)t->w.dim;
-    int rc = check_ids(t, ids, n, bad);
+    int rc = table_check_ids(t, ids, n, bad);
     if (rc == CORE_OK)
         rc = check_finite(vectors, n, dim, bad);
     if (rc != CORE_OK)

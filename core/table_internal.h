@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "error.h"
 #include "optim.h"
 #include "table.h"
 
@@ -62,6 +63,21 @@ static inline void table_write_end(struct table *t, int64_t stripe)
 {
     uint32_t s = atomic_load_explicit(&t->seq[stripe], memory_order_relaxed);
     atomic_store_explicit(&t->seq[stripe], s + 1, memory_order_release);
+}
+
+/* CORE_OK when every id is in [0, N); else CORE_ERANGE with *bad (may be
+ * NULL) the index of the first one outside. Checked before any change. */
+static inline int table_check_ids(const struct table *t, const int64_t *ids, size_t n,
+                                  size_t *bad)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->w.rows) {
+            if (bad != NULL)
+                *bad = i;
+            return CORE_ERANGE;
+        }
+    }
+    return CORE_OK;
 }
 
 /* Recomputes norms[row] from the stored row; writer side. */

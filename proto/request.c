@@ -441,58 +441,56 @@ static bool one_of(struct ctx *c, const cJSON *a, const cJSON *b, const char *na
     return true;
 }
 
-/* Wire names of the metrics, listed here beside the bag modes so every
- * word a request may use is visible in this file. */
-static const struct {
+/* The words a request may use for a choice, with their values: the metrics
+ * and the bag modes, side by side so every word is visible in this file. */
+struct word {
     const char *name;
-    enum metric metric;
-} metrics[] = {{"cosine", METRIC_COSINE}, {"dot", METRIC_DOT}, {"l2", METRIC_L2}};
+    int value;
+};
 
-static bool parse_metric(struct ctx *c, const cJSON *v, enum metric *m)
+static const struct word metrics[] = {
+    {"cosine", METRIC_COSINE}, {"dot", METRIC_DOT}, {"l2", METRIC_L2}};
+static const struct word bag_modes[] = {{"sum", BAG_SUM}, {"mean", BAG_MEAN}, {"max", BAG_MAX}};
+
+/* Reads field's value, one of words[0..n), into *out; absent keeps *out.
+ * `expected` lists the words for the message. */
+static bool parse_word(struct ctx *c, const cJSON *v, const char *field, const struct word *words,
+                       size_t n, const char *expected, int *out)
 {
-    struct path p = {.field = "metric"};
+    struct path p = {.field = field};
 
-    *m = METRIC_COSINE;
     if (v == NULL)
         return true;
     if (!cJSON_IsString(v))
         return wrong_type(c, &p, "a string", v);
-    for (size_t i = 0; i < sizeof metrics / sizeof metrics[0]; i++) {
-        if (strcmp(v->valuestring, metrics[i].name) == 0) {
-            *m = metrics[i].metric;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v->valuestring, words[i].name) == 0) {
+            *out = words[i].value;
             return true;
         }
     }
-    return fail(c, STATUS_INVALID_ARGUMENT,
-                "metric: unknown metric \"%.*s\" (expected cosine, dot or l2)",
-                quote_len(v->valuestring, strlen(v->valuestring)), v->valuestring);
+    return fail(c, STATUS_INVALID_ARGUMENT, "%s: unknown %s \"%.*s\" (expected %s)", field, field,
+                quote_len(v->valuestring, strlen(v->valuestring)), v->valuestring, expected);
+}
+
+static bool parse_metric(struct ctx *c, const cJSON *v, enum metric *m)
+{
+    int value = METRIC_COSINE;
+    bool ok = parse_word(c, v, "metric", metrics, sizeof metrics / sizeof metrics[0],
+                         "cosine, dot or l2", &value);
+    *m = (enum metric)value;
+    return ok;
 }
 
 /* ---- lookup ---- */
 
-static const struct {
-    const char *name;
-    enum bag_mode mode;
-} bag_modes[] = {{"sum", BAG_SUM}, {"mean", BAG_MEAN}, {"max", BAG_MAX}};
-
 static bool parse_mode(struct ctx *c, const cJSON *v, enum bag_mode *mode)
 {
-    struct path p = {.field = "mode"};
-
-    *mode = BAG_MEAN;
-    if (v == NULL)
-        return true;
-    if (!cJSON_IsString(v))
-        return wrong_type(c, &p, "a string", v);
-    for (size_t i = 0; i < sizeof bag_modes / sizeof bag_modes[0]; i++) {
-        if (strcmp(v->valuestring, bag_modes[i].name) == 0) {
-            *mode = bag_modes[i].mode;
-            return true;
-        }
-    }
-    return fail(c, STATUS_INVALID_ARGUMENT,
-                "mode: unknown mode \"%.*s\" (expected sum, mean or max)",
-                quote_len(v->valuestring, strlen(v->valuestring)), v->valuestring);
+    int value = BAG_MEAN; /* nn.EmbeddingBag's default */
+    bool ok = parse_word(c, v, "mode", bag_modes, sizeof bag_modes / sizeof bag_modes[0],
+                         "sum, mean or max", &value);
+    *mode = (enum bag_mode)value;
+    return ok;
 }
 
 /* Checks bags is an array of arrays, counts its ids and sets offsets. */
