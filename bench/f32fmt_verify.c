@@ -9,7 +9,11 @@
  * equally short one closer to the exact value. Prints progress and finishes
  * with "checked N, failures F" (N counts finite patterns; the non-finite ones
  * are reported separately); exit status 1 when F > 0. Takes minutes: run it
- * in the background. Never part of ctest. */
+ * in the background. Never part of ctest.
+ *
+ * Run on proto/f32fmt.c as of commit b4292bf, 2 threads on 2 shared vCPUs:
+ * "checked 4278190080, failures 0" in 1129 s; the 16777216 NaN/infinity
+ * patterns printed null; longest output 19 characters. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
