@@ -468,8 +468,8 @@ static int find_default_table(char *path, size_t pathlen, char *err, size_t errl
     for (size_t i = 0; i < 2; i++) {
         if (dirs[i][0] == '\0')
             continue;
-        snprintf(path, pathlen, "%s/" DEFAULT_TABLE_FILE, dirs[i]);
-        if (is_file(path))
+        int len = snprintf(path, pathlen, "%s/" DEFAULT_TABLE_FILE, dirs[i]);
+        if (len > 0 && (size_t)len < pathlen && is_file(path))
             return CORE_OK;
         int n = snprintf(tried + used, sizeof tried - used, "%s%s", used ? ", " : "", path);
         if (n > 0 && (size_t)n < sizeof tried - used)

@@ -605,7 +605,7 @@ static bool parse_lookup(struct ctx *c, const cJSON *root, struct lookup_request
 {
     struct key_slot k[] = {{"ids", NULL}, {"tokens", NULL}, {"bags", NULL},
                            {"mode", NULL}, {"per_sample_weights", NULL}};
-    int which;
+    int which = 0;
 
     if (!match_keys(c, root, k, 5))
         return false;
@@ -708,7 +708,7 @@ static bool parse_neighbors(struct ctx *c, const cJSON *root, struct neighbors_r
 {
     struct key_slot k[] = {{"ids", NULL}, {"tokens", NULL}, {"vectors", NULL},
                            {"k", NULL}, {"metric", NULL}};
-    int which;
+    int which = 0;
 
     if (!match_keys(c, root, k, 5))
         return false;
@@ -781,7 +781,7 @@ static bool parse_grads(struct ctx *c, const cJSON *v, struct gradients_request 
 static bool parse_gradients(struct ctx *c, const cJSON *root, struct gradients_request *r)
 {
     struct key_slot k[] = {{"ids", NULL}, {"tokens", NULL}, {"grads", NULL}, {"lr", NULL}};
-    int which;
+    int which = 0;
 
     if (!match_keys(c, root, k, 4) || !one_of(c, k[0].value, k[1].value, "ids", "tokens", &which))
         return false;
@@ -800,7 +800,7 @@ static bool parse_rows(struct ctx *c, const cJSON *root, struct rows_request *r)
 {
     struct key_slot k[] = {{"ids", NULL}, {"tokens", NULL}, {"vectors", NULL}};
     size_t rows;
-    int which;
+    int which = 0;
 
     if (!match_keys(c, root, k, 3) || !one_of(c, k[0].value, k[1].value, "ids", "tokens", &which))
         return false;
