@@ -33,7 +33,8 @@ chmod 0777 "$data"   # the image runs as the non-root uid 999
 log "building $image"
 podman build --format docker --isolation chroot -q -t "$image" "$root" >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$image")
-log "image size: $((size / 1000000)) MB"
+base=$(podman image inspect --format '{{.Size}}' docker.io/library/debian:bookworm-slim 2>/dev/null || echo 0)
+log "image size: $((size / 1000000)) MB (the debian:bookworm-slim base here: $((base / 1000000)) MB; ours on top: $(((size - base) / 1000000)) MB)"
 
 log "starting $name"
 podman --runtime runc run -d --name "$name" \
