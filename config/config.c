@@ -58,10 +58,10 @@ const struct config_option config_options[] = {
      NULL, "Bearer token required by gradients, rows and snapshot."},
     {"snapshot.interval", "SNAPSHOT_INTERVAL", "--snapshot-interval", "SECONDS", OPT_INT,
      OFF(snapshot_interval_s), 0, 31536000,
-     "0", "Snapshot every trainable table this often; 0 = never."},
+     "0", "Snapshot tables that took writes this often; 0 = never."},
     {"snapshot.on_shutdown", "SNAPSHOT_ON_SHUTDOWN", "--snapshot-on-shutdown", "BOOL",
      OPT_BOOL, OFF(snapshot_on_shutdown), 0, 0,
-     "true", "Snapshot every trainable table on SIGINT/SIGTERM."},
+     "true", "Snapshot tables that took writes on SIGINT/SIGTERM."},
 };
 const size_t config_noptions = sizeof config_options / sizeof config_options[0];
 

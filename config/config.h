@@ -55,9 +55,9 @@ struct config_table {
      * scale_grad_by_freq, freeze (default true for files, false for init),
      * oov_id (-1 = "error"). Checked against the shape by table_new. */
     struct table_settings settings;
-    /* resume (default true): a trainable table starts from the newest
-     * snapshot in <data_dir>/<name>/ when there is one, so a restart keeps
-     * what training did. */
+    /* resume (default true): the table starts from the newest snapshot in
+     * <data_dir>/<name>/ when there is one, so a restart keeps every
+     * acknowledged write (gradient steps, row assignments). */
     bool resume;
     /* has_optimizer false: the table's default (sgd, lr 0.01). */
     bool has_optimizer;

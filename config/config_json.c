@@ -459,8 +459,8 @@ static const struct {
      "      \"initial_accumulator_value\"}: PyTorch's names and defaults; null = sgd lr 0.01"},
     {"oov", tk_oov, "unknown token in a lookup: \"error\" (default, 404) or an id to use"},
     {"resume", tk_resume,
-     "trainable tables: start from the newest snapshot in <data_dir>/<name>/ if there is\n"
-     "      one; default true"},
+     "start from the newest snapshot in <data_dir>/<name>/ if there is one (a restart\n"
+     "      keeps every write); default true"},
 };
 #define NTABLE_KEYS (sizeof table_keys / sizeof table_keys[0])
 

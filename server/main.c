@@ -63,17 +63,14 @@ static enum log_level log_level_of(enum config_log_level l)
     return LOG_INFO;
 }
 
-static bool trainable(struct registry_entry *e)
-{
-    struct table *t = registry_table(e);
-    return t != NULL && !table_settings(t)->freeze;
-}
-
-/* True when the table has changes no snapshot written or loaded holds. */
+/* True when the table took writes (gradient steps or row assignments, on a
+ * frozen table too) since it was loaded or last snapshotted: an
+ * acknowledged write must survive a restart, and an untouched table is not
+ * worth a copy on disk. */
 static bool unsaved(struct registry_entry *e)
 {
-    return !atomic_load(&e->has_snapshot) ||
-           atomic_load(&e->snapshot_version) != table_version(e->table);
+    struct table *t = registry_table(e);
+    return t != NULL && atomic_load(&e->snapshot_version) != table_version(t);
 }
 
 /* Automatic snapshots would fill the disk over a long run: after each one
@@ -137,7 +134,7 @@ static void on_snapshot_timer(uv_timer_t *timer)
     struct registry *r = &app->srv.tables;
     for (size_t i = 0; i < r->n; i++) {
         struct registry_entry *e = &r->entries[i];
-        if (!trainable(e) || !unsaved(e) || atomic_load(&e->snapshot_running))
+        if (!unsaved(e) || atomic_load(&e->snapshot_running))
             continue;
         struct snapshot_job *j = calloc(1, sizeof *j);
         if (j == NULL)
@@ -279,7 +276,7 @@ static void final_snapshots(struct app *app)
         return;
     struct registry *r = &app->srv.tables;
     for (size_t i = 0; i < r->n; i++)
-        if (trainable(&r->entries[i]) && unsaved(&r->entries[i]))
+        if (unsaved(&r->entries[i]))
             snapshot_entry(&app->srv, &r->entries[i], "shutdown");
 }
 

@@ -114,13 +114,13 @@ static int load_file(const struct config_table *ct, struct table **out, bool *fr
     return rc;
 }
 
-/* The newest snapshot of a trainable table in data_dir, if resuming applies:
+/* The newest snapshot of the table in data_dir, if resuming applies:
  * CORE_OK with dir filled, CORE_ENOTFOUND when the table starts from its
  * configured source, another error when the data directory is unreadable. */
 static int find_resume_snapshot(const struct config_table *ct, const char *data_dir,
                                 char *dir, size_t dirlen, char *err, size_t errlen)
 {
-    if (data_dir == NULL || !ct->resume || ct->settings.freeze || ct->format == LOADER_SNAPSHOT)
+    if (data_dir == NULL || !ct->resume || ct->format == LOADER_SNAPSHOT)
         return CORE_ENOTFOUND;
     int rc = snapshot_find_latest(data_dir, ct->name, dir, dirlen, err, errlen);
     if (rc == CORE_ENOTFOUND && err != NULL && errlen > 0)

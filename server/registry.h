@@ -74,7 +74,7 @@ bool registry_ready(const struct registry *r);
 
 /* Loads one configured table (file, snapshot or init, then its optimizer);
  * *from_snapshot tells whether it came from a snapshot directory. A
- * trainable table with ct->resume starts from the newest snapshot under
+ * table with ct->resume starts from the newest snapshot under
  * data_dir/<name>/ when one exists (data_dir may be NULL: no resume). Errors
  * name the table and the file in err. */
 int registry_load_table(const struct config_table *ct, const char *data_dir,

@@ -215,6 +215,37 @@ START_TEST(trainable_table_resumes_from_data_dir)
 }
 END_TEST
 
+/* An acknowledged write survives a restart on a frozen table too (row
+ * assignment is allowed there); a table nobody wrote to is not copied. */
+START_TEST(assigned_rows_on_frozen_table_survive_restart)
+{
+    const char *tables =
+        "{\"name\": \"emb\", \"init\": {\"num_embeddings\": 30, \"embedding_dim\": 6},"
+        " \"freeze\": true},"
+        " {\"name\": \"idle\", \"init\": {\"num_embeddings\": 10, \"embedding_dim\": 4}}";
+    struct test_server s;
+    test_server_prepare(&s);
+    start(&s, "", tables, true);
+    struct reply r;
+    http_json(&s, "PUT", "/v1/tables/emb/rows",
+              "{\"ids\": [5], \"vectors\": [[1, 2, 3, 4, 5, 6.5]]}", &r);
+    ck_reply(&r, 200, NULL);
+    reply_free(&r);
+    test_server_stop(&s, 10.0);
+    ck_assert_int_eq(s.exit_status, 0);
+    ck_assert(exists(s.dir, "data/emb/snapshot-1/weight.npy"));
+    ck_assert(!exists(s.dir, "data/idle"));
+
+    start(&s, "", tables, true);
+    ck_assert_int_eq(version_of(&s), 1);
+    http_json(&s, "POST", "/v1/tables/emb/lookup", "{\"ids\": [5]}", &r);
+    ck_reply(&r, 200, NULL);
+    ck_assert_str_eq(r.body, "{\"shape\":[1,6],\"embeddings\":[[1.0,2.0,3.0,4.0,5.0,6.5]]}");
+    reply_free(&r);
+    test_server_cleanup(&s);
+}
+END_TEST
+
 START_TEST(readyz_loading_then_ready)
 {
     struct test_server s;
@@ -494,6 +525,7 @@ static Suite *http_lifecycle_suite(void)
     tcase_add_test(tc, no_snapshot_when_disabled);
     tcase_add_test(tc, training_resumes_exactly_after_restart);
     tcase_add_test(tc, trainable_table_resumes_from_data_dir);
+    tcase_add_test(tc, assigned_rows_on_frozen_table_survive_restart);
     tcase_add_test(tc, readyz_loading_then_ready);
     tcase_add_test(tc, sigterm_while_loading);
     tcase_add_test(tc, periodic_snapshots);
