@@ -79,4 +79,38 @@ code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
 [ -f "$data/items/snapshot-1/manifest.json" ] || { ls -R "$data" >&2; die "no shutdown snapshot in the volume"; }
 [ -f "$data/items/snapshot-1/weight.npy" ] || die "snapshot without weight.npy"
 log "clean exit, snapshot in the volume: $(cd "$data" && find . -name manifest.json | head -n 3 | tr '\n' ' ')"
+# The compose file as a user runs it: up, train, down (SIGTERM), up again:
+# the named volume brings the table back at the version it had.
+if command -v podman-compose >/dev/null || apt-get install -y -qq podman-compose >/dev/null 2>&1; then
+    compose() {
+        podman-compose --podman-args="--runtime runc" \
+            --podman-build-args="--isolation chroot --format docker" \
+            --podman-run-args="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024" \
+            -f "$here/compose.yaml" "$@"
+    }
+    compose_wait() {
+        for _ in $(seq 1 120); do
+            curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1 && return 0
+            sleep 0.5
+        done
+        die "compose: /readyz never answered ready"
+    }
+    trap 'compose down -v >/dev/null 2>&1 || true; cleanup' EXIT
+    log "compose up (docker/compose.yaml)"
+    compose up -d >/dev/null 2>&1 || die "podman-compose up failed"
+    compose_wait
+    grads=$(printf '[%s]' "$(printf '0.25,%.0s' $(seq 1 63))0.25")
+    out=$(curl -fsS http://127.0.0.1:8080/v1/tables/users/gradients -H 'Content-Type: application/json' \
+          -d "{\"ids\": [7], \"grads\": [$grads]}")
+    echo "$out" | grep -q '"version":1' || die "compose: gradients: $out"
+    compose down >/dev/null 2>&1 || die "podman-compose down failed"
+    compose up -d >/dev/null 2>&1 || die "podman-compose up (again) failed"
+    compose_wait
+    out=$(curl -fsS http://127.0.0.1:8080/v1/tables/users)
+    echo "$out" | grep -q '"version":1' || die "compose: the table did not come back from the volume: $out"
+    compose down -v >/dev/null 2>&1 || true
+    log "compose: trained, restarted, the volume brought users back at version 1"
+else
+    log "podman-compose not installable: compose file not exercised"
+fi
 log "all container checks passed"
