@@ -253,8 +253,11 @@ static bool check_content_type(struct request *rq)
         return true;
     char shown[96];
     copy_printable(shown, sizeof shown, ct ? ct : "(none)");
+    /* curl -d sends a form type unless told otherwise: say how to fix it */
+    bool form = ct != NULL && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0;
     answer_error(&rq->ans, STATUS_UNSUPPORTED_MEDIA_TYPE,
-                 "request bodies must be Content-Type: application/json, not \"%s\"", shown);
+                 "request bodies must be Content-Type: application/json, not \"%s\"%s", shown,
+                 form ? " (with curl -d, add -H 'Content-Type: application/json')" : "");
     return false;
 }
 

@@ -725,6 +725,12 @@ START_TEST(content_type_errors)
     http_do(&srv, "POST", "/v1/tables/words2/lookup", NULL, body, strlen(body), NULL, &r);
     ck_reply(&r, 415, "unsupported_media_type");
     reply_free(&r);
+    /* what curl -d sends: the message says how to fix the command */
+    http_do(&srv, "POST", "/v1/tables/words2/lookup", "application/x-www-form-urlencoded", body,
+            strlen(body), NULL, &r);
+    ck_reply(&r, 415, "unsupported_media_type");
+    ck_assert_ptr_nonnull(strstr(r.body, "add -H 'Content-Type: application/json'"));
+    reply_free(&r);
     http_do(&srv, "POST", "/v1/tables/words2/lookup", "application/json; charset=utf-8", body,
             strlen(body), NULL, &r);
     ck_reply(&r, 200, NULL);
