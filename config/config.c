@@ -235,9 +235,10 @@ int config_option_set_json(struct config *c, const struct config_option *o,
     case OPT_INT:
     case OPT_U64: {
         double d = cJSON_IsNumber(v) ? v->valuedouble : 0.5;
-        /* exact integers only: 8080.5 or 1e300 are mistakes, not ports */
-        if (!cJSON_IsNumber(v) || d != (double)(int64_t)d || d < -9007199254740992.0 ||
-            d > 9007199254740992.0)
+        /* exact integers only: 8080.5 or 1e300 are mistakes, not ports. The
+         * range goes first: casting a double beyond int64_t is undefined. */
+        if (!cJSON_IsNumber(v) || d < -9007199254740992.0 || d > 9007199254740992.0 ||
+            d != (double)(int64_t)d)
             return core_fail(err, errlen, CORE_EINVAL,
                              "%s: must be an integer in [%" PRId64 ", %" PRId64 "]",
                              where, o->min, o->max);

@@ -304,6 +304,12 @@ static const struct {
     {"{\"tables\": [{\"name\": \"a\", \"path\": \"x\", \"optimizer\": {\"name\": \"sgd\", "
      "\"momentum\": 0.9}}]}",
      "tables[0].optimizer.momentum: unknown key"},
+    /* beyond int64_t: found by fuzzing, the integer check cast before it
+     * compared the range (undefined behaviour, UBSan aborts) */
+    {"{\"limits\": {\"max_connections_per_ip\": 6433333333333333333333}}",
+     "limits.max_connections_per_ip: must be an integer in ["},
+    {"{\"limits\": {\"max_batch\": 1e400}}", "limits.max_batch: must be an integer in ["},
+    {"{\"listen\": {\"port\": -1e300}}", "listen.port: must be an integer in ["},
     {"[1, 2]", "cfg.json: the top level must be a JSON object"},
     {"{\"data_dir\": }", "cfg.json:1:14: invalid JSON"},
     {"{\n  \"data_dir\": \"x\",\n}", "cfg.json:3:"},
