@@ -1,5 +1,5 @@
-/* f32fmt_bench.c - ns per float to write JSON floats: f32fmt, buf_put_f32_array,
- * snprintf("%.9g") and cJSON (cJSON_CreateFloatArray + cJSON_PrintUnformatted).
+/* f32fmt_bench.c - ns per float to write JSON floats: f32fmt, f32fmt_array,
+ * buf_put_f32_array, snprintf("%.9g") and cJSON (cJSON_CreateFloatArray + cJSON_PrintUnformatted).
  *
  * Usage: f32fmt_bench [count] [rounds]
  *
@@ -82,6 +82,16 @@ static size_t run_f32fmt(const float *v, size_t n, char *scratch)
     return total;
 }
 
+static size_t run_f32fmt_array(const float *v, size_t n, char *scratch)
+{
+    (void)scratch;
+    static char row[ROW * F32FMT_MAX];
+    size_t total = 0;
+    for (size_t i = 0; i < n; i += ROW)
+        total += f32fmt_array(v + i, n - i < ROW ? n - i : ROW, row) + 2;
+    return total;
+}
+
 static size_t run_buf_array(const float *v, size_t n, char *scratch)
 {
     (void)scratch;
@@ -154,6 +164,7 @@ int main(int argc, char **argv)
            ROW, rounds);
     struct result r[] = {
         measure("f32fmt", run_f32fmt, v, n, rounds),
+        measure("f32fmt_array", run_f32fmt_array, v, n, rounds),
         measure("buf_put_f32_array", run_buf_array, v, n, rounds),
         measure("snprintf %.9g", run_snprintf, v, n, rounds),
         measure("cJSON float array", run_cjson, v, n, rounds),

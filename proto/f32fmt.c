@@ -11,13 +11,18 @@
  * floor(v / 10^k), ceil(v / 10^k) that lies in R and is closer to v (even on
  * a tie) is shortest and closest.
  *
- * The scaled bounds 4 * (v or v-lo or v+hi) / 10^k are computed as integers
- * rounded to odd: the floor, with the lowest bit set when anything was cut
- * off. Rounding to odd keeps every comparison with an even integer exact, and
- * all comparisons below are against 4 * n or 4 * n + 2. The 64-bit table
- * value for 10^-k is one unit high at most; that error stays in the low 64
- * bits of the product, which are dropped. bench/f32fmt_verify.c checks the
- * result for all 2^32 bit patterns.
+ * The scaled bounds 4 * (v or v-lo or v+hi) / 10^k are the high words of
+ * 64x64-bit products, with the binary point at bit 31 of the word. Only
+ * comparisons with 4 * n and 4 * n + 2 are needed, and on these words they
+ * are exact (as if the bounds were rounded to odd). The 64-bit table value
+ * for 10^-k is one unit high at most; that error stays in the low 64 bits of
+ * the product, which are dropped. bench/f32fmt_verify.c checks the result for
+ * all 2^32 bit patterns.
+ *
+ * Random data makes every data-dependent branch a coin flip, so the choice
+ * of digits and the layout of the common fractions ("0.0123", "-1.5") are
+ * computed with masks instead of branches; rare shapes (scientific, whole
+ * numbers, subnormals, powers of two) branch off.
  *
  * Layout follows Python's repr() of a float with these digits: plain when the
  * decimal satisfies 1e-4 <= |x| < 1e16 ("0.0001", "123.5", "100.0" with ".0"
@@ -37,55 +42,64 @@ struct decimal {
     int exp;
 };
 
-/* floor(q * log10(2)) and floor(q * log10(2) + log10(3/4)), exact for every
- * q of float32 (scripts/gen_f32fmt_pow10.py checks each one). Right shifts of
- * negative ints are arithmetic in gcc. */
-static inline int floor_log10_pow2(int q)
-{
-    return (q * 315653) >> 20;
-}
-
+/* floor(q * log10(2) + log10(3/4)), exact for every q of float32
+ * (scripts/gen_f32fmt_pow10.py checks each one; scale_table holds
+ * floor(q * log10(2)) for the other floats). Right shifts of negative ints
+ * are arithmetic in gcc. */
 static inline int floor_log10_pow2_3q(int q)
 {
     return (q * 315653 - 131008) >> 20;
 }
 
-/* (g * cp) / 2^95 rounded to odd, from the high 64 bits of the product. */
-static inline uint32_t round_to_odd(uint64_t g, uint64_t cp)
+/* The high 64 bits of g * x: a scaled bound times 2^31, so 4 * n compares
+ * with it as n << 33. */
+static inline uint64_t mul_hi(uint64_t g, uint64_t x)
 {
-    uint64_t hi = (uint64_t)(((unsigned __int128)g * cp) >> 64);
-    return (uint32_t)(hi >> 31) | ((hi & 0x7fffffffu) != 0);
+    return (uint64_t)(((unsigned __int128)g * x) >> 64);
 }
 
-static struct decimal shortest(uint32_t c, int q, bool at_pow2)
+/* Picks a when take is true, b otherwise, without a branch: the choice
+ * depends on the digits of random data, which no predictor guesses. */
+static inline uint32_t pick(bool take, uint32_t a, uint32_t b)
 {
-    uint32_t open = c & 1;
-    uint64_t cb = (uint64_t)c << 2;
-    uint64_t cbl = at_pow2 ? cb - 1 : cb - 2;
-    uint64_t cbr = cb + 2;
-    int k = at_pow2 ? floor_log10_pow2_3q(q) : floor_log10_pow2(q);
+    uint32_t mask = 0u - (uint32_t)take;
+    return (a & mask) | (b & ~mask);
+}
+
+/* The shortest decimal in the rounding interval [cbl, cb + 2] / 4 * 2^q
+ * (closed when c is even), given c << 2 = cb, 10^-k ~ g and the shift h that
+ * puts the binary point of (x << h) * g at bit 95. */
+static inline struct decimal shortest(uint64_t cb, uint64_t cbl, uint64_t g, int h, int k)
+{
+    uint64_t open = (cb >> 2) & 1;
+    uint64_t v = mul_hi(g, cb << h);
+    /* 4 * n is in the interval when (low bound) <= n << 33 <= (high bound)
+     * on these words, exactly as if the bounds were rounded to odd; open
+     * bounds move in by one unit. So the integers in the interval, in units
+     * of 10^k, are [lo, hi]. */
+    uint64_t lo = (mul_hi(g, cbl << h) + open + ((UINT64_C(1) << 33) - 1)) >> 33;
+    uint64_t hi = (mul_hi(g, (cb + 2) << h) - open) >> 33;
+    uint64_t s = v >> 33;
+
+    /* The interval is under 10 units wide: it holds at most one multiple of
+     * 10, and if it holds one, that is the largest one <= hi. */
+    uint32_t s10 = (uint32_t)hi / 10 * 10;
+    /* Otherwise s or s + 1, whichever is in; both in: the closer to v, the
+     * even one on a tie (v's fraction against one half). */
+    bool tie_up = (v & ((UINT64_C(1) << 33) - 1)) + (s & 1) > UINT64_C(1) << 32;
+    uint64_t up = (s < lo) | ((s + 1 <= hi) & tie_up);
+    uint32_t digits = pick(s10 >= lo, s10, (uint32_t)(s + up));
+    return (struct decimal){digits, k};
+}
+
+/* A power of two above the smallest normal: the float below is twice as
+ * close as the one above. */
+static struct decimal shortest_pow2(int q)
+{
+    int k = floor_log10_pow2_3q(q);
     const struct pow10 *p = &pow10_table[-k - POW10_MIN];
-    /* Puts the binary point of (c << h) * g at bit 95. */
-    int h = q + p->b + 95;
-    uint32_t vb = round_to_odd(p->g, cb << h);
-    uint32_t vbl = round_to_odd(p->g, cbl << h) + open;
-    uint32_t vbr = round_to_odd(p->g, cbr << h) - open;
-
-    uint32_t s = vb >> 2;
-    uint32_t s10 = s / 10 * 10;
-    bool s10_in = vbl <= s10 << 2;
-    bool t10_in = (s10 + 10) << 2 <= vbr;
-    if (s10_in != t10_in)
-        return (struct decimal){s10_in ? s10 : s10 + 10, k};
-
-    bool s_in = vbl <= s << 2;
-    bool t_in = (s + 1) << 2 <= vbr;
-    if (s_in != t_in)
-        return (struct decimal){s_in ? s : s + 1, k};
-    /* Both in: the closer to v, the even one on a tie. */
-    uint32_t mid = (s << 2) + 2;
-    bool take_s = vb < mid || (vb == mid && (s & 1) == 0);
-    return (struct decimal){take_s ? s : s + 1, k};
+    uint64_t cb = UINT64_C(1) << 25;
+    return shortest(cb, cb - 1, p->g, q + p->b + 95, k);
 }
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -100,23 +114,13 @@ struct digit_string {
     int exp; /* the value is the n digits, read as an integer, times 10^exp */
 };
 
-/* The 8 decimal digits of v < 10^8, first digit in byte 0, as values 0-9:
- * split into 4-digit, 2-digit then 1-digit lanes, dividing all lanes of a
- * word at once with multiply-shift (exact for these ranges). */
-static inline uint64_t digits8(uint32_t v)
+/* The digits as a string without leading zeros, from the first digit (0 or
+ * 1) and the characters of the other eight (see last8_chars). */
+static struct digit_string to_digits(uint32_t first_digit, uint64_t last8, int exp)
 {
-    uint64_t x = (v / 10000) | ((uint64_t)(v % 10000) << 32);
-    uint64_t q = ((x * 10486) >> 20) & 0x0000007f0000007fu;
-    x = q | ((x - q * 100) << 16);
-    q = ((x * 103) >> 10) & 0x000f000f000f000fu;
-    return q | ((x - q * 10) << 8);
-}
-
-static struct digit_string to_digits(struct decimal d)
-{
-    /* d.digits < 10 * 2^24 < 10^9: one digit in front of eight. */
-    uint32_t top = d.digits / 100000000;
-    unsigned __int128 raw = top | ((unsigned __int128)digits8(d.digits % 100000000) << 8);
+    /* Digit values, the first in byte 0; every byte of last8 is >= '0', so
+     * the subtraction borrows nowhere. */
+    unsigned __int128 raw = first_digit | ((unsigned __int128)(last8 - 0x3030303030303030u) << 8);
     uint64_t lo = (uint64_t)raw;
     int lead = lo != 0 ? __builtin_ctzll(lo) / 8 : 8; /* leading zero digits */
     raw >>= 8 * lead;
@@ -124,7 +128,7 @@ static struct digit_string to_digits(struct decimal d)
     /* The last nonzero byte ends the significant digits. */
     int n = (raw >> 64) != 0 ? 9 : (63 - __builtin_clzll(lo)) / 8 + 1;
     unsigned __int128 zeros = ((unsigned __int128)0x3030303030303030u << 64) | 0x3030303030303030u;
-    return (struct digit_string){raw + zeros, n, d.exp + (9 - lead - n)};
+    return (struct digit_string){raw + zeros, n, exp + (9 - lead - n)};
 }
 
 /* The layouts store whole registers rather than exact lengths: bytes past the
@@ -174,16 +178,85 @@ static size_t layout_scientific(char *out, struct digit_string ds, int exp10)
     return (size_t)(p + 4 - out);
 }
 
-static size_t format_decimal(char *out, struct decimal d)
+/* "00" to "99", two digit characters per entry in memory order. */
+static const char digit_pairs[201] =
+    "0001020304050607080910111213141516171819"
+    "2021222324252627282930313233343536373839"
+    "4041424344454647484950515253545556575859"
+    "6061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+static inline uint64_t pair_chars(uint32_t pair)
 {
-    struct digit_string ds = to_digits(d);
-    int point = ds.exp + ds.n;
+    uint16_t two;
+    memcpy(&two, digit_pairs + 2 * pair, 2);
+    return two;
+}
+
+/* The 9 digits of d < 2 * 10^8 as characters, first to last in memory order:
+ * the first one alone (its value is 0 or 1) and the other eight in a word.
+ * The quotients are independent, so each pair costs one multiply instead of
+ * a chain of divisions. */
+static inline uint64_t last8_chars(uint32_t d, uint32_t first_digit)
+{
+    uint32_t q2 = d / 100, q4 = d / 10000, q6 = d / 1000000;
+    return pair_chars(q6 - first_digit * 100) | pair_chars(q4 - q6 * 100) << 16 |
+           pair_chars(q2 - q4 * 100) << 32 | pair_chars(d - q2 * 100) << 48;
+}
+
+/* The plain layouts of a fraction, "0.000ddd" and "dd.ddd" with the point
+ * after at most 7 digits, built in one register with no branch: which of the
+ * two applies depends on the magnitude of random data.
+ *
+ * r holds the 9 digit characters of the decimal in bytes 7..15 (first digit
+ * in byte 7), first and last are its first and last nonzero digit, point the
+ * position of the decimal point in the digits without leading zeros. The
+ * digits are shifted so that the point falls after byte `at`, with '0'
+ * padding in front ("00000ddd" for "0.000ddd", "0dd ddd" for "dd.ddd"), then
+ * the bytes before the point move down one to make room for it. */
+static inline size_t layout_fraction(char *out, unsigned __int128 r, int k, int first, int last,
+                                     int point)
+{
+    /* Bytes to shift right: drop leading zeros, or keep as many zero digits
+     * as "0.000" needs. */
+    int drop = first - 1 < k + 14 ? first - 1 : k + 14;
+    int at = point > 1 ? point : 1;
+    unsigned __int128 w = r >> (8 * drop);
+    uint64_t lo = (uint64_t)w | 0x3030303030303030u;
+    uint64_t hi = (uint64_t)(w >> 64) | 0x3030303030303030u;
+    uint64_t before = (UINT64_C(1) << (8 * at)) - 1;
+    uint64_t through = (before << 8) | 0xff;
+    lo = ((lo >> 8) & before) | ((uint64_t)'.' << (8 * at)) | (lo & ~through);
+    memcpy(out, &lo, 8);
+    memcpy(out + 8, &hi, 8);
+    return (size_t)(last - drop + 1);
+}
+
+static inline size_t format_decimal(char *out, struct decimal d)
+{
+    /* d.digits < 10 * 2^24 < 2 * 10^8: a digit 0 or 1 in front of eight. */
+    uint32_t first_digit = d.digits >= 100000000;
+    uint64_t last8 = last8_chars(d.digits, first_digit);
+    uint64_t top = (uint64_t)('0' + first_digit) << 56;
+    /* First and last nonzero digit in bytes 7..15, without branches on
+     * the digit count (the sign bits of d - 10^8 and d - 10^7, d < 2^31).
+     * Normal floats have at least 7 digits; fewer go the general way. */
+    int first = 7 + (int)((d.digits - 100000000u) >> 31) + (int)((d.digits - 10000000u) >> 31);
+    uint64_t zeros = last8 ^ 0x3030303030303030u;
+    int last = 7 + (63 - __builtin_clzll(zeros | 1)) / 8 + (zeros != 0);
+    int point = d.exp + 16 - first;
+    bool fraction = (d.digits >= 1000000) & ((unsigned)(point + 3) <= 10) & (last > d.exp + 15);
+    if (__builtin_expect(fraction, 1))
+        return layout_fraction(out, ((unsigned __int128)last8 << 64) | top, d.exp, first, last,
+                               point);
+    struct digit_string ds = to_digits(first_digit, last8, d.exp);
+    point = ds.exp + ds.n;
     if (point > -4 && point <= 16)
         return layout_plain(out, ds, point);
     return layout_scientific(out, ds, point - 1);
 }
 
-size_t f32fmt(float f, char *out)
+static inline __attribute__((always_inline)) size_t format_one(float f, char *out)
 {
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
@@ -201,9 +274,28 @@ size_t f32fmt(float f, char *out)
         return sign + 3;
     }
     struct decimal d;
-    if (biased == 0)
-        d = shortest(frac, -149, false);
-    else
-        d = shortest(frac | 0x800000u, (int)biased - 150, frac == 0 && biased > 1);
+    if (__builtin_expect(frac == 0 && biased > 1, 0)) {
+        d = shortest_pow2((int)biased - 150);
+    } else {
+        /* Subnormals (biased 0) share the exponent of the smallest normals. */
+        const struct scale *sc = &scale_table[biased];
+        uint64_t cb = (uint64_t)(biased != 0 ? frac | 0x800000u : frac) << 2;
+        d = shortest(cb, cb - 2, sc->g, sc->h, sc->k);
+    }
     return sign + format_decimal(out + sign, d);
+}
+
+size_t f32fmt(float f, char *out)
+{
+    return format_one(f, out);
+}
+
+size_t f32fmt_array(const float *v, size_t n, char *out)
+{
+    char *p = out;
+    for (size_t i = 0; i < n; i++) {
+        p += format_one(v[i], p);
+        *p++ = ',';
+    }
+    return (size_t)(p - out) - (n > 0);
 }

@@ -21,4 +21,11 @@
  * overwritten). Thread-safe, no allocation. */
 size_t f32fmt(float f, char *out);
 
+/* Writes the n floats as f32fmt text separated by commas (no brackets, no
+ * spaces) to out, which must hold at least n * F32FMT_MAX bytes, and returns
+ * the length (0 for n == 0; bytes of out past the length may be
+ * overwritten). The same text as calling f32fmt per float, a little faster:
+ * one call for a whole row. Thread-safe, no allocation. */
+size_t f32fmt_array(const float *v, size_t n, char *out);
+
 #endif

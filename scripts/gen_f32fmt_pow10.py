@@ -94,6 +94,28 @@ def main():
     for p in range(P_MIN, P_MAX + 1):
         g, b = entry(p)
         lines.append(f"    {{0x{g:016x}u, {b}}}, /* 1e{p} */")
+    lines += [
+        "};",
+        "",
+        "/* scale_table[e] for the biased exponent e of a float32 whose significand",
+        " * is not a power of two: k = floor(q * log10 2) with q = max(e, 1) - 150,",
+        " * g from pow10_table for 10^-k and h = q + b + 95, the shift that puts the",
+        " * binary point of (c << h) * g at bit 95. */",
+        "struct scale {",
+        "    uint64_t g;",
+        "    int32_t h;",
+        "    int32_t k;",
+        "};",
+        "",
+        "static const struct scale scale_table[255] = {",
+    ]
+    for e in range(0, 255):
+        q = max(e, 1) - 150
+        k = floor_log10(Fraction(2) ** q)
+        g, b = entry(-k)
+        h = q + b + 95
+        assert 0 <= h and (4 * 2**24 + 2) << h < 2**64, e
+        lines.append(f"    {{0x{g:016x}u, {h}, {k}}}, /* e = {e} */")
     lines += ["};", "", "#endif", ""]
     with open(sys.argv[1], "w", encoding="ascii") as f:
         f.write("\n".join(lines))

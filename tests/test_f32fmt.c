@@ -79,6 +79,20 @@ static const struct {
     {33554432.0f, "33554432.0"},
     {4194304.5f, "4194304.5"},
     {3.14159265f, "3.1415927"},
+    /* The branch-free fraction layouts and their edges: nine digits with
+     * trailing zeros (0.01 is 100000000e-10), the point after 7 digits,
+     * whole numbers and the 1e-4 boundary next to them. */
+    {0.01f, "0.01"},
+    {-0.0123456789f, "-0.012345679"},
+    {0.099999994f, "0.099999994"},
+    {0.00012345f, "0.00012345"},
+    {-1.25e-4f, "-0.000125"},
+    {0.0009999999f, "0.0009999999"},
+    {99999.99f, "99999.99"},
+    {123456.79f, "123456.79"},
+    {1234567.5f, "1234567.5"},
+    {8388607.5f, "8388607.5"},
+    {-9999999.0f, "-9999999.0"},
 };
 
 START_TEST(test_expected_strings)
@@ -198,6 +212,42 @@ START_TEST(test_layout_rule)
 }
 END_TEST
 
+/* f32fmt_array writes exactly the f32fmt texts joined by commas, within
+ * n * F32FMT_MAX bytes. */
+START_TEST(test_array_matches_single)
+{
+    enum { N = 300 };
+    static float v[N];
+    uint64_t s = 0x082efa98ec4e6c89u;
+    for (int i = 0; i < N; i++)
+        v[i] = from_bits((uint32_t)rng_next(&s));
+    const float special[] = {0.0f, -0.0f, 1.0f, 0.01f, 1e-5f, -1e30f, 123.5f, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        v[i * 7] = special[i];
+    for (int i = 100; i < N; i++) /* embedding-like magnitudes */
+        v[i] = (float)(((double)(rng_next(&s) >> 11) / 9007199254740992.0 - 0.5) * 0.2);
+
+    static char got[N * F32FMT_MAX + 8], want[N * F32FMT_MAX];
+    const size_t counts[] = {0, 1, 2, 3, 128, N};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        size_t n = counts[c];
+        memset(got, 0x5a, sizeof got);
+        size_t len = f32fmt_array(v, n, got);
+        for (size_t i = n * F32FMT_MAX; i < n * F32FMT_MAX + 8; i++)
+            ck_assert_msg(got[i] == 0x5a, "n=%zu: wrote past n * F32FMT_MAX at byte %zu", n, i);
+        size_t wlen = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0)
+                want[wlen++] = ',';
+            wlen += f32fmt(v[i], want + wlen);
+        }
+        ck_assert_uint_eq(len, wlen);
+        ck_assert_msg(memcmp(got, want, len) == 0, "n=%zu: \"%.*s\" != \"%.*s\"", n, (int)len,
+                      got, (int)wlen, want);
+    }
+}
+END_TEST
+
 /* The judge itself must reject wrong answers, or the tests above prove
  * nothing. */
 START_TEST(test_reference_rejects)
@@ -299,6 +349,7 @@ static Suite *f32fmt_suite(void)
     tcase_add_test(tc, test_random_patterns_judged);
     tcase_add_test(tc, test_random_small_values_judged);
     tcase_add_test(tc, test_layout_rule);
+    tcase_add_test(tc, test_array_matches_single);
     tcase_add_test(tc, test_reference_rejects);
     tcase_add_test(tc, test_reference_model_matches_strtof);
     tcase_add_test(tc, test_agrees_with_numpy);
