@@ -13,7 +13,10 @@
  *
  * Run on proto/f32fmt.c as of commit b4292bf, 2 threads on 2 shared vCPUs:
  * "checked 4278190080, failures 0" in 1129 s; the 16777216 NaN/infinity
- * patterns printed null; longest output 19 characters. */
+ * patterns printed null; longest output 19 characters. Again on the
+ * branch-free version of commit b7195ac: "checked 4278190080, failures 0"
+ * in 879 s, same counts (its output is also byte-identical to b4292bf's on
+ * all 2^32 patterns). */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
