@@ -94,6 +94,25 @@ static long version_of(const struct test_server *s)
     return v;
 }
 
+/* Checks that the rows of s equal those of a fresh server that took
+ * `steps` gradient steps in one run; frees them. */
+static void ck_rows_equal_uninterrupted(const struct test_server *s, int steps)
+{
+    size_t len_s, len_c;
+    char *rows_s = all_rows(s, &len_s);
+    struct test_server c;
+    test_server_prepare(&c);
+    start(&c, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
+    for (int i = 0; i < steps; i++)
+        post_step(&c, i);
+    char *rows_c = all_rows(&c, &len_c);
+    ck_assert_uint_eq(len_s, len_c);
+    ck_assert_mem_eq(rows_s, rows_c, len_s);
+    free(rows_s);
+    free(rows_c);
+    test_server_cleanup(&c);
+}
+
 START_TEST(sigterm_snapshots_and_exits_zero)
 {
     struct test_server s;
@@ -133,7 +152,7 @@ END_TEST
 START_TEST(training_resumes_exactly_after_restart)
 {
     const int n = 3, m = 2;
-    struct test_server a, b, c;
+    struct test_server a, b;
     test_server_prepare(&a);
     start(&a, "", EMB_INIT, true);
     for (int i = 0; i < n; i++)
@@ -150,20 +169,7 @@ START_TEST(training_resumes_exactly_after_restart)
     for (int i = n; i < n + m; i++)
         post_step(&b, i);
     ck_assert_int_eq(version_of(&b), n + m);
-    size_t len_b, len_c;
-    char *rows_b = all_rows(&b, &len_b);
-    test_server_stop(&b, 10.0);
-
-    test_server_prepare(&c);
-    start(&c, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
-    for (int i = 0; i < n + m; i++)
-        post_step(&c, i);
-    char *rows_c = all_rows(&c, &len_c);
-    ck_assert_uint_eq(len_b, len_c);
-    ck_assert_mem_eq(rows_b, rows_c, len_b);
-    free(rows_b);
-    free(rows_c);
-    test_server_cleanup(&c);
+    ck_rows_equal_uninterrupted(&b, n + m);
     test_server_cleanup(&b);
     test_server_cleanup(&a);
 }
@@ -175,7 +181,7 @@ END_TEST
 START_TEST(trainable_table_resumes_from_data_dir)
 {
     const int n = 3, m = 2;
-    struct test_server a, c;
+    struct test_server a;
     test_server_prepare(&a);
     start(&a, "", EMB_INIT, true);
     for (int i = 0; i < n; i++)
@@ -190,20 +196,8 @@ START_TEST(trainable_table_resumes_from_data_dir)
     free(log);
     for (int i = n; i < n + m; i++)
         post_step(&a, i);
-    size_t len_a, len_c;
-    char *rows_a = all_rows(&a, &len_a);
+    ck_rows_equal_uninterrupted(&a, n + m);
     test_server_stop(&a, 10.0);
-
-    test_server_prepare(&c);
-    start(&c, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
-    for (int i = 0; i < n + m; i++)
-        post_step(&c, i);
-    char *rows_c = all_rows(&c, &len_c);
-    ck_assert_uint_eq(len_a, len_c);
-    ck_assert_mem_eq(rows_a, rows_c, len_a);
-    free(rows_a);
-    free(rows_c);
-    test_server_cleanup(&c);
 
     /* the same data_dir with resume off: a fresh table */
     char tables[1024];
