@@ -16,7 +16,10 @@
  * patterns printed null; longest output 19 characters. Again on the
  * branch-free version of commit b7195ac: "checked 4278190080, failures 0"
  * in 879 s, same counts (its output is also byte-identical to b4292bf's on
- * all 2^32 patterns). */
+ * all 2^32 patterns). Again with f32fmt_array taking floats in pairs:
+ * "checked 4278190080, failures 0" in 756 s, same counts; f32fmt and
+ * f32fmt_array rows (even and odd lengths, both pair slots) byte-identical to
+ * b7195ac's f32fmt on all 2^32 patterns. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>

@@ -167,11 +167,8 @@ void buf_put_f32_array(struct buf *b, const float *v, size_t n)
             return;
         char *p = b->data + b->len;
         *p++ = '[';
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0)
-                *p++ = ',';
-            p += f32fmt(v[i], p);
-        }
+        /* n * F32FMT_MAX bytes remain after the '[', as f32fmt_array needs. */
+        p += f32fmt_array(v, n, p);
         *p++ = ']';
         b->len = (size_t)(p - b->data);
         return;

@@ -256,46 +256,97 @@ static inline size_t format_decimal(char *out, struct decimal d)
     return layout_scientific(out, ds, point - 1);
 }
 
-static inline __attribute__((always_inline)) size_t format_one(float f, char *out)
+/* The decimal of a finite nonzero float (biased exponent below 0xff). */
+static inline __attribute__((always_inline)) struct decimal decimal_of(uint32_t bits)
 {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
     uint32_t frac = bits & 0x7fffffu;
     uint32_t biased = (bits >> 23) & 0xffu;
-    size_t sign = bits >> 31;
+    if (__builtin_expect(frac == 0 && biased > 1, 0))
+        return shortest_pow2((int)biased - 150);
+    /* Subnormals (biased 0) share the exponent of the smallest normals. */
+    const struct scale *sc = &scale_table[biased];
+    uint64_t cb = (uint64_t)(biased != 0 ? frac | 0x800000u : frac) << 2;
+    return shortest(cb, cb - 2, sc->g, sc->h, sc->k);
+}
 
-    if (biased == 0xff) {
+/* NaN, infinities and zeros, which have no decimal to shorten. */
+static inline bool is_special(uint32_t bits)
+{
+    return ((bits >> 23) & 0xffu) == 0xff || (bits & 0x7fffffffu) == 0;
+}
+
+static inline size_t format_special(uint32_t bits, char *out)
+{
+    if (((bits >> 23) & 0xffu) == 0xff) {
         memcpy(out, "null", 4);
         return 4;
     }
+    size_t sign = bits >> 31;
     out[0] = '-';
-    if (biased == 0 && frac == 0) {
-        memcpy(out + sign, "0.0", 3);
-        return sign + 3;
-    }
-    struct decimal d;
-    if (__builtin_expect(frac == 0 && biased > 1, 0)) {
-        d = shortest_pow2((int)biased - 150);
-    } else {
-        /* Subnormals (biased 0) share the exponent of the smallest normals. */
-        const struct scale *sc = &scale_table[biased];
-        uint64_t cb = (uint64_t)(biased != 0 ? frac | 0x800000u : frac) << 2;
-        d = shortest(cb, cb - 2, sc->g, sc->h, sc->k);
-    }
-    return sign + format_decimal(out + sign, d);
+    memcpy(out + sign, "0.0", 3);
+    return sign + 3;
+}
+
+static inline __attribute__((always_inline)) size_t format_bits(uint32_t bits, char *out)
+{
+    if (is_special(bits))
+        return format_special(bits, out);
+    size_t sign = bits >> 31;
+    out[0] = '-';
+    return sign + format_decimal(out + sign, decimal_of(bits));
 }
 
 size_t f32fmt(float f, char *out)
 {
-    return format_one(f, out);
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return format_bits(bits, out);
+}
+
+/* A float that is not special, from its decimal, then a comma. */
+static inline __attribute__((always_inline)) char *put_decimal(uint32_t bits, struct decimal d,
+                                                               char *p)
+{
+    *p = '-';
+    p += bits >> 31;
+    p += format_decimal(p, d);
+    *p = ',';
+    return p + 1;
+}
+
+/* Any float, then a comma. */
+static inline __attribute__((always_inline)) char *put_bits(uint32_t bits, char *p)
+{
+    p += format_bits(bits, p);
+    *p = ',';
+    return p + 1;
+}
+
+/* Two floats at a time: both decimals first, so that their independent
+ * multiply chains overlap in the core (one at a time, the formatting of one
+ * float stalled the next one's multiplies); only the output offset is
+ * serial. About 15 -> 12 ns/float in f32fmt_bench. */
+static inline __attribute__((always_inline)) char *put_pair(uint32_t a, uint32_t b, char *p)
+{
+    if (__builtin_expect(is_special(a) | is_special(b), 0))
+        return put_bits(b, put_bits(a, p));
+    struct decimal da = decimal_of(a), db = decimal_of(b);
+    return put_decimal(b, db, put_decimal(a, da, p));
 }
 
 size_t f32fmt_array(const float *v, size_t n, char *out)
 {
     char *p = out;
-    for (size_t i = 0; i < n; i++) {
-        p += format_one(v[i], p);
-        *p++ = ',';
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        uint32_t bits[2];
+        memcpy(bits, v + i, sizeof bits);
+        p = put_pair(bits[0], bits[1], p);
+    }
+    if (i < n) {
+        uint32_t bits;
+        memcpy(&bits, v + i, sizeof bits);
+        p = put_bits(bits, p);
     }
     return (size_t)(p - out) - (n > 0);
 }

@@ -228,22 +228,29 @@ START_TEST(test_array_matches_single)
         v[i] = (float)(((double)(rng_next(&s) >> 11) / 9007199254740992.0 - 0.5) * 0.2);
 
     static char got[N * F32FMT_MAX + 8], want[N * F32FMT_MAX];
-    const size_t counts[] = {0, 1, 2, 3, 128, N};
-    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
-        size_t n = counts[c];
-        memset(got, 0x5a, sizeof got);
-        size_t len = f32fmt_array(v, n, got);
-        for (size_t i = n * F32FMT_MAX; i < n * F32FMT_MAX + 8; i++)
-            ck_assert_msg(got[i] == 0x5a, "n=%zu: wrote past n * F32FMT_MAX at byte %zu", n, i);
-        size_t wlen = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0)
-                want[wlen++] = ',';
-            wlen += f32fmt(v[i], want + wlen);
+    /* Odd and even counts, and rows from v + 1 too: f32fmt_array takes
+     * floats in pairs, so each special value must land in both slots of a
+     * pair and in the odd one at the end. */
+    const size_t counts[] = {0, 1, 2, 3, 4, 5, 128, N - 1};
+    for (size_t start = 0; start < 2; start++) {
+        const float *row = v + start;
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+            size_t n = counts[c];
+            memset(got, 0x5a, sizeof got);
+            size_t len = f32fmt_array(row, n, got);
+            for (size_t i = n * F32FMT_MAX; i < n * F32FMT_MAX + 8; i++)
+                ck_assert_msg(got[i] == 0x5a, "n=%zu: wrote past n * F32FMT_MAX at byte %zu", n,
+                              i);
+            size_t wlen = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (i > 0)
+                    want[wlen++] = ',';
+                wlen += f32fmt(row[i], want + wlen);
+            }
+            ck_assert_uint_eq(len, wlen);
+            ck_assert_msg(memcmp(got, want, len) == 0, "start=%zu n=%zu: \"%.*s\" != \"%.*s\"",
+                          start, n, (int)len, got, (int)wlen, want);
         }
-        ck_assert_uint_eq(len, wlen);
-        ck_assert_msg(memcmp(got, want, len) == 0, "n=%zu: \"%.*s\" != \"%.*s\"", n, (int)len,
-                      got, (int)wlen, want);
     }
 }
 END_TEST
