@@ -328,7 +328,7 @@ static inline __attribute__((always_inline)) char *put_bits(uint32_t bits, char 
  * serial. About 15 -> 12 ns/float in f32fmt_bench. */
 static inline __attribute__((always_inline)) char *put_pair(uint32_t a, uint32_t b, char *p)
 {
-    if (__builtin_expect(is_special(a) | is_special(b), 0))
+    if (__builtin_expect((int)is_special(a) | (int)is_special(b), 0))
         return put_bits(b, put_bits(a, p));
     struct decimal da = decimal_of(a), db = decimal_of(b);
     return put_decimal(b, db, put_decimal(a, da, p));
