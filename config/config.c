@@ -62,6 +62,8 @@ const struct config_option config_options[] = {
     {"snapshot.on_shutdown", "SNAPSHOT_ON_SHUTDOWN", "--snapshot-on-shutdown", "BOOL",
      OPT_BOOL, OFF(snapshot_on_shutdown), 0, 0,
      "true", "Snapshot tables that took writes on SIGINT/SIGTERM."},
+    {"snapshot.keep", "SNAPSHOT_KEEP", "--snapshot-keep", "N", OPT_INT, OFF(snapshot_keep), 1,
+     1000000, "3", "Automatic snapshots keep the newest N of each table, removing older ones."},
 };
 const size_t config_noptions = sizeof config_options / sizeof config_options[0];
 

@@ -83,6 +83,7 @@ struct config {
     char *write_token;          /* auth.write_token, or NULL: writes open */
     int snapshot_interval_s;    /* snapshot.interval, 0 = off (default) */
     bool snapshot_on_shutdown;  /* snapshot.on_shutdown, default true */
+    int snapshot_keep;          /* snapshot.keep, default 3: newest kept by automatic snapshots */
     size_t ntables;
     struct config_table *tables;
     bool builtin_default;       /* tables[] is the built-in "words" table */

@@ -35,9 +35,6 @@
 #define DRAIN_MS 3000
 #define DRAIN_POLL_MS 10
 
-/* Snapshots kept per table by the periodic and shutdown snapshots. */
-#define AUTO_SNAPSHOTS_KEPT 3
-
 struct app {
     struct config cfg;
     struct server srv;
@@ -74,12 +71,12 @@ static bool unsaved(struct registry_entry *e)
 }
 
 /* Automatic snapshots would fill the disk over a long run: after each one
- * only the newest AUTO_SNAPSHOTS_KEPT of the table stay. */
+ * only the newest snapshot.keep of the table stay. */
 static void prune_snapshots(struct server *s, struct registry_entry *e)
 {
     char err[512] = "";
     size_t removed = 0;
-    int rc = snapshot_prune(s->cfg->data_dir, e->cfg->name, AUTO_SNAPSHOTS_KEPT, &removed, err,
+    int rc = snapshot_prune(s->cfg->data_dir, e->cfg->name, s->cfg->snapshot_keep, &removed, err,
                             sizeof err);
     if (rc != CORE_OK)
         log_warn("table %s: pruning old snapshots: %s", e->cfg->name,

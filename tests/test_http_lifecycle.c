@@ -298,7 +298,8 @@ START_TEST(periodic_snapshots)
 {
     struct test_server s;
     test_server_prepare(&s);
-    start(&s, "\"snapshot\": {\"interval\": 1, \"on_shutdown\": false},", EMB_INIT, true);
+    start(&s, "\"snapshot\": {\"interval\": 1, \"on_shutdown\": false, \"keep\": 2},", EMB_INIT,
+          true);
     post_step(&s, 1);
     bool found = false;
     for (int i = 0; i < 500 && !found; i++) {
@@ -313,7 +314,7 @@ START_TEST(periodic_snapshots)
         sleep_ms(10);
     }
     ck_assert_msg(found, "no second periodic snapshot within 5 s");
-    /* automatic snapshots keep the newest three */
+    /* automatic snapshots keep the newest snapshot.keep (2 here) */
     for (int step = 3; step <= 4; step++) {
         char want[64];
         snprintf(want, sizeof want, "data/emb/snapshot-%d/manifest.json", step);
@@ -325,10 +326,11 @@ START_TEST(periodic_snapshots)
         }
         ck_assert_msg(found, "no periodic snapshot %d within 5 s", step);
     }
-    for (int i = 0; i < 200 && exists(s.dir, "data/emb/snapshot-1"); i++)
+    for (int i = 0; i < 200 && exists(s.dir, "data/emb/snapshot-2"); i++)
         sleep_ms(10);
     ck_assert(!exists(s.dir, "data/emb/snapshot-1"));
-    ck_assert(exists(s.dir, "data/emb/snapshot-2/weight.npy"));
+    ck_assert(!exists(s.dir, "data/emb/snapshot-2"));
+    ck_assert(exists(s.dir, "data/emb/snapshot-3/weight.npy"));
     test_server_stop(&s, 10.0);
     ck_assert_int_eq(s.exit_status, 0);
     char *log = test_server_log(&s);
