@@ -495,8 +495,18 @@ START_TEST(connection_limits)
     char out[4096];
     int a = http_connect_send(&s, health, sizeof health - 1);
     ck_assert_int_eq(http_read_answer(a, out, sizeof out), 200);
-    int b = http_connect_send(&s, health, sizeof health - 1);
-    ck_assert_int_eq(http_read_answer(b, out, sizeof out), 200);
+    /* the readiness probe's connection may still count for a moment after
+     * the client closed it (the server sees the close on its next poll) */
+    int b = -1, status = 0;
+    for (int i = 0; i < 50 && status != 200; i++) {
+        if (b >= 0) {
+            close(b);
+            sleep_ms(100);
+        }
+        b = http_connect_send(&s, health, sizeof health - 1);
+        status = http_read_answer(b, out, sizeof out);
+    }
+    ck_assert_int_eq(status, 200);
     /* a third connection from 127.0.0.1 is closed unanswered */
     int c = http_connect_send(&s, health, sizeof health - 1);
     ck_assert_int_eq(http_read_answer(c, out, sizeof out), 0);
