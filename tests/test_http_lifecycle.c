@@ -48,6 +48,17 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* Polls for dir/rel for up to 5 s; true once it exists. */
+static bool wait_exists(const char *dir, const char *rel)
+{
+    for (int i = 0; i < 500; i++) {
+        if (exists(dir, rel))
+            return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
 /* Gradient step number `step` (deterministic ids with a duplicate and the
  * padding id, and varied gradients). */
 static void post_step(const struct test_server *s, int step)
@@ -301,30 +312,17 @@ START_TEST(periodic_snapshots)
     start(&s, "\"snapshot\": {\"interval\": 1, \"on_shutdown\": false, \"keep\": 2},", EMB_INIT,
           true);
     post_step(&s, 1);
-    bool found = false;
-    for (int i = 0; i < 500 && !found; i++) {
-        found = exists(s.dir, "data/emb/snapshot-1/manifest.json");
-        sleep_ms(10);
-    }
-    ck_assert_msg(found, "no periodic snapshot within 5 s");
+    ck_assert_msg(wait_exists(s.dir, "data/emb/snapshot-1/manifest.json"),
+                  "no periodic snapshot within 5 s");
     post_step(&s, 2);
-    found = false;
-    for (int i = 0; i < 500 && !found; i++) {
-        found = exists(s.dir, "data/emb/snapshot-2/manifest.json");
-        sleep_ms(10);
-    }
-    ck_assert_msg(found, "no second periodic snapshot within 5 s");
+    ck_assert_msg(wait_exists(s.dir, "data/emb/snapshot-2/manifest.json"),
+                  "no second periodic snapshot within 5 s");
     /* automatic snapshots keep the newest snapshot.keep (2 here) */
     for (int step = 3; step <= 4; step++) {
         char want[64];
         snprintf(want, sizeof want, "data/emb/snapshot-%d/manifest.json", step);
         post_step(&s, step);
-        found = false;
-        for (int i = 0; i < 500 && !found; i++) {
-            found = exists(s.dir, want);
-            sleep_ms(10);
-        }
-        ck_assert_msg(found, "no periodic snapshot %d within 5 s", step);
+        ck_assert_msg(wait_exists(s.dir, want), "no periodic snapshot %d within 5 s", step);
     }
     for (int i = 0; i < 200 && exists(s.dir, "data/emb/snapshot-2"); i++)
         sleep_ms(10);
