@@ -362,6 +362,11 @@ uint64_t table_version(const struct table *t)
     return atomic_load_explicit(&t->version, memory_order_acquire);
 }
 
+uint64_t table_log_seq(const struct table *t)
+{
+    return atomic_load_explicit(&t->log_seq, memory_order_acquire);
+}
+
 /* ---- reading rows ------------------------------------------------------ */
 
 static inline void copy_row(const struct table *t, int64_t id, float *dst)

@@ -77,6 +77,9 @@ const struct table_settings *table_settings(const struct table *t);
 const struct vocab *table_vocab(const struct table *t);
 /* Applied write batches (gradient steps + row assignments). Thread-safe. */
 uint64_t table_version(const struct table *t);
+/* The seq of the last log record applied to t (0 when none); two copies of
+ * a table at the same seq are bit-identical. Thread-safe. */
+uint64_t table_log_seq(const struct table *t);
 
 /* Forward of nn.Embedding: writes n rows of dim floats (dense, no padding)
  * for ids[0..n) to out. Returns CORE_ERANGE (and *bad = index of the first

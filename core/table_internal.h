@@ -25,6 +25,10 @@ struct table {
     _Atomic uint32_t *seq;      /* one counter per stripe; odd = being written */
     int64_t nstripes;
     _Atomic uint64_t version;   /* applied write batches */
+    /* seq of the last journal record applied (journal.h): gradient steps,
+     * row assignments and max_norm renormalizations; restored with a
+     * snapshot. Written under write_lock. */
+    _Atomic uint64_t log_seq;
     struct optim optim;         /* optimizer config + state (optim.h) */
 };
 
