@@ -933,6 +933,7 @@ int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const f
     else
         apply_plan(&s, &plan);
     uint64_t version = atomic_fetch_add_explicit(&t->version, 1, memory_order_acq_rel) + 1;
+    atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
     pthread_mutex_unlock(&t->write_lock);
     if (version_out != NULL)
         *version_out = version;

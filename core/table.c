@@ -744,6 +744,7 @@ int table_assign_rows(struct table *t, const int64_t *ids, size_t n, const float
         table_write_end(t, stripe);
     }
     uint64_t v = atomic_fetch_add_explicit(&t->version, 1, memory_order_acq_rel) + 1;
+    atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
     pthread_mutex_unlock(&t->write_lock);
     if (version_out != NULL)
         *version_out = v;
