@@ -321,6 +321,55 @@ START_TEST(prune_keeps_newest)
 }
 END_TEST
 
+/* ---- defects: seq, names across runs, every bit pattern ------------------ */
+
+/* Stands in for the journal: the lead's recovery keeps log seqs going up
+ * across runs, so a table can be at seq s whatever its version. */
+static void set_log_seq(struct table *t, uint64_t seq)
+{
+    pthread_mutex_lock(&t->write_lock);
+    atomic_store(&t->log_seq, seq);
+    pthread_mutex_unlock(&t->write_lock);
+}
+
+START_TEST(log_seq_round_trips)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("seq", OPTIM_ADAGRAD, false);
+    set_log_seq(t, 40);
+    train_step(t, 0);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    ck_assert_uint_eq(table_log_seq(u), 41);
+    ck_assert_uint_eq(table_version(u), 1);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* Pretrained files keep refusing what snapshots keep: a .npy holding a NaN
+ * is an error for npy_load. */
+START_TEST(pretrained_npy_still_refuses_nonfinite)
+{
+    char *data = testutil_tmpdir();
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/nan.npy", data);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    float v[4] = {1, 2, NAN, 4};
+    ck_assert_int_eq(npy_write_fd(fd, v, 2, 2, 2), CORE_OK);
+    close(fd);
+    struct matrix m;
+    struct loader_opts o = {.format = LOADER_NPY};
+    char err[256] = "";
+    ck_assert_int_eq(npy_load(p, &o, &m, err, sizeof(err)), CORE_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "[1, 0]"));
+    testutil_rmtree(data);
+}
+END_TEST
+
 /* ---- broken snapshots --------------------------------------------------- */
 
 static char *good_snapshot(char **data_out, enum optim_kind kind, bool vocab)
@@ -403,8 +452,16 @@ static const struct broken_case broken_cases[] = {
      CORE_EFORMAT, "manifest.json", "duplicate"},
     {"wrong format", "embedding-server snapshot", "something else", NULL, NULL, NULL,
      CORE_EFORMAT, "manifest.json", "format"},
-    {"future version", "\"format_version\": 1", "\"format_version\": 2", NULL, NULL, NULL,
-     CORE_EUNSUPPORTED, "format_version 2", NULL},
+    {"future version", "\"format_version\": 2", "\"format_version\": 3", NULL, NULL, NULL,
+     CORE_EUNSUPPORTED, "format_version 3", NULL},
+    {"format version 0", "\"format_version\": 2", "\"format_version\": 0", NULL, NULL, NULL,
+     CORE_EUNSUPPORTED, "format_version 0", NULL},
+    {"no log_seq", "  \"log_seq\": 2,\n", "", NULL, NULL, NULL, CORE_EFORMAT, "\"log_seq\"",
+     "missing"},
+    {"log_seq negative", "\"log_seq\": 2", "\"log_seq\": -2", NULL, NULL, NULL, CORE_EFORMAT,
+     "\"log_seq\"", NULL},
+    {"log_seq not integer", "\"log_seq\": 2", "\"log_seq\": 2e3", NULL, NULL, NULL,
+     CORE_EFORMAT, "\"log_seq\"", NULL},
     {"shape mismatch", "\"shape\": [50, 7]", "\"shape\": [50, 8]", NULL, NULL, NULL,
      CORE_EFORMAT, "weight.npy", "(50, 8)"},
     {"shape not a pair", "\"shape\": [50, 7]", "\"shape\": [50]", NULL, NULL, NULL, CORE_EFORMAT,
@@ -436,6 +493,27 @@ static const struct broken_case broken_cases[] = {
     {"deep nesting", "\"dtype\"", "\"x\": [[[[[[[[[[1]]]]]]]]]], \"dtype\"", NULL, NULL, NULL,
      CORE_EFORMAT, "nested", NULL},
 };
+
+/* Snapshots written before log seqs (format 1) still load, at log seq 0. */
+START_TEST(format_1_loads_at_seq_0)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("old", OPTIM_SPARSE_ADAM, true);
+    for (int s = 0; s < 3; s++)
+        train_step(t, s);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    edit_manifest(path, "\"format_version\": 2", "\"format_version\": 1");
+    edit_manifest(path, "  \"log_seq\": 3,\n", "");
+    struct table *u = load(path, NULL);
+    assert_tables_eq(t, u);
+    ck_assert_uint_eq(table_version(u), 3);
+    ck_assert_uint_eq(table_log_seq(u), 0);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
 
 START_TEST(broken_snapshot_is_a_clear_error)
 {
@@ -616,10 +694,15 @@ static Suite *snapshot_suite(void)
     tcase_add_test(tc, find_latest_picks_highest_complete);
     tcase_add_test(tc, prune_keeps_newest);
     suite_add_tcase(s, tc);
+    tc = tcase_create("defects");
+    tcase_add_test(tc, log_seq_round_trips);
+    tcase_add_test(tc, pretrained_npy_still_refuses_nonfinite);
+    suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_loop_test(tc, broken_snapshot_is_a_clear_error, 0,
                         (int)(sizeof(broken_cases) / sizeof(broken_cases[0])));
     tcase_add_test(tc, state_shape_mismatch);
+    tcase_add_test(tc, format_1_loads_at_seq_0);
     tcase_add_test(tc, write_error_names_path);
     suite_add_tcase(s, tc);
     tc = tcase_create("atomic");
