@@ -365,7 +365,7 @@ static int load_npy(const char *dir, enum manifest_file file, const struct manif
     if (rc != CORE_OK)
         return rc;
     struct loader_opts o = {.format = LOADER_NPY};
-    rc = npy_load(path, &o, mat, err, errlen);
+    rc = npy_load_exact(path, &o, mat, err, errlen);
     if (rc != CORE_OK)
         return rc;
     if (mat->rows != m->rows || mat->dim != m->dim) {
