@@ -1,17 +1,19 @@
 /* test_http_durability.c - API.md "Durability", proved on the real binary:
  * kill -9 at random moments under several writers, optimizer state replayed
- * bit for bit (with and without a snapshot), log trimming, max_norm
+ * bit for bit (from the log alone, and from a snapshot plus the log's
+ * tail), log trimming below the oldest kept snapshot, max_norm
  * renormalizations in the log, the durability modes, torn tails and damage
  * (--repair-log, --check-config), injected write and sync failures (the
- * faultfs shim, RLIMIT_FSIZE), and the shutdown paths that used to lose
- * writes.
+ * faultfs shim, RLIMIT_FSIZE), the shutdown paths that used to lose writes,
+ * snapshots whose seq is not their version, and writes the journal answers
+ * before their handler returns.
  *
  * Expected states are computed in this process with core's own functions
  * (table_new_init, table_apply_gradients, table_assign_rows, table_lookup),
  * which are bit-identical to what the server applies.
  *
- * Randomness (kill delays, snapshot moments) comes from one seed, printed
- * at the start; DURABILITY_SEED=<n> replays a run. */
+ * Randomness (kill delays) comes from one seed, printed at the start;
+ * DURABILITY_SEED=<n> replays a run. Every test starts its own servers. */
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -1081,9 +1083,11 @@ START_TEST(log_trimmed_below_oldest_snapshot)
     reply_free(&r);
     ck_log_trimmed(&s, "a second snapshot");
 
-    /* more than log_max_bytes (1 MiB) of log: the server snapshots by itself */
-    for (int i = 0; i < 5; i++)
-        tr_step(&s, m, step++, 1024);
+    /* more than log_max_bytes (1 MiB) of log: the server snapshots by itself
+     * (512-row bodies stay under 1 MiB: heavier ones go to the work pool,
+     * see heavy_writes_answered_synchronously_are_safe) */
+    for (int i = 0; i < 10; i++)
+        tr_step(&s, m, step++, 512);
     bool seen = false;
     for (int i = 0; i < 1000 && !(seen = log_has(&s, "log size snapshot at version")); i++)
         sleep_ms(10);
@@ -1550,6 +1554,10 @@ START_TEST(log_fdatasync_eio_breaks_writes_until_restart)
         ck_write_refused(&s, i, NULL);
     ck_reads_unchanged(&s, steps, 3);
     test_server_stop(&s, 10.0);
+    /* documented, not asserted: with on_shutdown off the broken log counts
+     * as "not intact", so the exit status says answered writes may be lost */
+    fprintf(stderr, "log_fdatasync_eio: SIGTERM after the failed sync exits %d\n",
+            s.exit_status);
 
     start_cfg(&s, TT_EXTRA, DM_TABLE, NULL);
     uint64_t v = version_of(&s, "t");
@@ -1662,8 +1670,10 @@ static void fs_step(const struct test_server *s, struct table *model, int i, siz
     ck_assert(ids != NULL && g != NULL);
     for (size_t k = 0; k < n; k++)
         ids[k] = rng_below(&rng, FS_ROWS);
+    /* short decimals: 1100 rows stay a body under 1 MiB (see
+     * heavy_writes_answered_synchronously_are_safe) and a record over 256 KiB */
     for (size_t k = 0; k < n * FS_DIM; k++)
-        g[k] = rng_float(&rng);
+        g[k] = (float)((int)((k * 5 + (size_t)i) % 9) - 4) / 8.0f + 0.0625f;
     struct reply r;
     post_grads(s, "t", ids, n, g, FS_DIM, 0.0, &r);
     ck_reply(&r, want_status, want_status == 200 ? NULL : "unavailable");
@@ -1964,6 +1974,65 @@ START_TEST(resume_after_a_fresh_run_continues_the_fresh_run)
 }
 END_TEST
 
+/* ---- 9. a write the journal answers before its handler returns ----------------- */
+
+/* A write body of 1 MiB or more is handled on the work pool, with the
+ * connection suspended; the journal answers it through complete(), after
+ * which libmicrohttpd may finish and free the request at once. A write
+ * the journal refuses synchronously (here: the log cannot be created, as
+ * data_dir is under a regular file) is answered before the handler has
+ * returned, so nothing may touch the request after journal_submit. Cheap
+ * heavy bodies (a one-row step padded with spaces) make many tries; the
+ * sanitizer build reports a use after free in the server's log, which
+ * test_server_cleanup turns into a failure. */
+START_TEST(heavy_writes_answered_synchronously_are_safe)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    free(testutil_write_file(s.dir, "file", "x", 1));
+    char config[4096];
+    snprintf(config, sizeof config,
+             "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0},"
+             " \"data_dir\": \"%s/file/data\", \"snapshot\": {\"on_shutdown\": false},"
+             " \"tables\": [" DM_TABLE "]}", s.dir);
+    test_server_start(&s, config, NULL, true);
+    const char head[] = "{\"ids\": [1], \"grads\": [[0.5, 0.25, -1, 2]]}";
+    size_t len = (1u << 20) + 64;
+    char *body = malloc(len + 1);
+    ck_assert_ptr_nonnull(body);
+    memcpy(body, head, sizeof head - 1);
+    memset(body + sizeof head - 1, ' ', len - (sizeof head - 1));
+    body[len] = '\0';
+    for (int i = 0; i < 150; i++) {
+        struct reply r;
+        http_do(&s, "POST", "/v1/tables/t/gradients", "application/json", body, len, NULL, &r);
+        ck_reply(&r, 503, "unavailable");
+        reply_free(&r);
+        if (log_has(&s, "AddressSanitizer"))
+            break;
+    }
+    free(body);
+    ck_assert_uint_eq(version_of(&s, "t"), 0);
+    test_server_stop(&s, 10.0);
+    /* the report, shortly: test_server_cleanup's message would hold the
+     * whole log, too long for Check to pass on */
+    char *log = test_server_log(&s);
+    const char *rep = strstr(log, "ERROR: AddressSanitizer");
+    if (rep != NULL) {
+        fprintf(stderr, "heavy_writes_answered_synchronously_are_safe: %.1500s\n", rep);
+        const char *sum = strstr(rep, "SUMMARY: ");
+        char line[256] = "";
+        if (sum != NULL)
+            snprintf(line, sizeof line, "%.*s", (int)strcspn(sum, "\n"), sum);
+        free(log);
+        testutil_rmtree(s.dir);
+        ck_abort_msg("the server's sanitizer: %s (report above)", line);
+    }
+    free(log);
+    test_server_cleanup(&s);
+}
+END_TEST
+
 static Suite *http_durability_suite(void)
 {
     Suite *s = suite_create("http_durability");
@@ -1989,6 +2058,7 @@ static Suite *http_durability_suite(void)
     tcase_add_test(tc, second_server_on_same_port_fails);
     tcase_add_test(tc, snapshot_after_renormalization_covers_the_table);
     tcase_add_test(tc, resume_after_a_fresh_run_continues_the_fresh_run);
+    tcase_add_test(tc, heavy_writes_answered_synchronously_are_safe);
     suite_add_tcase(s, tc);
     return s;
 }
