@@ -2071,10 +2071,21 @@ int main(void)
     fprintf(stderr, "test_http_durability: seed %llu (DURABILITY_SEED=%llu reproduces it)\n",
             (unsigned long long)seed, (unsigned long long)seed);
     curl_global_init(CURL_GLOBAL_ALL);
+    /* every temporary dir of the run under one, removed at the end: a
+     * failed check ends its forked test at once, before its cleanup */
+    const char *base = getenv("TMPDIR");
+    char *run_dir = malloc(4096);
+    snprintf(run_dir, 4096, "%s/es-durability-XXXXXX", base && *base ? base : "/tmp");
+    if (mkdtemp(run_dir) == NULL) {
+        perror("mkdtemp");
+        return EXIT_FAILURE;
+    }
+    setenv("TMPDIR", run_dir, 1); /* not testutil_tmpdir: ck_assert outside a test */
     SRunner *sr = srunner_create(http_durability_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    testutil_rmtree(run_dir);
     curl_global_cleanup();
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
