@@ -8,7 +8,7 @@
  *       exp_avg_sq.npy  sparse_adam state
  *       sum.npy         adagrad state
  *       manifest.json   format version, name, shape, settings, optimizer
- *                       config, step, version
+ *                       config, step, version, log seq (manifest.h)
  *
  * Writing goes to a temporary sibling directory, every file and the
  * directory are fsynced, then it is renamed into place (an existing snapshot
@@ -20,9 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "manifest.h"
 #include "table.h"
 
-#define SNAPSHOT_FORMAT_VERSION 1
+/* 2 adds log_seq; format 1 snapshots still load, at log seq 0. */
+#define SNAPSHOT_FORMAT_VERSION MANIFEST_FORMAT_VERSION
 
 /* Writes a consistent copy of t (rows, state, step and version taken
  * together under the write lock, written to disk outside it) to
@@ -36,7 +38,7 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
 
 /* Loads the snapshot directory dir into a new table (*out, caller frees with
  * table_free): weights, vocabulary, settings, optimizer config and state,
- * step and version. name overrides the table name in the manifest when
+ * step, version and log seq. name overrides the table name in the manifest when
  * non-NULL. Every defect is an error with err naming the file and what is
  * wrong: a missing file CORE_ENOTFOUND, an unreadable one CORE_EIO, a corrupt
  * manifest or a shape that disagrees with it CORE_EFORMAT, settings the

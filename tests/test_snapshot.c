@@ -321,6 +321,129 @@ START_TEST(prune_keeps_newest)
 }
 END_TEST
 
+/* ---- defects: seq, names across runs, every bit pattern ------------------ */
+
+/* Stands in for the journal: the lead's recovery keeps log seqs going up
+ * across runs, so a table can be at seq s whatever its version. */
+static void set_log_seq(struct table *t, uint64_t seq)
+{
+    pthread_mutex_lock(&t->write_lock);
+    atomic_store(&t->log_seq, seq);
+    pthread_mutex_unlock(&t->write_lock);
+}
+
+START_TEST(log_seq_round_trips)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("seq", OPTIM_ADAGRAD, false);
+    set_log_seq(t, 40);
+    train_step(t, 0);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    ck_assert_uint_eq(table_log_seq(u), 41);
+    ck_assert_uint_eq(table_version(u), 1);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* Bit patterns a float32 can hold: NaNs with payloads (quiet, signalling,
+ * negative), infinities, signed zeros, denormals, extremes. */
+static const uint32_t odd_bits[] = {
+    0x7fc00000u, 0x7fc00001u, 0x7fa12345u, 0xffc0beefu, 0xff800001u, 0x7f800000u,
+    0xff800000u, 0x80000000u, 0x00000000u, 0x00000001u, 0x807fffffu, 0x7f7fffffu,
+    0x00800000u, 0x3f800000u,
+};
+#define NODD (sizeof(odd_bits) / sizeof(odd_bits[0]))
+
+/* Fills every float of m with the odd patterns, in a rotation that depends
+ * on salt; caller holds the write lock (or owns the table alone). */
+static void fill_odd(struct matrix *m, unsigned salt)
+{
+    for (int64_t r = 0; r < m->rows; r++)
+        for (int64_t j = 0; j < m->dim; j++)
+            matrix_row(m, r)[j] = from_bits(odd_bits[((size_t)(r * m->dim + j) + salt) % NODD]);
+}
+
+static void assert_bits_eq(const struct matrix *a, const struct matrix *b, const char *what)
+{
+    ck_assert_msg(a->data != NULL && b->data != NULL, "%s: missing", what);
+    for (int64_t r = 0; r < a->rows; r++)
+        for (int64_t j = 0; j < a->dim; j++) {
+            uint32_t x, y;
+            memcpy(&x, &matrix_row(a, r)[j], 4);
+            memcpy(&y, &matrix_row(b, r)[j], 4);
+            ck_assert_msg(x == y, "%s[%lld][%lld]: saved %08x, loaded %08x", what, (long long)r,
+                          (long long)j, x, y);
+        }
+}
+
+static const enum optim_kind bit_kinds[] = {OPTIM_SGD, OPTIM_SPARSE_ADAM, OPTIM_ADAGRAD};
+
+START_TEST(every_bit_pattern_round_trips)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("bits", bit_kinds[_i], false);
+    train_step(t, 0); /* allocates the optimizer state */
+    pthread_mutex_lock(&t->write_lock);
+    fill_odd(&t->w, 0);
+    for (int64_t r = 0; r < t->w.rows; r++)
+        table_update_norm(t, r);
+    if (t->optim.exp_avg.data != NULL) {
+        fill_odd(&t->optim.exp_avg, 3);
+        fill_odd(&t->optim.exp_avg_sq, 5);
+    }
+    if (t->optim.sum.data != NULL)
+        fill_odd(&t->optim.sum, 7);
+    pthread_mutex_unlock(&t->write_lock);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    assert_bits_eq(&t->w, &u->w, "weight");
+    if (t->optim.exp_avg.data != NULL) {
+        assert_bits_eq(&t->optim.exp_avg, &u->optim.exp_avg, "exp_avg");
+        assert_bits_eq(&t->optim.exp_avg_sq, &u->optim.exp_avg_sq, "exp_avg_sq");
+    }
+    if (t->optim.sum.data != NULL)
+        assert_bits_eq(&t->optim.sum, &u->optim.sum, "sum");
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* The way it happens in service: a valid (finite) gradient of 1e20 makes
+ * Adagrad's sum infinite; the server must still start from that snapshot. */
+START_TEST(adagrad_overflow_snapshot_loads)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("overflow", OPTIM_ADAGRAD, false);
+    int64_t ids[2] = {1, 2};
+    float g[2 * DIM];
+    for (int j = 0; j < 2 * DIM; j++)
+        g[j] = 1e20f;
+    ck_assert_int_eq(table_apply_gradients(t, ids, 2, g, 0, NULL, NULL, NULL), CORE_OK);
+    ck_assert(isinf(matrix_row(&t->optim.sum, 1)[0]));
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    assert_bits_eq(&t->optim.sum, &u->optim.sum, "sum");
+    assert_bits_eq(&t->w, &u->w, "weight");
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
 /* ---- broken snapshots --------------------------------------------------- */
 
 static char *good_snapshot(char **data_out, enum optim_kind kind, bool vocab)
@@ -403,8 +526,16 @@ static const struct broken_case broken_cases[] = {
      CORE_EFORMAT, "manifest.json", "duplicate"},
     {"wrong format", "embedding-server snapshot", "something else", NULL, NULL, NULL,
      CORE_EFORMAT, "manifest.json", "format"},
-    {"future version", "\"format_version\": 1", "\"format_version\": 2", NULL, NULL, NULL,
-     CORE_EUNSUPPORTED, "format_version 2", NULL},
+    {"future version", "\"format_version\": 2", "\"format_version\": 3", NULL, NULL, NULL,
+     CORE_EUNSUPPORTED, "format_version 3", NULL},
+    {"format version 0", "\"format_version\": 2", "\"format_version\": 0", NULL, NULL, NULL,
+     CORE_EUNSUPPORTED, "format_version 0", NULL},
+    {"no log_seq", "  \"log_seq\": 2,\n", "", NULL, NULL, NULL, CORE_EFORMAT, "\"log_seq\"",
+     "missing"},
+    {"log_seq negative", "\"log_seq\": 2", "\"log_seq\": -2", NULL, NULL, NULL, CORE_EFORMAT,
+     "\"log_seq\"", NULL},
+    {"log_seq not integer", "\"log_seq\": 2", "\"log_seq\": 2e3", NULL, NULL, NULL,
+     CORE_EFORMAT, "\"log_seq\"", NULL},
     {"shape mismatch", "\"shape\": [50, 7]", "\"shape\": [50, 8]", NULL, NULL, NULL,
      CORE_EFORMAT, "weight.npy", "(50, 8)"},
     {"shape not a pair", "\"shape\": [50, 7]", "\"shape\": [50]", NULL, NULL, NULL, CORE_EFORMAT,
@@ -436,6 +567,27 @@ static const struct broken_case broken_cases[] = {
     {"deep nesting", "\"dtype\"", "\"x\": [[[[[[[[[[1]]]]]]]]]], \"dtype\"", NULL, NULL, NULL,
      CORE_EFORMAT, "nested", NULL},
 };
+
+/* Snapshots written before log seqs (format 1) still load, at log seq 0. */
+START_TEST(format_1_loads_at_seq_0)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("old", OPTIM_SPARSE_ADAM, true);
+    for (int s = 0; s < 3; s++)
+        train_step(t, s);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    edit_manifest(path, "\"format_version\": 2", "\"format_version\": 1");
+    edit_manifest(path, "  \"log_seq\": 3,\n", "");
+    struct table *u = load(path, NULL);
+    assert_tables_eq(t, u);
+    ck_assert_uint_eq(table_version(u), 3);
+    ck_assert_uint_eq(table_log_seq(u), 0);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
 
 START_TEST(broken_snapshot_is_a_clear_error)
 {
@@ -616,10 +768,16 @@ static Suite *snapshot_suite(void)
     tcase_add_test(tc, find_latest_picks_highest_complete);
     tcase_add_test(tc, prune_keeps_newest);
     suite_add_tcase(s, tc);
+    tc = tcase_create("defects");
+    tcase_add_test(tc, log_seq_round_trips);
+    tcase_add_loop_test(tc, every_bit_pattern_round_trips, 0, 3);
+    tcase_add_test(tc, adagrad_overflow_snapshot_loads);
+    suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_loop_test(tc, broken_snapshot_is_a_clear_error, 0,
                         (int)(sizeof(broken_cases) / sizeof(broken_cases[0])));
     tcase_add_test(tc, state_shape_mismatch);
+    tcase_add_test(tc, format_1_loads_at_seq_0);
     tcase_add_test(tc, write_error_names_path);
     suite_add_tcase(s, tc);
     tc = tcase_create("atomic");
