@@ -60,6 +60,7 @@ struct journal {
     pthread_t thread;
     _Atomic bool broken;
     _Atomic uint64_t appended_bytes;
+    _Atomic uint64_t records, syncs, sync_ns, synced_writes;
     char why[160]; /* why it broke; written once, under mu */
 };
 
@@ -179,12 +180,33 @@ static bool has_data(const struct journal_write *w)
 }
 
 /* Syncs, then applies the batch in order (or fails all of it). */
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t batch_size(const struct journal_write *w)
+{
+    uint64_t n = 0;
+    for (; w != NULL; w = w->next)
+        n++;
+    return n;
+}
+
 static void commit_batch(struct journal *j, struct journal_write *batch)
 {
     char err[160] = "";
     int rc = CORE_OK;
-    if (has_data(batch) && wal_sync(j->wal, err, sizeof err) != CORE_OK) {
-        rc = CORE_EUNAVAILABLE;
+    if (has_data(batch)) {
+        uint64_t t0 = mono_ns();
+        rc = wal_sync(j->wal, err, sizeof err) == CORE_OK ? CORE_OK : CORE_EUNAVAILABLE;
+        atomic_fetch_add_explicit(&j->sync_ns, mono_ns() - t0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&j->syncs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&j->synced_writes, batch_size(batch), memory_order_relaxed);
+    }
+    if (rc != CORE_OK) {
         pthread_mutex_lock(&j->mu);
         set_broken(j, err[0] ? err : "the log could not be synced");
         pthread_mutex_unlock(&j->mu);
@@ -318,6 +340,7 @@ void journal_submit(struct journal *j, struct journal_write *w)
     } else {
         w->seq = j->next_seq++;
     }
+    atomic_fetch_add_explicit(&j->records, 1, memory_order_relaxed);
     if (j->mode == JOURNAL_SYNC) {
         if (j->tail)
             j->tail->next = w;
@@ -447,6 +470,15 @@ void journal_flush(struct journal *j)
 bool journal_broken(const struct journal *j)
 {
     return atomic_load(&((struct journal *)j)->broken);
+}
+
+void journal_get_stats(const struct journal *j, struct journal_stats *st)
+{
+    struct journal *m = (struct journal *)j;
+    st->records = atomic_load_explicit(&m->records, memory_order_relaxed);
+    st->syncs = atomic_load_explicit(&m->syncs, memory_order_relaxed);
+    st->sync_ns = atomic_load_explicit(&m->sync_ns, memory_order_relaxed);
+    st->synced_writes = atomic_load_explicit(&m->synced_writes, memory_order_relaxed);
 }
 
 uint64_t journal_appended_bytes(const struct journal *j)

@@ -108,6 +108,17 @@ void journal_submit_wait(struct journal *j, struct journal_write *w);
 /* True once a sync failed or an append could not be undone. */
 bool journal_broken(const struct journal *j);
 
+/* Counters since the journal opened, for metrics. */
+struct journal_stats {
+    uint64_t records;       /* records appended (or, with JOURNAL_NONE, applied) */
+    uint64_t syncs;         /* fdatasyncs that covered writes */
+    uint64_t sync_ns;       /* time spent in them */
+    uint64_t synced_writes; /* writes answered after a sync: / syncs = group size */
+};
+
+/* Fills *st; any thread (the counters are read one by one, not as a set). */
+void journal_get_stats(const struct journal *j, struct journal_stats *st);
+
 /* Bytes appended to the log by this journal since it opened (monotonic):
  * the caller compares it with the value at its last snapshot. */
 uint64_t journal_appended_bytes(const struct journal *j);
