@@ -587,7 +587,8 @@ static int cut_back(struct wal *w, int e, char *err, size_t errlen)
 int wal_append(struct wal *w, uint32_t kind, const struct iovec *parts, int nparts,
                uint64_t *seq_out, char *err, size_t errlen)
 {
-    if (w == NULL || kind == 0 || nparts < 0 || (nparts > 0 && parts == NULL))
+    if (w == NULL || kind == 0 || nparts < 0 || nparts > INT_MAX - 2 ||
+        (nparts > 0 && parts == NULL))
         return core_fail(err, errlen, CORE_EINVAL, "wal_append: kind 0 or bad parts");
     uint64_t len = 0;
     for (int i = 0; i < nparts; i++) {
@@ -1039,8 +1040,8 @@ int wal_replay(const char *dir, uint64_t after_seq, enum wal_repair mode, wal_re
     if (report == NULL)
         report = &local;
     memset(report, 0, sizeof(*report));
-    if (dir == NULL)
-        return core_fail(err, errlen, CORE_EINVAL, "wal_replay: no directory");
+    if (dir == NULL || (mode != WAL_RECOVER && mode != WAL_REPAIR && mode != WAL_CHECK))
+        return core_fail(err, errlen, CORE_EINVAL, "wal_replay: no directory or unknown mode");
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0 && errno == ENOENT)
         return CORE_OK;
