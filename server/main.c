@@ -76,8 +76,8 @@ static void prune_snapshots(struct server *s, struct registry_entry *e)
 {
     char err[512] = "";
     size_t removed = 0;
-    int rc = snapshot_prune(s->cfg->data_dir, e->cfg->name, s->cfg->snapshot_keep, &removed, err,
-                            sizeof err);
+    int rc = snapshot_prune(s->cfg->data_dir, e->cfg->name, s->cfg->snapshot_keep, &removed,
+                            NULL, err, sizeof err);
     if (rc != CORE_OK)
         log_warn("table %s: pruning old snapshots: %s", e->cfg->name,
                  err[0] ? err : core_strerror(rc));
