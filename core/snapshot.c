@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -99,6 +100,7 @@ struct out_files {
     int fd[MAX_FILES];
     const char *name[MAX_FILES];
     int n;
+    uint64_t bytes; /* sizes of the files synced */
 };
 
 static int create_file(struct out_files *f, const char *name, int *fd, char *err, size_t errlen)
@@ -176,9 +178,12 @@ static int sync_and_close(struct out_files *f, char *err, size_t errlen)
 {
     int rc = CORE_OK;
     for (int i = 0; i < f->n; i++) {
+        struct stat st;
         if (rc == CORE_OK && fsync(f->fd[i]) != 0)
             rc = core_fail(err, errlen, CORE_EIO, "%s/%s: fsync: %s", f->dir, f->name[i],
                            strerror(errno));
+        if (rc == CORE_OK && fstat(f->fd[i], &st) == 0)
+            f->bytes += (uint64_t)st.st_size;
         if (close(f->fd[i]) != 0 && rc == CORE_OK)
             rc = core_fail(err, errlen, CORE_EIO, "%s/%s: close: %s", f->dir, f->name[i],
                            strerror(errno));
@@ -305,14 +310,23 @@ static int prepare_dirs(const char *data_dir, const char *name, char *table_dir,
     return rc;
 }
 
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* Writes every file into tmp; the copy of rows happens under the lock. */
-static int fill_tmp_dir(struct table *t, const char *tmp, struct manifest *m, char *err,
-                        size_t errlen)
+static int fill_tmp_dir(struct table *t, const char *tmp, struct manifest *m,
+                        struct snapshot_info *info, char *err, size_t errlen)
 {
     struct out_files f = {.dir = tmp};
     pthread_mutex_lock(&t->write_lock);
+    uint64_t locked = now_us();
     describe(t, m);
     int rc = write_table_files(t, m, &f, err, errlen);
+    info->lock_us = now_us() - locked;
     pthread_mutex_unlock(&t->write_lock);
     char *text = NULL;
     size_t len = 0;
@@ -327,14 +341,20 @@ static int fill_tmp_dir(struct table *t, const char *tmp, struct manifest *m, ch
     int rc2 = sync_and_close(&f, err, errlen);
     if (rc == CORE_OK)
         rc = rc2;
+    info->bytes = f.bytes;
     if (rc == CORE_OK)
         rc = fsync_path(tmp, err, errlen);
     return rc;
 }
 
 int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t path_len,
-                   uint64_t *version_out, char *err, size_t errlen)
+                   struct snapshot_info *info, char *err, size_t errlen)
 {
+    struct snapshot_info scratch;
+    if (info == NULL)
+        info = &scratch;
+    memset(info, 0, sizeof(*info));
+    uint64_t start = now_us();
     char table_dir[PATH_MAX], tmp[PATH_MAX], final[PATH_MAX];
     int rc = prepare_dirs(data_dir, t->name, table_dir, sizeof(table_dir), err, errlen);
     if (rc != CORE_OK)
@@ -343,7 +363,7 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
     if (rc != CORE_OK)
         return rc;
     struct manifest m;
-    rc = fill_tmp_dir(t, tmp, &m, err, errlen);
+    rc = fill_tmp_dir(t, tmp, &m, info, err, errlen);
     if (rc == CORE_OK && snapshot_path(data_dir, t->name, m.log_seq, final, sizeof(final)) != CORE_OK)
         rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
     if (rc == CORE_OK)
@@ -363,8 +383,9 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
             return core_fail(err, errlen, CORE_ETOOBIG, "%s: longer than the caller's buffer",
                              final);
     }
-    if (version_out != NULL)
-        *version_out = m.version;
+    info->version = m.version;
+    info->log_seq = m.log_seq;
+    info->total_us = now_us() - start;
     return CORE_OK;
 }
 

@@ -35,15 +35,25 @@
 /* 2 adds log_seq; format 1 snapshots still load, at log seq 0. */
 #define SNAPSHOT_FORMAT_VERSION MANIFEST_FORMAT_VERSION
 
+/* What snapshot_write did. */
+struct snapshot_info {
+    uint64_t version;  /* table_version of the copy */
+    uint64_t log_seq;  /* table_log_seq of the copy: the directory's name */
+    uint64_t bytes;    /* bytes of the files written */
+    uint64_t lock_us;  /* microseconds t's write lock was held (writers waited) */
+    uint64_t total_us; /* microseconds the whole write took, fsyncs included */
+};
+
 /* Writes a consistent copy of t (rows, state, step, version and log seq
  * taken together under the write lock, written to disk outside it) to
  * <data_dir>/<table name>/snapshot-<log seq>/, creating the folders it needs.
- * path_out (may be NULL) receives the final directory path; *version_out
- * (may be NULL) the version it holds. Returns CORE_OK, CORE_EIO (err names
+ * path_out (may be NULL) receives the final directory path; *info (may be
+ * NULL) what was written, on CORE_OK. Returns CORE_OK, CORE_EIO (err names
  * the path and errno text), CORE_ENOMEM or CORE_ETOOBIG (path too long).
- * Any thread; concurrent with readers and writers of t. */
+ * Any thread; concurrent with readers and writers of t, which must outlive
+ * the call. */
 int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t path_len,
-                   uint64_t *version_out, char *err, size_t errlen);
+                   struct snapshot_info *info, char *err, size_t errlen);
 
 /* Loads the snapshot directory dir into a new table (*out, caller frees with
  * table_free): weights and state bit for bit (NaN and infinities included),

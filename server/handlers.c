@@ -468,9 +468,10 @@ static void handle_snapshot(const struct handler_ctx *c, struct answer *a)
         return;
     }
     char path[4096], err[512] = "";
-    uint64_t version = 0;
-    int rc = snapshot_write(c->table, c->srv->cfg->data_dir, path, sizeof path, &version, err,
+    struct snapshot_info info = {0};
+    int rc = snapshot_write(c->table, c->srv->cfg->data_dir, path, sizeof path, &info, err,
                             sizeof err);
+    uint64_t version = info.version;
     if (rc == CORE_OK) {
         atomic_store(&e->snapshot_version, version);
         atomic_store(&e->has_snapshot, true);

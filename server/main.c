@@ -92,9 +92,10 @@ static void snapshot_entry(struct server *s, struct registry_entry *e, const cha
     if (atomic_exchange(&e->snapshot_running, true))
         return; /* a client's snapshot request is writing it now */
     char path[4096], err[512] = "";
-    uint64_t version = 0;
-    int rc = snapshot_write(e->table, s->cfg->data_dir, path, sizeof path, &version, err,
+    struct snapshot_info info = {0};
+    int rc = snapshot_write(e->table, s->cfg->data_dir, path, sizeof path, &info, err,
                             sizeof err);
+    uint64_t version = info.version;
     if (rc == CORE_OK) {
         atomic_store(&e->snapshot_version, version);
         atomic_store(&e->has_snapshot, true);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -118,10 +119,14 @@ static struct table *load(const char *dir, const char *name)
 static void write_snapshot(struct table *t, const char *data_dir, char *path, size_t len)
 {
     char err[512] = "";
-    uint64_t v = 0;
-    int rc = snapshot_write(t, data_dir, path, len, &v, err, sizeof(err));
+    struct snapshot_info info;
+    int rc = snapshot_write(t, data_dir, path, len, &info, err, sizeof(err));
     ck_assert_msg(rc == CORE_OK, "snapshot_write: %s: %s", core_errname(rc), err);
-    ck_assert_uint_eq(v, table_version(t));
+    ck_assert_uint_eq(info.version, table_version(t));
+    ck_assert_uint_eq(info.log_seq, table_log_seq(t));
+    ck_assert_uint_ge(info.total_us, info.lock_us);
+    /* at least weight.npy's header and rows, and a manifest */
+    ck_assert_uint_gt(info.bytes, 128 + (uint64_t)(t->w.rows * t->w.dim) * 4);
 }
 
 /* <data>/<name>/snapshot-<seq>, in a static buffer (one at a time). */
@@ -176,15 +181,26 @@ START_TEST(round_trip_everything)
     struct table *t = make_table("words", OPTIM_SPARSE_ADAM, true);
     for (int s = 0; s < 4; s++)
         train_step(t, s);
-    char path[4096];
-    write_snapshot(t, data, path, sizeof(path));
+    char path[4096], err[512] = "";
+    struct snapshot_info info;
+    ck_assert_int_eq(snapshot_write(t, data, path, sizeof(path), &info, err, sizeof(err)),
+                     CORE_OK);
     char expect[4096];
     snprintf(expect, sizeof(expect), "%s/words/snapshot-4", data);
     ck_assert_str_eq(path, expect);
+    ck_assert_uint_eq(info.version, 4);
+    ck_assert_uint_eq(info.log_seq, 4);
     const char *files[] = {"weight.npy", "vocab.txt", "exp_avg.npy", "exp_avg_sq.npy",
                            "manifest.json"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-        ck_assert_msg(file_exists(path, files[i]), "%s missing", files[i]);
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char p[4200];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", path, files[i]);
+        ck_assert_msg(stat(p, &st) == 0, "%s missing", files[i]);
+        bytes += (uint64_t)st.st_size;
+    }
+    ck_assert_uint_eq(info.bytes, bytes);
     ck_assert(!file_exists(path, "sum.npy"));
 
     struct table *u = load(path, NULL);
