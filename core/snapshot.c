@@ -3,12 +3,14 @@
  * config and state, step, version, log seq); naming, listing, pruning and
  * cleaning them. What manifest.json says, and how, is manifest.c's.
  *
- * Consistency without a second copy of the table: the files are written
- * while the table's write lock is held, which only copies the rows into the
- * page cache (memory speed); the slow part, fsync, runs after the lock is
- * released, when the files' contents can no longer change. Readers never
- * take the write lock, so lookups and searches keep running throughout; only
- * other writers wait for the copy.
+ * Copy, then write: under the table's write lock a snapshot only copies the
+ * weights and optimizer state into one private buffer (sized and faulted in
+ * before the lock is taken, so the copy is a memcpy) with the step, version
+ * and log seq; the vocabulary never changes and is borrowed. The files are
+ * written and fsynced after the lock is released: writers wait for a
+ * memcpy, never for the disk, and readers, who never take the write lock,
+ * do not wait at all. The extra memory is that one copy, freed once the
+ * files are written.
  *
  * Atomicity: everything goes to a hidden temporary sibling directory that is
  * fsynced and then renamed to its final name (or exchanged with an existing
@@ -30,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -91,14 +94,167 @@ static int remove_flat_dir(const char *path)
     return rmdir(path);
 }
 
-/* ---- writing ----------------------------------------------------------- */
+/* ---- the copy ------------------------------------------------------------ */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A table copied out under its write lock: what the manifest records and,
+ * for every .npy file, rows x dim floats packed (no row padding) in one
+ * private mapping. The vocabulary is borrowed: it never changes and lives
+ * as long as the table. */
+struct copy {
+    struct manifest m;
+    float *buf; /* mmap'd, buf_bytes */
+    size_t buf_bytes;
+    const float *mat[MANIFEST_NFILES]; /* into buf, for the npy files held */
+    const struct vocab *vocab;
+    uint64_t lock_us; /* time the write lock was held */
+};
+
+/* The table's matrix behind an npy file of the manifest. */
+static const struct matrix *file_matrix(const struct table *t, enum manifest_file f)
+{
+    switch (f) {
+    case MANIFEST_WEIGHT: return &t->w;
+    case MANIFEST_EXP_AVG: return &t->optim.exp_avg;
+    case MANIFEST_EXP_AVG_SQ: return &t->optim.exp_avg_sq;
+    case MANIFEST_SUM: return &t->optim.sum;
+    default: return NULL;
+    }
+}
+
+/* What the manifest records; caller holds the write lock. */
+static void describe(const struct table *t, struct manifest *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->format_version = MANIFEST_FORMAT_VERSION;
+    strcpy(m->name, t->name);
+    m->rows = t->w.rows;
+    m->dim = t->w.dim;
+    m->settings = t->s;
+    m->configured = t->optim.configured;
+    m->optimizer = t->optim.cfg;
+    m->step = t->optim.step;
+    m->version = atomic_load(&t->version);
+    m->log_seq = atomic_load(&t->log_seq);
+    for (int f = 0; f < MANIFEST_NFILES; f++)
+        m->files[f] = manifest_file_is_npy((enum manifest_file)f)
+                          ? file_matrix(t, (enum manifest_file)f)->data != NULL
+                          : t->vocab != NULL;
+}
+
+/* How many npy files (all rows x dim) t holds now; caller holds the lock. */
+static size_t npy_files_held(const struct table *t)
+{
+    size_t n = 0;
+    for (int f = 0; f < MANIFEST_NFILES; f++)
+        n += manifest_file_is_npy((enum manifest_file)f) &&
+             file_matrix(t, (enum manifest_file)f)->data != NULL;
+    return n;
+}
+
+/* Faulted in now, outside the lock, so that the copy under it is a memcpy
+ * and not a page fault per 4 KiB. */
+static int copy_alloc(struct copy *c, size_t bytes)
+{
+    if (bytes == 0)
+        return CORE_OK;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED)
+        return CORE_ENOMEM;
+    c->buf = p;
+    c->buf_bytes = bytes;
+    return CORE_OK;
+}
+
+static void copy_free(struct copy *c)
+{
+    if (c->buf != NULL)
+        munmap(c->buf, c->buf_bytes);
+    c->buf = NULL;
+    c->buf_bytes = 0;
+    memset(c->mat, 0, sizeof(c->mat));
+}
+
+/* Copies the state of t into c's buffer, which has room for every npy file
+ * t holds; caller holds the write lock. Rows and state change only under
+ * it, so plain copies are consistent. */
+static void copy_fill(const struct table *t, struct copy *c)
+{
+    describe(t, &c->m);
+    size_t dim = (size_t)t->w.dim, rows = (size_t)t->w.rows;
+    float *dst = c->buf;
+    for (int i = 0; i < MANIFEST_NFILES; i++) {
+        enum manifest_file f = (enum manifest_file)i;
+        if (!c->m.files[f] || !manifest_file_is_npy(f))
+            continue;
+        const struct matrix *m = file_matrix(t, f);
+        if ((size_t)m->stride == dim)
+            memcpy(dst, m->data, rows * dim * sizeof(float));
+        else
+            for (size_t r = 0; r < rows; r++)
+                memcpy(dst + r * dim, matrix_row(m, (int64_t)r), dim * sizeof(float));
+        c->mat[f] = dst;
+        dst += rows * dim;
+    }
+    c->vocab = t->vocab;
+}
+
+/* Sizing the buffer means looking at the state under the lock, then
+ * allocating without it; if the state grew meanwhile (a first step
+ * allocated it, a new optimizer changed it) that is done again, and the
+ * last attempt sizes and copies in one hold. */
+#define COPY_ATTEMPTS 4
+
+/* Takes the copy: the only part of a snapshot that holds t's write lock. */
+static int copy_take(struct table *t, struct copy *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    /* the shape never changes: no lock needed for it */
+    size_t per_file = (size_t)t->w.rows * (size_t)t->w.dim * sizeof(float);
+    for (int attempt = 1;; attempt++) {
+        bool last = attempt == COPY_ATTEMPTS;
+        pthread_mutex_lock(&t->write_lock);
+        uint64_t t0 = now_us();
+        size_t n = npy_files_held(t);
+        if (!last) {
+            c->lock_us += now_us() - t0;
+            pthread_mutex_unlock(&t->write_lock);
+        }
+        int rc = copy_alloc(c, n * per_file);
+        if (rc == CORE_OK && !last) {
+            pthread_mutex_lock(&t->write_lock);
+            t0 = now_us();
+        }
+        bool fits = rc == CORE_OK && npy_files_held(t) <= n;
+        if (fits)
+            copy_fill(t, c);
+        if (rc == CORE_OK || last) {
+            c->lock_us += now_us() - t0;
+            pthread_mutex_unlock(&t->write_lock);
+        }
+        if (rc != CORE_OK)
+            return core_fail(err, errlen, rc, "table %s: cannot allocate %zu bytes to copy it",
+                             t->name, n * per_file);
+        if (fits)
+            return CORE_OK;
+        copy_free(c);
+    }
+}
+
+/* ---- writing the files ------------------------------------------------------ */
 
 /* The files of one snapshot being written, open until they are fsynced. */
-#define MAX_FILES 5
 struct out_files {
     const char *dir;
-    int fd[MAX_FILES];
-    const char *name[MAX_FILES];
+    int fd[MANIFEST_NFILES + 1]; /* and manifest.json */
+    const char *name[MANIFEST_NFILES + 1];
     int n;
     uint64_t bytes; /* sizes of the files synced */
 };
@@ -118,14 +274,14 @@ static int create_file(struct out_files *f, const char *name, int *fd, char *err
     return CORE_OK;
 }
 
-static int write_npy(struct out_files *f, const char *name, const struct matrix *m, char *err,
-                     size_t errlen)
+static int write_npy(struct out_files *f, const char *name, const float *data, int64_t rows,
+                     int64_t dim, char *err, size_t errlen)
 {
     int fd;
     int rc = create_file(f, name, &fd, err, errlen);
     if (rc != CORE_OK)
         return rc;
-    rc = npy_write_fd(fd, m->data, m->rows, m->dim, m->stride);
+    rc = npy_write_fd(fd, data, rows, dim, dim);
     if (rc != CORE_OK)
         return core_fail(err, errlen, rc, "%s/%s: write failed: %s", f->dir, name,
                          rc == CORE_EIO ? strerror(errno) : core_strerror(rc));
@@ -154,24 +310,43 @@ static int write_vocab(struct out_files *f, const struct vocab *v, char *err, si
     return CORE_OK;
 }
 
-static int write_text(struct out_files *f, const char *name, const char *text, size_t len,
-                      char *err, size_t errlen)
+static int write_manifest(struct out_files *f, const struct manifest *m, char *err,
+                          size_t errlen)
 {
-    int fd;
-    int rc = create_file(f, name, &fd, err, errlen);
+    char *text;
+    size_t len;
+    int rc = manifest_dump(m, &text, &len);
     if (rc != CORE_OK)
-        return rc;
-    while (len > 0) {
-        ssize_t w = write(fd, text, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return core_fail(err, errlen, CORE_EIO, "%s/%s: write failed: %s", f->dir, name,
-                             strerror(errno));
-        text += w;
-        len -= (size_t)w;
+        return core_fail(err, errlen, rc, "%s/" MANIFEST ": %s", f->dir, core_strerror(rc));
+    int fd;
+    rc = create_file(f, MANIFEST, &fd, err, errlen);
+    for (size_t done = 0; rc == CORE_OK && done < len;) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno != EINTR)
+            rc = core_fail(err, errlen, CORE_EIO, "%s/" MANIFEST ": write failed: %s", f->dir,
+                           strerror(errno));
+        else if (w > 0)
+            done += (size_t)w;
     }
-    return CORE_OK;
+    free(text);
+    return rc;
+}
+
+/* Every file of the copy, the manifest last. */
+static int write_files(const struct copy *c, struct out_files *f, char *err, size_t errlen)
+{
+    int rc = CORE_OK;
+    for (int i = 0; i < MANIFEST_NFILES && rc == CORE_OK; i++) {
+        enum manifest_file file = (enum manifest_file)i;
+        if (!c->m.files[file])
+            continue;
+        if (manifest_file_is_npy(file))
+            rc = write_npy(f, manifest_file_name(file), c->mat[file], c->m.rows, c->m.dim, err,
+                           errlen);
+        else
+            rc = write_vocab(f, c->vocab, err, errlen);
+    }
+    return rc == CORE_OK ? write_manifest(f, &c->m, err, errlen) : rc;
 }
 
 static int sync_and_close(struct out_files *f, char *err, size_t errlen)
@@ -192,55 +367,7 @@ static int sync_and_close(struct out_files *f, char *err, size_t errlen)
     return rc;
 }
 
-/* The table's matrix behind an npy file of the manifest. */
-static const struct matrix *file_matrix(const struct table *t, enum manifest_file f)
-{
-    switch (f) {
-    case MANIFEST_WEIGHT: return &t->w;
-    case MANIFEST_EXP_AVG: return &t->optim.exp_avg;
-    case MANIFEST_EXP_AVG_SQ: return &t->optim.exp_avg_sq;
-    case MANIFEST_SUM: return &t->optim.sum;
-    default: return NULL;
-    }
-}
-
-/* What the manifest records, captured under the write lock. */
-static void describe(const struct table *t, struct manifest *m)
-{
-    memset(m, 0, sizeof(*m));
-    m->format_version = MANIFEST_FORMAT_VERSION;
-    strcpy(m->name, t->name);
-    m->rows = t->w.rows;
-    m->dim = t->w.dim;
-    m->settings = t->s;
-    m->configured = t->optim.configured;
-    m->optimizer = t->optim.cfg;
-    m->step = t->optim.step;
-    m->version = atomic_load(&t->version);
-    m->log_seq = atomic_load(&t->log_seq);
-    for (int f = 0; f < MANIFEST_NFILES; f++)
-        m->files[f] = manifest_file_is_npy((enum manifest_file)f)
-                          ? file_matrix(t, (enum manifest_file)f)->data != NULL
-                          : t->vocab != NULL;
-}
-
-/* Copies rows, state and vocabulary into the temporary directory's files;
- * caller holds the write lock. */
-static int write_table_files(struct table *t, const struct manifest *m, struct out_files *f,
-                             char *err, size_t errlen)
-{
-    int rc = CORE_OK;
-    for (int i = 0; i < MANIFEST_NFILES && rc == CORE_OK; i++) {
-        enum manifest_file file = (enum manifest_file)i;
-        if (!m->files[file])
-            continue;
-        if (manifest_file_is_npy(file))
-            rc = write_npy(f, manifest_file_name(file), file_matrix(t, file), err, errlen);
-        else
-            rc = write_vocab(f, t->vocab, err, errlen);
-    }
-    return rc;
-}
+/* ---- publishing ------------------------------------------------------------ */
 
 /* Moves the finished temporary directory to final, replacing a snapshot of
  * the same seq if there is one. */
@@ -310,34 +437,19 @@ static int prepare_dirs(const char *data_dir, const char *name, char *table_dir,
     return rc;
 }
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* Writes every file into tmp; the copy of rows happens under the lock. */
+/* Copies t, then writes the copy into tmp and syncs it, without the lock. */
 static int fill_tmp_dir(struct table *t, const char *tmp, struct manifest *m,
                         struct snapshot_info *info, char *err, size_t errlen)
 {
+    struct copy c;
+    int rc = copy_take(t, &c, err, errlen);
+    info->lock_us = c.lock_us;
+    if (rc != CORE_OK)
+        return rc;
     struct out_files f = {.dir = tmp};
-    pthread_mutex_lock(&t->write_lock);
-    uint64_t locked = now_us();
-    describe(t, m);
-    int rc = write_table_files(t, m, &f, err, errlen);
-    info->lock_us = now_us() - locked;
-    pthread_mutex_unlock(&t->write_lock);
-    char *text = NULL;
-    size_t len = 0;
-    if (rc == CORE_OK) {
-        rc = manifest_dump(m, &text, &len);
-        if (rc == CORE_OK)
-            rc = write_text(&f, MANIFEST, text, len, err, errlen);
-        else
-            core_fail(err, errlen, rc, "%s/" MANIFEST ": %s", tmp, core_strerror(rc));
-    }
-    free(text);
+    rc = write_files(&c, &f, err, errlen);
+    *m = c.m;
+    copy_free(&c); /* the page cache holds the bytes now */
     int rc2 = sync_and_close(&f, err, errlen);
     if (rc == CORE_OK)
         rc = rc2;
