@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
 
@@ -747,8 +748,13 @@ int manifest_read(const char *path, struct manifest *m, char *err, size_t errlen
     if (f == NULL)
         return core_fail(err, errlen, errno == ENOENT ? CORE_ENOTFOUND : CORE_EIO,
                          "%s: cannot open: %s", path, strerror(errno));
-    char *buf = malloc(MANIFEST_MAX_BYTES + 1);
-    size_t n = buf != NULL ? fread(buf, 1, MANIFEST_MAX_BYTES + 1, f) : 0;
+    /* sized by the file; one byte more tells a file past the limit */
+    struct stat st;
+    size_t cap = MANIFEST_MAX_BYTES + 1;
+    if (fstat(fileno(f), &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size < cap)
+        cap = (size_t)st.st_size + 1;
+    char *buf = malloc(cap + 1);
+    size_t n = buf != NULL ? fread(buf, 1, cap, f) : 0;
     bool bad = buf == NULL || ferror(f);
     fclose(f);
     int rc;
