@@ -30,7 +30,7 @@ const struct config_option config_options[] = {
     {"listen.port", "PORT", "--port", "PORT", OPT_INT, OFF(port), 0, 65535,
      "8080", "TCP port; 0 picks a free port (the log says which)."},
     {"data_dir", "DATA_DIR", "--data-dir", "DIR", OPT_STRING, OFF(data_dir), 0, 0,
-     "./data", "Directory for snapshots (<data_dir>/<table>/snapshot-<seq>/)."},
+     "./data", "Directory for snapshots (<data_dir>/<table>/snapshot-<version>/)."},
     {"limits.max_body_bytes", "MAX_BODY_BYTES", "--max-body-bytes", "BYTES", OPT_U64,
      OFF(max_body_bytes), 1, INT64_C(1) << 40,
      "67108864", "Largest request body accepted; larger ones get 413."},
