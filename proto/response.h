@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "optim.h"
 #include "similarity.h"
+#include "topk.h"
 #include "status.h"
 #include "table.h"
 #include "vocab.h"

@@ -16,6 +16,7 @@
 #include "error.h"
 #include "request.h"
 #include "similarity.h"
+#include "topk.h"
 
 /* Requests above these sizes are moved to the work pool (see http.c). */
 #define HEAVY_BODY_BYTES (1u << 20)       /* ~ms of JSON parsing */
