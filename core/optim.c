@@ -34,7 +34,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "error.h"
 #include "table_internal.h"
@@ -550,22 +549,6 @@ static int check_request(const struct table *t, const int64_t *ids, size_t n, co
 
 /* ---- state -------------------------------------------------------------- */
 
-/* Rows of a step are scattered: on 4 KB pages nearly every row costs a TLB
- * miss, and huge pages made steps 2-3x faster on a 1M x 64 table here. The
- * state is advised before its first touch, so the kernel can back it with
- * huge pages from the start; a refusal only costs speed. */
-#define HUGE_PAGE_BYTES (2u << 20)
-
-static void advise_huge(struct matrix *m)
-{
-#ifdef MADV_HUGEPAGE
-    if (m->bytes >= HUGE_PAGE_BYTES)
-        madvise(m->data, m->bytes, MADV_HUGEPAGE);
-#else
-    (void)m;
-#endif
-}
-
 static int ensure_matrix(struct matrix *m, const struct matrix *w, float fill)
 {
     if (m->data != NULL)
@@ -573,7 +556,7 @@ static int ensure_matrix(struct matrix *m, const struct matrix *w, float fill)
     int rc = matrix_init(m, w->rows, w->dim);
     if (rc != CORE_OK)
         return rc;
-    advise_huge(m);
+    /* matrix_init asked for huge pages: rows of a step are scattered */
     if (fill == 0.0f)
         return CORE_OK;
     for (int64_t r = 0; r < m->rows; r++) {

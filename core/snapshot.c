@@ -1,14 +1,16 @@
-/* snapshot.c - a table's snapshot directories: writing one atomically and
- * loading it back (weights, vocabulary, settings, optimizer config and
- * state, step, version, log seq), finding the newest and pruning old ones.
- * What manifest.json says, and how, is manifest.c's.
+/* snapshot.c - a table's snapshot directories (snapshot.h): writing one
+ * atomically and loading it back (weights, vocabulary, settings, optimizer
+ * config and state, step, version, log seq); naming, listing, pruning and
+ * cleaning them. What manifest.json says, and how, is manifest.c's.
  *
- * Consistency without a second copy of the table: the files are written
- * while the table's write lock is held, which only copies the rows into the
- * page cache (memory speed); the slow part, fsync, runs after the lock is
- * released, when the files' contents can no longer change. Readers never
- * take the write lock, so lookups and searches keep running throughout; only
- * other writers wait for the copy.
+ * Copy, then write: under the table's write lock a snapshot only copies the
+ * weights and optimizer state into one private buffer (sized and faulted in
+ * before the lock is taken, so the copy is a memcpy) with the step, version
+ * and log seq; the vocabulary never changes and is borrowed. The files are
+ * written and fsynced after the lock is released: writers wait for a
+ * memcpy, never for the disk, and readers, who never take the write lock,
+ * do not wait at all. The extra memory is that one copy, freed once the
+ * files are written.
  *
  * Atomicity: everything goes to a hidden temporary sibling directory that is
  * fsynced and then renamed to its final name (or exchanged with an existing
@@ -30,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -40,6 +44,8 @@
 
 #define MANIFEST "manifest.json"
 #define PREFIX "snapshot-"
+/* Snapshots being written, and (with ".old") ones being replaced. */
+#define TMP_PREFIX ".tmp-" PREFIX
 
 /* ---- small filesystem helpers ----------------------------------------- */
 
@@ -88,15 +94,169 @@ static int remove_flat_dir(const char *path)
     return rmdir(path);
 }
 
-/* ---- writing ----------------------------------------------------------- */
+/* ---- the copy ------------------------------------------------------------ */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A table copied out under its write lock: what the manifest records and,
+ * for every .npy file, rows x dim floats packed (no row padding) in one
+ * private mapping. The vocabulary is borrowed: it never changes and lives
+ * as long as the table. */
+struct copy {
+    struct manifest m;
+    float *buf; /* mmap'd, buf_bytes */
+    size_t buf_bytes;
+    const float *mat[MANIFEST_NFILES]; /* into buf, for the npy files held */
+    const struct vocab *vocab;
+    uint64_t lock_us; /* time the write lock was held */
+};
+
+/* The table's matrix behind an npy file of the manifest. */
+static const struct matrix *file_matrix(const struct table *t, enum manifest_file f)
+{
+    switch (f) {
+    case MANIFEST_WEIGHT: return &t->w;
+    case MANIFEST_EXP_AVG: return &t->optim.exp_avg;
+    case MANIFEST_EXP_AVG_SQ: return &t->optim.exp_avg_sq;
+    case MANIFEST_SUM: return &t->optim.sum;
+    default: return NULL;
+    }
+}
+
+/* What the manifest records; caller holds the write lock. */
+static void describe(const struct table *t, struct manifest *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->format_version = MANIFEST_FORMAT_VERSION;
+    strcpy(m->name, t->name);
+    m->rows = t->w.rows;
+    m->dim = t->w.dim;
+    m->settings = t->s;
+    m->configured = t->optim.configured;
+    m->optimizer = t->optim.cfg;
+    m->step = t->optim.step;
+    m->version = atomic_load(&t->version);
+    m->log_seq = atomic_load(&t->log_seq);
+    for (int f = 0; f < MANIFEST_NFILES; f++)
+        m->files[f] = manifest_file_is_npy((enum manifest_file)f)
+                          ? file_matrix(t, (enum manifest_file)f)->data != NULL
+                          : t->vocab != NULL;
+}
+
+/* How many npy files (all rows x dim) t holds now; caller holds the lock. */
+static size_t npy_files_held(const struct table *t)
+{
+    size_t n = 0;
+    for (int f = 0; f < MANIFEST_NFILES; f++)
+        n += manifest_file_is_npy((enum manifest_file)f) &&
+             file_matrix(t, (enum manifest_file)f)->data != NULL;
+    return n;
+}
+
+/* Faulted in now, outside the lock, so that the copy under it is a memcpy
+ * and not a page fault per 4 KiB. */
+static int copy_alloc(struct copy *c, size_t bytes)
+{
+    if (bytes == 0)
+        return CORE_OK;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED)
+        return CORE_ENOMEM;
+    c->buf = p;
+    c->buf_bytes = bytes;
+    return CORE_OK;
+}
+
+static void copy_free(struct copy *c)
+{
+    if (c->buf != NULL)
+        munmap(c->buf, c->buf_bytes);
+    c->buf = NULL;
+    c->buf_bytes = 0;
+    memset(c->mat, 0, sizeof(c->mat));
+}
+
+/* Copies the state of t into c's buffer, which has room for every npy file
+ * t holds; caller holds the write lock. Rows and state change only under
+ * it, so plain copies are consistent. */
+static void copy_fill(const struct table *t, struct copy *c)
+{
+    describe(t, &c->m);
+    size_t dim = (size_t)t->w.dim, rows = (size_t)t->w.rows;
+    float *dst = c->buf;
+    for (int i = 0; i < MANIFEST_NFILES; i++) {
+        enum manifest_file f = (enum manifest_file)i;
+        if (!c->m.files[f] || !manifest_file_is_npy(f))
+            continue;
+        const struct matrix *m = file_matrix(t, f);
+        if ((size_t)m->stride == dim)
+            memcpy(dst, m->data, rows * dim * sizeof(float));
+        else
+            for (size_t r = 0; r < rows; r++)
+                memcpy(dst + r * dim, matrix_row(m, (int64_t)r), dim * sizeof(float));
+        c->mat[f] = dst;
+        dst += rows * dim;
+    }
+    c->vocab = t->vocab;
+}
+
+/* Sizing the buffer means looking at the state under the lock, then
+ * allocating without it; if the state grew meanwhile (a first step
+ * allocated it, a new optimizer changed it) that is done again, and the
+ * last attempt sizes and copies in one hold. */
+#define COPY_ATTEMPTS 4
+
+/* Takes the copy: the only part of a snapshot that holds t's write lock. */
+static int copy_take(struct table *t, struct copy *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    /* the shape never changes: no lock needed for it */
+    size_t per_file = (size_t)t->w.rows * (size_t)t->w.dim * sizeof(float);
+    for (int attempt = 1;; attempt++) {
+        bool last = attempt == COPY_ATTEMPTS;
+        pthread_mutex_lock(&t->write_lock);
+        uint64_t t0 = now_us();
+        size_t n = npy_files_held(t);
+        if (!last) {
+            c->lock_us += now_us() - t0;
+            pthread_mutex_unlock(&t->write_lock);
+        }
+        int rc = copy_alloc(c, n * per_file);
+        if (rc == CORE_OK && !last) {
+            pthread_mutex_lock(&t->write_lock);
+            t0 = now_us();
+        }
+        bool fits = rc == CORE_OK && npy_files_held(t) <= n;
+        if (fits)
+            copy_fill(t, c);
+        if (rc == CORE_OK || last) {
+            c->lock_us += now_us() - t0;
+            pthread_mutex_unlock(&t->write_lock);
+        }
+        if (rc != CORE_OK)
+            return core_fail(err, errlen, rc, "table %s: cannot allocate %zu bytes to copy it",
+                             t->name, n * per_file);
+        if (fits)
+            return CORE_OK;
+        copy_free(c);
+    }
+}
+
+/* ---- writing the files ------------------------------------------------------ */
 
 /* The files of one snapshot being written, open until they are fsynced. */
-#define MAX_FILES 5
 struct out_files {
     const char *dir;
-    int fd[MAX_FILES];
-    const char *name[MAX_FILES];
+    int fd[MANIFEST_NFILES + 1]; /* and manifest.json */
+    const char *name[MANIFEST_NFILES + 1];
     int n;
+    uint64_t bytes; /* sizes of the files synced */
 };
 
 static int create_file(struct out_files *f, const char *name, int *fd, char *err, size_t errlen)
@@ -114,14 +274,14 @@ static int create_file(struct out_files *f, const char *name, int *fd, char *err
     return CORE_OK;
 }
 
-static int write_npy(struct out_files *f, const char *name, const struct matrix *m, char *err,
-                     size_t errlen)
+static int write_npy(struct out_files *f, const char *name, const float *data, int64_t rows,
+                     int64_t dim, char *err, size_t errlen)
 {
     int fd;
     int rc = create_file(f, name, &fd, err, errlen);
     if (rc != CORE_OK)
         return rc;
-    rc = npy_write_fd(fd, m->data, m->rows, m->dim, m->stride);
+    rc = npy_write_fd(fd, data, rows, dim, dim);
     if (rc != CORE_OK)
         return core_fail(err, errlen, rc, "%s/%s: write failed: %s", f->dir, name,
                          rc == CORE_EIO ? strerror(errno) : core_strerror(rc));
@@ -150,33 +310,55 @@ static int write_vocab(struct out_files *f, const struct vocab *v, char *err, si
     return CORE_OK;
 }
 
-static int write_text(struct out_files *f, const char *name, const char *text, size_t len,
-                      char *err, size_t errlen)
+static int write_manifest(struct out_files *f, const struct manifest *m, char *err,
+                          size_t errlen)
 {
-    int fd;
-    int rc = create_file(f, name, &fd, err, errlen);
+    char *text;
+    size_t len;
+    int rc = manifest_dump(m, &text, &len);
     if (rc != CORE_OK)
-        return rc;
-    while (len > 0) {
-        ssize_t w = write(fd, text, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return core_fail(err, errlen, CORE_EIO, "%s/%s: write failed: %s", f->dir, name,
-                             strerror(errno));
-        text += w;
-        len -= (size_t)w;
+        return core_fail(err, errlen, rc, "%s/" MANIFEST ": %s", f->dir, core_strerror(rc));
+    int fd;
+    rc = create_file(f, MANIFEST, &fd, err, errlen);
+    for (size_t done = 0; rc == CORE_OK && done < len;) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno != EINTR)
+            rc = core_fail(err, errlen, CORE_EIO, "%s/" MANIFEST ": write failed: %s", f->dir,
+                           strerror(errno));
+        else if (w > 0)
+            done += (size_t)w;
     }
-    return CORE_OK;
+    free(text);
+    return rc;
+}
+
+/* Every file of the copy, the manifest last. */
+static int write_files(const struct copy *c, struct out_files *f, char *err, size_t errlen)
+{
+    int rc = CORE_OK;
+    for (int i = 0; i < MANIFEST_NFILES && rc == CORE_OK; i++) {
+        enum manifest_file file = (enum manifest_file)i;
+        if (!c->m.files[file])
+            continue;
+        if (manifest_file_is_npy(file))
+            rc = write_npy(f, manifest_file_name(file), c->mat[file], c->m.rows, c->m.dim, err,
+                           errlen);
+        else
+            rc = write_vocab(f, c->vocab, err, errlen);
+    }
+    return rc == CORE_OK ? write_manifest(f, &c->m, err, errlen) : rc;
 }
 
 static int sync_and_close(struct out_files *f, char *err, size_t errlen)
 {
     int rc = CORE_OK;
     for (int i = 0; i < f->n; i++) {
+        struct stat st;
         if (rc == CORE_OK && fsync(f->fd[i]) != 0)
             rc = core_fail(err, errlen, CORE_EIO, "%s/%s: fsync: %s", f->dir, f->name[i],
                            strerror(errno));
+        if (rc == CORE_OK && fstat(f->fd[i], &st) == 0)
+            f->bytes += (uint64_t)st.st_size;
         if (close(f->fd[i]) != 0 && rc == CORE_OK)
             rc = core_fail(err, errlen, CORE_EIO, "%s/%s: close: %s", f->dir, f->name[i],
                            strerror(errno));
@@ -185,58 +367,10 @@ static int sync_and_close(struct out_files *f, char *err, size_t errlen)
     return rc;
 }
 
-/* The table's matrix behind an npy file of the manifest. */
-static const struct matrix *file_matrix(const struct table *t, enum manifest_file f)
-{
-    switch (f) {
-    case MANIFEST_WEIGHT: return &t->w;
-    case MANIFEST_EXP_AVG: return &t->optim.exp_avg;
-    case MANIFEST_EXP_AVG_SQ: return &t->optim.exp_avg_sq;
-    case MANIFEST_SUM: return &t->optim.sum;
-    default: return NULL;
-    }
-}
-
-/* What the manifest records, captured under the write lock. */
-static void describe(const struct table *t, struct manifest *m)
-{
-    memset(m, 0, sizeof(*m));
-    m->format_version = MANIFEST_FORMAT_VERSION;
-    strcpy(m->name, t->name);
-    m->rows = t->w.rows;
-    m->dim = t->w.dim;
-    m->settings = t->s;
-    m->configured = t->optim.configured;
-    m->optimizer = t->optim.cfg;
-    m->step = t->optim.step;
-    m->version = atomic_load(&t->version);
-    m->log_seq = atomic_load(&t->log_seq);
-    for (int f = 0; f < MANIFEST_NFILES; f++)
-        m->files[f] = manifest_file_is_npy((enum manifest_file)f)
-                          ? file_matrix(t, (enum manifest_file)f)->data != NULL
-                          : t->vocab != NULL;
-}
-
-/* Copies rows, state and vocabulary into the temporary directory's files;
- * caller holds the write lock. */
-static int write_table_files(struct table *t, const struct manifest *m, struct out_files *f,
-                             char *err, size_t errlen)
-{
-    int rc = CORE_OK;
-    for (int i = 0; i < MANIFEST_NFILES && rc == CORE_OK; i++) {
-        enum manifest_file file = (enum manifest_file)i;
-        if (!m->files[file])
-            continue;
-        if (manifest_file_is_npy(file))
-            rc = write_npy(f, manifest_file_name(file), file_matrix(t, file), err, errlen);
-        else
-            rc = write_vocab(f, t->vocab, err, errlen);
-    }
-    return rc;
-}
+/* ---- publishing ------------------------------------------------------------ */
 
 /* Moves the finished temporary directory to final, replacing a snapshot of
- * the same version if there is one. */
+ * the same seq if there is one. */
 static int publish(const char *tmp, const char *final, char *err, size_t errlen)
 {
     if (rename(tmp, final) == 0)
@@ -253,7 +387,7 @@ static int publish(const char *tmp, const char *final, char *err, size_t errlen)
         return core_fail(err, errlen, CORE_EIO, "exchange %s <-> %s: %s", tmp, final,
                          strerror(errno));
     /* no exchange here: move the old one away, then the new one in; a reader
-     * may briefly find no snapshot of this version, never a partial one */
+     * may briefly find no snapshot of this seq, never a partial one */
     char old[PATH_MAX];
     int n = snprintf(old, sizeof(old), "%s.old", tmp);
     if (n < 0 || (size_t)n >= sizeof(old))
@@ -272,6 +406,25 @@ static int publish(const char *tmp, const char *final, char *err, size_t errlen)
 
 static _Atomic unsigned tmp_counter;
 
+/* Creates a new hidden TMP_PREFIX directory in table_dir. A crashed run
+ * with our pid may have left one of the same name: the next number is
+ * tried then. */
+static int make_tmp_dir(const char *table_dir, char *tmp, size_t len, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int n = snprintf(tmp, len, "%s/" TMP_PREFIX "%ld-%u", table_dir, (long)getpid(),
+                         atomic_fetch_add(&tmp_counter, 1));
+        if (n < 0 || (size_t)n >= len)
+            return core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
+        if (mkdir(tmp, 0755) == 0)
+            return CORE_OK;
+        if (errno != EEXIST)
+            break;
+    }
+    return core_fail(err, errlen, CORE_EIO, "%s: cannot create directory: %s", tmp,
+                     strerror(errno));
+}
+
 /* <data_dir>/<name> exists afterwards; table_dir receives its path. */
 static int prepare_dirs(const char *data_dir, const char *name, char *table_dir, size_t len,
                         char *err, size_t errlen)
@@ -284,54 +437,48 @@ static int prepare_dirs(const char *data_dir, const char *name, char *table_dir,
     return rc;
 }
 
-/* Writes every file into tmp; the copy of rows happens under the lock. */
-static int fill_tmp_dir(struct table *t, const char *tmp, struct manifest *m, char *err,
-                        size_t errlen)
+/* Copies t, then writes the copy into tmp and syncs it, without the lock. */
+static int fill_tmp_dir(struct table *t, const char *tmp, struct manifest *m,
+                        struct snapshot_info *info, char *err, size_t errlen)
 {
+    struct copy c;
+    int rc = copy_take(t, &c, err, errlen);
+    info->lock_us = c.lock_us;
+    if (rc != CORE_OK)
+        return rc;
     struct out_files f = {.dir = tmp};
-    pthread_mutex_lock(&t->write_lock);
-    describe(t, m);
-    int rc = write_table_files(t, m, &f, err, errlen);
-    pthread_mutex_unlock(&t->write_lock);
-    char *text = NULL;
-    size_t len = 0;
-    if (rc == CORE_OK) {
-        rc = manifest_dump(m, &text, &len);
-        if (rc == CORE_OK)
-            rc = write_text(&f, MANIFEST, text, len, err, errlen);
-        else
-            core_fail(err, errlen, rc, "%s/" MANIFEST ": %s", tmp, core_strerror(rc));
-    }
-    free(text);
+    rc = write_files(&c, &f, err, errlen);
+    *m = c.m;
+    copy_free(&c); /* the page cache holds the bytes now */
     int rc2 = sync_and_close(&f, err, errlen);
     if (rc == CORE_OK)
         rc = rc2;
+    info->bytes = f.bytes;
     if (rc == CORE_OK)
         rc = fsync_path(tmp, err, errlen);
     return rc;
 }
 
 int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t path_len,
-                   uint64_t *version_out, char *err, size_t errlen)
+                   struct snapshot_info *info, char *err, size_t errlen)
 {
+    struct snapshot_info scratch;
+    if (info == NULL)
+        info = &scratch;
+    memset(info, 0, sizeof(*info));
+    uint64_t start = now_us();
     char table_dir[PATH_MAX], tmp[PATH_MAX], final[PATH_MAX];
     int rc = prepare_dirs(data_dir, t->name, table_dir, sizeof(table_dir), err, errlen);
     if (rc != CORE_OK)
         return rc;
-    int n = snprintf(tmp, sizeof(tmp), "%s/.tmp-" PREFIX "%ld-%u", table_dir, (long)getpid(),
-                     atomic_fetch_add(&tmp_counter, 1));
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
-    if (mkdir(tmp, 0755) != 0)
-        return core_fail(err, errlen, CORE_EIO, "%s: cannot create directory: %s", tmp,
-                         strerror(errno));
+    rc = make_tmp_dir(table_dir, tmp, sizeof(tmp), err, errlen);
+    if (rc != CORE_OK)
+        return rc;
     struct manifest m;
-    rc = fill_tmp_dir(t, tmp, &m, err, errlen);
-    if (rc == CORE_OK) {
-        n = snprintf(final, sizeof(final), "%s/" PREFIX "%" PRIu64, table_dir, m.version);
-        if (n < 0 || (size_t)n >= sizeof(final))
-            rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
-    }
+    rc = fill_tmp_dir(t, tmp, &m, info, err, errlen);
+    if (rc == CORE_OK &&
+        snapshot_path(data_dir, t->name, m.log_seq, final, sizeof(final)) != CORE_OK)
+        rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
     if (rc == CORE_OK)
         rc = publish(tmp, final, err, errlen);
     if (rc != CORE_OK) {
@@ -344,13 +491,14 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
     if (rc != CORE_OK)
         return rc;
     if (path_out != NULL && path_len > 0) {
-        n = snprintf(path_out, path_len, "%s", final);
+        int n = snprintf(path_out, path_len, "%s", final);
         if (n < 0 || (size_t)n >= path_len)
             return core_fail(err, errlen, CORE_ETOOBIG, "%s: longer than the caller's buffer",
                              final);
     }
-    if (version_out != NULL)
-        *version_out = m.version;
+    info->version = m.version;
+    info->log_seq = m.log_seq;
+    info->total_us = now_us() - start;
     return CORE_OK;
 }
 
@@ -498,7 +646,7 @@ static bool same_dir(const struct stat *a, const struct stat *b)
 }
 
 /* Files are opened by path (so messages name them); a snapshot of the same
- * version published meanwhile would swap the directory under us, so the
+ * seq published meanwhile would swap the directory under us, so the
  * directory's identity is compared before and after and the load repeated
  * if it changed. A published directory's files never change. */
 #define LOAD_ATTEMPTS 5
@@ -523,11 +671,18 @@ int snapshot_load(const char *dir, const char *name, struct table **out, char *e
     }
 }
 
-/* ---- finding the newest snapshot ---------------------------------------- */
+/* ---- naming, listing, pruning, cleaning ---------------------------------- */
+
+int snapshot_path(const char *data_dir, const char *name, uint64_t seq, char *path_out,
+                  size_t len)
+{
+    int n = snprintf(path_out, len, "%s/%s/" PREFIX "%" PRIu64, data_dir, name, seq);
+    return n >= 0 && (size_t)n < len ? CORE_OK : CORE_ETOOBIG;
+}
 
 /* Parses "snapshot-<digits>" exactly; false for anything else (temporary and
  * replaced-away directories start with '.'). */
-static bool parse_snapshot_name(const char *s, uint64_t *version)
+static bool parse_snapshot_name(const char *s, uint64_t *num)
 {
     size_t plen = strlen(PREFIX);
     if (strncmp(s, PREFIX, plen) != 0 || s[plen] == '\0')
@@ -538,70 +693,59 @@ static bool parse_snapshot_name(const char *s, uint64_t *version)
             return false;
         v = v * 10 + (uint64_t)(*p - '0');
     }
-    *version = v;
+    *num = v;
     return true;
 }
 
-static bool has_manifest(int dirfd_parent, const char *sub)
+/* One complete snapshot directory (it holds a manifest.json) of a table. */
+struct found {
+    uint64_t num;  /* the number in its name */
+    bool legacy;   /* format 1: named by version, written before the log */
+};
+
+/* The log seq a recovery from f would replay after. */
+static uint64_t found_seq(const struct found *f)
 {
-    char rel[NAME_MAX + sizeof(MANIFEST) + 2];
-    snprintf(rel, sizeof(rel), "%s/%s", sub, MANIFEST);
+    return f->legacy ? 0 : f->num;
+}
+
+/* Newest first: by seq, and every format-1 snapshot (named by version, so
+ * not comparable with seqs) older than any later one, which was
+ * necessarily written after the upgrade. */
+static int cmp_newest_first(const void *a, const void *b)
+{
+    const struct found *x = a, *y = b;
+    if (x->legacy != y->legacy)
+        return x->legacy ? 1 : -1;
+    return (x->num < y->num) - (x->num > y->num);
+}
+
+/* Looks at table_dir/sub: false when it holds no manifest.json; *legacy when
+ * that manifest reads as format 1. A manifest that does not read counts as
+ * current: the snapshot is listed and fails when loaded, so a caller falls
+ * back to an older one knowingly. */
+static bool inspect(const char *table_dir, const char *sub, bool *legacy)
+{
+    char path[PATH_MAX];
     struct stat st;
-    return fstatat(dirfd_parent, rel, &st, 0) == 0 && S_ISREG(st.st_mode);
+    int n = snprintf(path, sizeof(path), "%s/%s/" MANIFEST, table_dir, sub);
+    if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return false;
+    struct manifest m;
+    *legacy = manifest_read(path, &m, NULL, 0) == CORE_OK && m.format_version == 1;
+    return true;
 }
 
-int snapshot_find_latest(const char *data_dir, const char *name, char *path_out,
-                         size_t path_len, char *err, size_t errlen)
-{
-    char table_dir[PATH_MAX];
-    int rc = path_join(table_dir, sizeof(table_dir), data_dir, name, err, errlen);
-    if (rc != CORE_OK)
-        return rc;
-    DIR *d = opendir(table_dir);
-    if (d == NULL) {
-        if (errno == ENOENT || errno == ENOTDIR) /* nothing can be stored there */
-            return core_fail(err, errlen, CORE_ENOTFOUND, "%s: no snapshots", table_dir);
-        return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
-                         strerror(errno));
-    }
-    bool found = false;
-    uint64_t best = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        uint64_t v;
-        if (parse_snapshot_name(e->d_name, &v) && (!found || v > best) &&
-            has_manifest(dirfd(d), e->d_name)) {
-            best = v;
-            found = true;
-        }
-    }
-    closedir(d);
-    if (!found)
-        return core_fail(err, errlen, CORE_ENOTFOUND, "%s: no snapshots", table_dir);
-    int n = snprintf(path_out, path_len, "%s/" PREFIX "%" PRIu64, table_dir, best);
-    if (n < 0 || (size_t)n >= path_len)
-        return core_fail(err, errlen, CORE_ETOOBIG, "%s/" PREFIX "%" PRIu64 " is too long",
-                         table_dir, best);
-    return CORE_OK;
-}
-
-/* ---- pruning ------------------------------------------------------------ */
-
-static int cmp_u64_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x < y) - (x > y);
-}
-
-/* Versions of the complete snapshots in table_dir, newest first (malloc'd). */
-static int list_versions(const char *table_dir, uint64_t **out, size_t *count, char *err,
-                         size_t errlen)
+/* The complete snapshots in table_dir, newest first (*out malloc'd, NULL
+ * when none). A missing table_dir holds none. */
+static int scan(const char *table_dir, struct found **out, size_t *count, char *err,
+                size_t errlen)
 {
     *out = NULL;
     *count = 0;
     DIR *d = opendir(table_dir);
     if (d == NULL) {
-        if (errno == ENOENT)
+        if (errno == ENOENT || errno == ENOTDIR) /* nothing can be stored there */
             return CORE_OK;
         return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
                          strerror(errno));
@@ -609,44 +753,147 @@ static int list_versions(const char *table_dir, uint64_t **out, size_t *count, c
     size_t cap = 0;
     int rc = CORE_OK;
     struct dirent *e;
-    while (rc == CORE_OK && (e = readdir(d)) != NULL) {
-        uint64_t v;
-        if (!parse_snapshot_name(e->d_name, &v) || !has_manifest(dirfd(d), e->d_name))
+    while ((e = readdir(d)) != NULL) {
+        struct found f;
+        if (!parse_snapshot_name(e->d_name, &f.num) || !inspect(table_dir, e->d_name, &f.legacy))
             continue;
         if (*count == cap) {
             cap = cap ? cap * 2 : 16;
-            uint64_t *grown = realloc(*out, cap * sizeof(**out));
+            struct found *grown = realloc(*out, cap * sizeof(**out));
             if (grown == NULL) {
                 rc = core_fail(err, errlen, CORE_ENOMEM, "%s: out of memory", table_dir);
                 break;
             }
             *out = grown;
         }
-        (*out)[(*count)++] = v;
+        (*out)[(*count)++] = f;
     }
     closedir(d);
-    if (rc == CORE_OK && *count > 1)
-        qsort(*out, *count, sizeof(**out), cmp_u64_desc);
+    if (rc != CORE_OK) {
+        free(*out);
+        *out = NULL;
+        *count = 0;
+    } else if (*count > 1) {
+        qsort(*out, *count, sizeof(**out), cmp_newest_first);
+    }
     return rc;
 }
 
+static int scan_table(const char *data_dir, const char *name, char *table_dir, size_t len,
+                      struct found **out, size_t *count, char *err, size_t errlen)
+{
+    *out = NULL;
+    *count = 0;
+    int rc = path_join(table_dir, len, data_dir, name, err, errlen);
+    return rc == CORE_OK ? scan(table_dir, out, count, err, errlen) : rc;
+}
+
+int snapshot_list(const char *data_dir, const char *name, uint64_t **seqs, size_t *n,
+                  char *err, size_t errlen)
+{
+    *seqs = NULL;
+    *n = 0;
+    char table_dir[PATH_MAX];
+    struct found *f;
+    size_t count;
+    int rc = scan_table(data_dir, name, table_dir, sizeof(table_dir), &f, &count, err, errlen);
+    if (rc != CORE_OK || count == 0)
+        return rc;
+    *seqs = malloc(count * sizeof(**seqs));
+    if (*seqs == NULL) {
+        free(f);
+        return core_fail(err, errlen, CORE_ENOMEM, "%s: out of memory", table_dir);
+    }
+    for (size_t i = 0; i < count; i++)
+        (*seqs)[i] = f[i].num;
+    *n = count;
+    free(f);
+    return CORE_OK;
+}
+
+int snapshot_find_latest(const char *data_dir, const char *name, char *path_out,
+                         size_t path_len, char *err, size_t errlen)
+{
+    char table_dir[PATH_MAX];
+    struct found *f;
+    size_t count;
+    int rc = scan_table(data_dir, name, table_dir, sizeof(table_dir), &f, &count, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    if (count == 0)
+        return core_fail(err, errlen, CORE_ENOTFOUND, "%s: no snapshots", table_dir);
+    uint64_t num = f[0].num;
+    free(f);
+    if (snapshot_path(data_dir, name, num, path_out, path_len) != CORE_OK)
+        return core_fail(err, errlen, CORE_ETOOBIG, "%s/" PREFIX "%" PRIu64 " is too long",
+                         table_dir, num);
+    return CORE_OK;
+}
+
+int snapshot_load_newest(const char *data_dir, const char *name, struct table **out,
+                         char *path_out, size_t path_len, snapshot_skip_fn skip, void *ud,
+                         char *err, size_t errlen)
+{
+    *out = NULL;
+    uint64_t *nums;
+    size_t count;
+    int rc = snapshot_list(data_dir, name, &nums, &count, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    if (count == 0)
+        return core_fail(err, errlen, CORE_ENOTFOUND, "%s/%s: no snapshots", data_dir, name);
+    int first_rc = CORE_OK;
+    for (size_t i = 0; i < count; i++) {
+        char path[PATH_MAX], why[1024] = "";
+        rc = snapshot_path(data_dir, name, nums[i], path, sizeof(path));
+        if (rc != CORE_OK)
+            core_fail(why, sizeof(why), rc, "%s/%s/" PREFIX "%" PRIu64 ": path too long",
+                      data_dir, name, nums[i]);
+        else
+            rc = snapshot_load(path, name, out, why, sizeof(why));
+        if (rc == CORE_OK) {
+            free(nums);
+            if (path_out != NULL && path_len > 0 &&
+                (size_t)snprintf(path_out, path_len, "%s", path) >= path_len) {
+                table_free(*out);
+                *out = NULL;
+                return core_fail(err, errlen, CORE_ETOOBIG, "%s: longer than the caller's buffer",
+                                 path);
+            }
+            return CORE_OK;
+        }
+        if (skip != NULL)
+            skip(ud, path, rc, why);
+        if (i == 0) {
+            /* a snapshot that lists a missing file must not pass for no snapshot */
+            first_rc = rc == CORE_ENOTFOUND ? CORE_EFORMAT : rc;
+            core_fail(err, errlen, first_rc, "%s", why);
+        }
+    }
+    free(nums);
+    return first_rc;
+}
+
 int snapshot_prune(const char *data_dir, const char *name, size_t keep, size_t *removed,
-                   char *err, size_t errlen)
+                   uint64_t *oldest_kept, char *err, size_t errlen)
 {
     if (removed != NULL)
         *removed = 0;
+    if (oldest_kept != NULL)
+        *oldest_kept = 0;
     if (keep < 1)
         return core_fail(err, errlen, CORE_EINVAL, "snapshot_prune: keep must be >= 1");
     char table_dir[PATH_MAX];
-    int rc = path_join(table_dir, sizeof(table_dir), data_dir, name, err, errlen);
-    uint64_t *versions = NULL;
-    size_t count = 0;
-    if (rc == CORE_OK)
-        rc = list_versions(table_dir, &versions, &count, err, errlen);
+    struct found *f;
+    size_t count;
+    int rc = scan_table(data_dir, name, table_dir, sizeof(table_dir), &f, &count, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    if (oldest_kept != NULL && count > 0)
+        *oldest_kept = found_seq(&f[(count < keep ? count : keep) - 1]);
     for (size_t i = keep; rc == CORE_OK && i < count; i++) {
         char path[PATH_MAX];
-        int n = snprintf(path, sizeof(path), "%s/" PREFIX "%" PRIu64, table_dir, versions[i]);
-        if (n < 0 || (size_t)n >= sizeof(path))
+        if (snapshot_path(data_dir, name, f[i].num, path, sizeof(path)) != CORE_OK)
             rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
         else if (remove_flat_dir(path) != 0)
             rc = core_fail(err, errlen, CORE_EIO, "%s: cannot remove: %s", path,
@@ -654,8 +901,44 @@ int snapshot_prune(const char *data_dir, const char *name, size_t keep, size_t *
         else if (removed != NULL)
             (*removed)++;
     }
-    free(versions);
+    free(f);
     if (rc == CORE_OK && count > keep)
+        rc = fsync_path(table_dir, err, errlen);
+    return rc;
+}
+
+int snapshot_clean_tmp(const char *data_dir, const char *name, size_t *removed, char *err,
+                       size_t errlen)
+{
+    if (removed != NULL)
+        *removed = 0;
+    char table_dir[PATH_MAX];
+    int rc = path_join(table_dir, sizeof(table_dir), data_dir, name, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    DIR *d = opendir(table_dir);
+    if (d == NULL) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return CORE_OK;
+        return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
+                         strerror(errno));
+    }
+    size_t n = 0;
+    struct dirent *e;
+    while (rc == CORE_OK && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) != 0)
+            continue;
+        char path[PATH_MAX];
+        rc = path_join(path, sizeof(path), table_dir, e->d_name, err, errlen);
+        if (rc == CORE_OK && remove_flat_dir(path) != 0)
+            rc = core_fail(err, errlen, CORE_EIO, "%s: cannot remove: %s", path,
+                           strerror(errno));
+        n += rc == CORE_OK;
+    }
+    closedir(d);
+    if (removed != NULL)
+        *removed = n;
+    if (rc == CORE_OK && n > 0)
         rc = fsync_path(table_dir, err, errlen);
     return rc;
 }

@@ -16,12 +16,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "rng.h"
 #include "table_internal.h"
+#include "threads.h"
 
 #define TABLE_MAX_ROWS 0x7fffffffLL /* 2^31 - 1, as the issue allows */
 /* Rows per independent generator stream: the split between threads falls on
@@ -29,7 +29,6 @@
 #define INIT_BLOCK_ROWS 1024
 /* Below this many floats, threads cost more than they save. */
 #define PARALLEL_MIN_FLOATS (1 << 22)
-#define MAX_THREADS 8
 /* How far ahead a gather prefetches; ~8 rows hides DRAM latency for 512-byte
  * rows at ~30 M rows/s (PERFORMANCE.md). */
 #define PREFETCH_AHEAD 8
@@ -127,20 +126,19 @@ static void *row_job_run(void *arg)
 }
 
 /* Calls fn over [0, rows) split into INIT_BLOCK_ROWS-aligned ranges, one per
- * online CPU, when the work is big enough; runs inline otherwise or when a
+ * thread of the budget (threads.h), when the work is big enough; runs inline otherwise or when a
  * thread cannot be started. */
 static void for_rows(row_fn fn, void *ctx, int64_t rows, int64_t dim)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nthreads = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (int)ncpu;
+    int nthreads = threads_budget();
     if (rows * dim < PARALLEL_MIN_FLOATS || nthreads == 1) {
         fn(ctx, 0, rows);
         return;
     }
     int64_t blocks = (rows + INIT_BLOCK_ROWS - 1) / INIT_BLOCK_ROWS;
-    struct row_job jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    bool started[MAX_THREADS] = {false};
+    struct row_job jobs[THREADS_MAX];
+    pthread_t tids[THREADS_MAX];
+    bool started[THREADS_MAX] = {false};
     for (int i = 0; i < nthreads; i++) {
         int64_t b0 = blocks * i / nthreads, b1 = blocks * (i + 1) / nthreads;
         int64_t end = b1 * INIT_BLOCK_ROWS;
@@ -207,21 +205,6 @@ void table_update_norm(struct table *t, int64_t row)
 
 /* ---- lifetime ---------------------------------------------------------- */
 
-/* Asks for transparent huge pages (this machine kind has THP in madvise
- * mode): a random gather over 512 MB of 4 KiB pages misses the TLB on
- * nearly every row (1.3-2x slower here). Best before the first touch, as
- * table_new_init does; on an already filled matrix it lets khugepaged
- * collapse the pages in the background. A hint: failure changes nothing. */
-static void advise_huge_pages(struct matrix *w)
-{
-#ifdef MADV_HUGEPAGE
-    if (w->bytes >= (2u << 20) && ((uintptr_t)w->data & 4095) == 0)
-        madvise(w->data, w->bytes, MADV_HUGEPAGE);
-#else
-    (void)w;
-#endif
-}
-
 /* Builds the table around already-checked parts. */
 static int create(struct table **out, const char *name, struct matrix *w, struct vocab *vocab,
                   const struct table_settings *s, char *err, size_t errlen)
@@ -246,7 +229,6 @@ static int create(struct table **out, const char *name, struct matrix *w, struct
     atomic_init(&t->version, 0);
     t->optim.configured = false;
     matrix_move(&t->w, w);
-    advise_huge_pages(&t->w);
     for_rows(norms_range, t, rows, t->w.dim);
     *out = t;
     return CORE_OK;
@@ -305,7 +287,6 @@ int table_new_init(struct table **out, const char *name, int64_t num, int64_t di
     if (rc != CORE_OK)
         return core_fail(err, errlen, rc, "table '%s': cannot allocate %lld x %lld floats: %s",
                          name, (long long)num, (long long)dim, core_strerror(rc));
-    advise_huge_pages(&w);
     for_rows(fill_range, &(struct fill_ctx){&w, seed}, num, dim);
     if (norm.has_padding)
         memset(matrix_row(&w, norm.padding_idx), 0, (size_t)dim * sizeof(float));

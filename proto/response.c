@@ -352,11 +352,13 @@ void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_
     buf_putc(b, '}');
 }
 
-void response_snapshot(struct buf *b, const char *path, uint64_t version)
+void response_snapshot(struct buf *b, const char *path, uint64_t version, uint64_t seq)
 {
     buf_puts(b, "{\"path\":");
     put_safe_string(b, path);
     buf_puts(b, ",\"version\":");
     buf_put_u64(b, version);
+    buf_puts(b, ",\"seq\":");
+    buf_put_u64(b, seq);
     buf_putc(b, '}');
 }

@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "optim.h"
 #include "similarity.h"
+#include "topk.h"
 #include "status.h"
 #include "table.h"
 #include "vocab.h"
@@ -88,7 +89,7 @@ void response_table_list(struct buf *b, const struct table *const *tables,
  * the write's position in the table's log. */
 void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq);
 
-/* {"path":"<path>","version":n}: the answer of snapshot. */
-void response_snapshot(struct buf *b, const char *path, uint64_t version);
+/* {"path":"<path>","version":n,"seq":s}: the answer of snapshot. */
+void response_snapshot(struct buf *b, const char *path, uint64_t version, uint64_t seq);
 
 #endif

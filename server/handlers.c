@@ -16,6 +16,7 @@
 #include "error.h"
 #include "request.h"
 #include "similarity.h"
+#include "topk.h"
 
 /* Requests above these sizes are moved to the work pool (see http.c). */
 #define HEAVY_BODY_BYTES (1u << 20)       /* ~ms of JSON parsing */
@@ -523,11 +524,11 @@ static void handle_snapshot(const struct handler_ctx *c, struct answer *a)
         return;
     }
     char path[4096], err[512] = "";
-    uint64_t version = 0;
+    uint64_t version = 0, seq = 0;
     int rc = registry_snapshot(&c->srv->tables, c->entry, "requested", path, sizeof path,
-                               &version, NULL, err, sizeof err);
+                               &version, &seq, err, sizeof err);
     if (rc == CORE_OK)
-        response_snapshot(&a->body, path, version);
+        response_snapshot(&a->body, path, version, seq);
     else if (rc == CORE_EEXISTS)
         answer_error(a, STATUS_UNAVAILABLE, "%s; retry", err);
     else

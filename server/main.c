@@ -30,7 +30,6 @@
 #include "handlers.h"
 #include "log.h"
 #include "server.h"
-#include "similarity.h"
 #include "snapshot.h"
 
 /* Longest wait for requests in flight, leaving room in the 5 s a process

@@ -121,28 +121,17 @@ int registry_wal_dir(const char *data_dir, const char *name, char *out, size_t l
     return n < 0 || (size_t)n >= len ? CORE_ETOOBIG : CORE_OK;
 }
 
-/* The seq a snapshot directory's name holds ("snapshot-<seq>"), or 0. */
-static uint64_t seq_of_snapshot_dir(const char *dir)
+/* True when the table resumes from the snapshots in data_dir. */
+static bool resumes(const struct config_table *ct, const char *data_dir)
 {
-    const char *base = strrchr(dir, '/');
-    base = base ? base + 1 : dir;
-    if (strncmp(base, "snapshot-", 9) != 0)
-        return 0;
-    return strtoull(base + 9, NULL, 10);
+    return data_dir != NULL && ct->resume && ct->format != LOADER_SNAPSHOT;
 }
 
-/* The newest snapshot of the table in data_dir, if resuming applies:
- * CORE_OK with dir filled, CORE_ENOTFOUND when the table starts from its
- * configured source, another error when the data directory is unreadable. */
-static int find_resume_snapshot(const struct config_table *ct, const char *data_dir,
-                                char *dir, size_t dirlen, char *err, size_t errlen)
+static void skip_snapshot(void *ud, const char *path, int rc, const char *why)
 {
-    if (data_dir == NULL || !ct->resume || ct->format == LOADER_SNAPSHOT)
-        return CORE_ENOTFOUND;
-    int rc = snapshot_find_latest(data_dir, ct->name, dir, dirlen, err, errlen);
-    if (rc == CORE_ENOTFOUND && err != NULL && errlen > 0)
-        err[0] = '\0';
-    return rc;
+    const struct config_table *ct = ud;
+    log_warn("table %s: snapshot %s does not load (%s): %s; trying an older one", ct->name,
+             path, core_strerror(rc), why);
 }
 
 /* A resumed table must still be the table the config describes. */
@@ -173,22 +162,28 @@ static int load_source(const struct config_table *ct, struct table **t,
     return rc;
 }
 
-/* The newest snapshot to resume from, or the configured source. */
+/* The newest snapshot that loads (falling back to older ones), or the
+ * configured source. */
 static int load_base(const struct config_table *ct, const struct registry_load_opts *o,
                      struct table **t, struct registry_loaded *res, char *err, size_t errlen)
 {
-    char dir[4096];
-    int rc = find_resume_snapshot(ct, o->data_dir, dir, sizeof dir, err, errlen);
-    if (rc == CORE_ENOTFOUND)
+    if (!resumes(ct, o->data_dir))
         return load_source(ct, t, res, err, errlen);
+    char dir[4096];
+    int rc = snapshot_load_newest(o->data_dir, ct->name, t, dir, sizeof dir, skip_snapshot,
+                                  (void *)ct, err, errlen);
+    if (rc == CORE_ENOTFOUND) {
+        if (err != NULL && errlen > 0)
+            err[0] = '\0';
+        return load_source(ct, t, res, err, errlen);
+    }
     if (rc != CORE_OK)
         return rc;
     log_info("table %s: resuming from %s", ct->name, dir);
-    rc = snapshot_load(dir, ct->name, t, err, errlen);
-    if (rc == CORE_OK && (rc = check_resumed_shape(ct, *t, dir, err, errlen)) != CORE_OK)
+    if ((rc = check_resumed_shape(ct, *t, dir, err, errlen)) != CORE_OK) {
         table_free(*t);
-    if (rc != CORE_OK)
         return rc;
+    }
     res->from_snapshot = true;
     res->snapshot_seq = table_log_seq(*t);
     return CORE_OK;
@@ -243,10 +238,12 @@ static int continue_numbering(const struct config_table *ct, const struct regist
                               struct table *t, struct registry_loaded *res, char *err,
                               size_t errlen)
 {
-    uint64_t last = 0;
+    uint64_t last = 0, *seqs = NULL;
+    size_t n = 0;
+    if (snapshot_list(o->data_dir, ct->name, &seqs, &n, NULL, 0) == CORE_OK && n > 0)
+        last = seqs[0];
+    free(seqs);
     char dir[4096];
-    if (snapshot_find_latest(o->data_dir, ct->name, dir, sizeof dir, NULL, 0) == CORE_OK)
-        last = seq_of_snapshot_dir(dir);
     int rc = registry_wal_dir(o->data_dir, ct->name, dir, sizeof dir);
     if (rc != CORE_OK)
         return core_fail(err, errlen, rc, "data_dir %s: path too long", o->data_dir);
@@ -275,9 +272,8 @@ int registry_load_table(const struct config_table *ct, const struct registry_loa
         /* the log replays before the configured optimizer is set: records
          * carry their own hyperparameters, and a change of optimizer then
          * resets the replayed state as it would have on a clean restart */
-        rc = ct->resume && ct->format != LOADER_SNAPSHOT
-                 ? replay_log(ct, o, t, res, err, errlen)
-                 : continue_numbering(ct, o, t, res, err, errlen);
+        rc = resumes(ct, o->data_dir) ? replay_log(ct, o, t, res, err, errlen)
+                                      : continue_numbering(ct, o, t, res, err, errlen);
     }
     if (rc == CORE_OK && ct->has_optimizer)
         rc = table_set_optimizer(t, &ct->optimizer, err, errlen);
@@ -302,29 +298,6 @@ static void log_loaded(const struct table *t, double seconds)
              (unsigned long long)table_version(t), seconds);
 }
 
-/* The lowest seq among the table's complete snapshots, or 0. */
-static uint64_t oldest_snapshot_seq(const char *data_dir, const char *name)
-{
-    char dir[4096];
-    if ((size_t)snprintf(dir, sizeof dir, "%s/%s", data_dir, name) >= sizeof dir)
-        return 0;
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return 0;
-    uint64_t oldest = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t seq = seq_of_snapshot_dir(de->d_name);
-        char manifest[4096 + 256 + 32];
-        struct stat st;
-        snprintf(manifest, sizeof manifest, "%s/%s/manifest.json", dir, de->d_name);
-        if (seq > 0 && stat(manifest, &st) == 0 && (oldest == 0 || seq < oldest))
-            oldest = seq;
-    }
-    closedir(d);
-    return oldest;
-}
-
 /* After a snapshot: keep the newest snapshot.keep, then let the log go
  * below the oldest one kept (recovery may fall back to any of them). */
 static void prune(struct registry *r, struct registry_entry *e)
@@ -332,13 +305,13 @@ static void prune(struct registry *r, struct registry_entry *e)
     char err[512] = "";
     size_t removed = 0, segments = 0;
     const char *name = e->cfg->name;
-    int rc = snapshot_prune(r->cfg->data_dir, name, (size_t)r->cfg->snapshot_keep, &removed, err,
-                            sizeof err);
+    uint64_t oldest = 0;
+    int rc = snapshot_prune(r->cfg->data_dir, name, (size_t)r->cfg->snapshot_keep, &removed,
+                            &oldest, err, sizeof err);
     if (rc != CORE_OK) {
         log_warn("table %s: pruning old snapshots: %s", name, err[0] ? err : core_strerror(rc));
         return;
     }
-    uint64_t oldest = oldest_snapshot_seq(r->cfg->data_dir, name);
     if (e->journal != NULL && oldest > 0) {
         rc = journal_trim(e->journal, oldest, &segments, err, sizeof err);
         if (rc != CORE_OK)
@@ -368,6 +341,15 @@ static int open_entry(struct registry *r, struct registry_entry *e, char *err, s
     struct registry_loaded res;
     struct table *t = NULL;
     double start = now_seconds();
+    size_t stale = 0;
+    char why[512] = "";
+    /* no snapshot of this table can be running yet: whatever is half
+     * written is a crash's leftover */
+    if (snapshot_clean_tmp(c->data_dir, e->cfg->name, &stale, why, sizeof why) != CORE_OK)
+        log_warn("table %s: removing unfinished snapshots: %s", e->cfg->name, why);
+    else if (stale > 0)
+        log_info("table %s: removed %zu unfinished snapshot%s left by a crash", e->cfg->name,
+                 stale, stale == 1 ? "" : "s");
     int rc = registry_load_table(e->cfg, &o, &t, &res, err, errlen);
     if (rc != CORE_OK)
         return rc;
@@ -431,23 +413,25 @@ int registry_snapshot(struct registry *r, struct registry_entry *e, const char *
                          "a snapshot of table \"%s\" is being written", e->cfg->name);
     const struct config *c = r->cfg;
     char path[4096];
-    uint64_t version = 0;
+    struct snapshot_info info = {0};
     /* records appended after this point may or may not be in the copy; the
      * size trigger counts from here either way */
     uint64_t bytes = e->journal ? journal_appended_bytes(e->journal) : 0;
-    int rc = snapshot_write(e->table, c->data_dir, path, sizeof path, &version, err, errlen);
+    int rc = snapshot_write(e->table, c->data_dir, path, sizeof path, &info, err, errlen);
     if (rc == CORE_OK) {
-        uint64_t seq = seq_of_snapshot_dir(path);
-        atomic_store(&e->snapshot_seq, seq);
+        atomic_store(&e->snapshot_seq, info.log_seq);
         atomic_store(&e->snapshot_log_bytes, bytes);
-        log_info("table %s: %s snapshot at version %llu, seq %llu written to %s", e->cfg->name,
-                 why, (unsigned long long)version, (unsigned long long)seq, path);
+        log_info("table %s: %s snapshot at version %llu, seq %llu written to %s (%.1f MB in "
+                 "%.3f s; writers waited %.3f ms for the copy)", e->cfg->name, why,
+                 (unsigned long long)info.version, (unsigned long long)info.log_seq, path,
+                 (double)info.bytes / 1e6, (double)info.total_us / 1e6,
+                 (double)info.lock_us / 1e3);
         if (path_out != NULL)
             snprintf(path_out, path_len, "%s", path);
         if (version_out != NULL)
-            *version_out = version;
+            *version_out = info.version;
         if (seq_out != NULL)
-            *seq_out = seq;
+            *seq_out = info.log_seq;
         prune(r, e);
     }
     atomic_store(&e->snapshot_running, false);

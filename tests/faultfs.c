@@ -24,7 +24,9 @@
  *                                  normally and then touch the file.
  *
  * The counts are process-wide over all affected descriptors and all threads
- * (atomics). A failing call does nothing and returns -1 with errno set.
+ * (atomics). A failing call does nothing and returns -1 with errno set. A
+ * descriptor stays affected while it refers to the file it was opened on
+ * (checked with fstat), so numbers libc reuses are left alone.
  * Intercepted: open, open64, openat, openat64, creat, creat64 and their
  * _FORTIFY_SOURCE forms (__open_2...), close, dup, dup2, dup3 (a copy is
  * affected when the original is), write, pwrite, pwrite64, writev, pwritev,
@@ -62,7 +64,11 @@ static uint64_t write_limit, sync_limit;
 static int fault_errno = EIO;
 static char trigger[PATH_MAX];
 
+/* Affected descriptors, with the file each was opened on: a number that
+ * libc reuses behind the shim's back (fclose, socket, accept...) is no
+ * longer the same file and is left alone. */
 static _Atomic unsigned char tracked[MAX_FDS];
+static _Atomic uint64_t tracked_dev[MAX_FDS], tracked_ino[MAX_FDS];
 static _Atomic uint64_t writes, syncs;
 static _Atomic bool armed;
 
@@ -210,15 +216,37 @@ static bool path_matches(int dirfd, const char *path)
     return strstr(full, match) != NULL;
 }
 
+static void set_tracked(int fd, bool on)
+{
+    struct stat st;
+    if (on && fstat(fd, &st) != 0)
+        on = false;
+    if (on) {
+        atomic_store(&tracked_dev[fd], (uint64_t)st.st_dev);
+        atomic_store(&tracked_ino[fd], (uint64_t)st.st_ino);
+    }
+    atomic_store(&tracked[fd], on ? 1 : 0);
+}
+
 /* Remembers (or forgets) fd after an open; keeps errno. */
 static int track(int fd, int dirfd, const char *path)
 {
     if (fd >= 0 && fd < MAX_FDS) {
         int e = errno;
-        atomic_store(&tracked[fd], path_matches(dirfd, path) ? 1 : 0);
+        set_tracked(fd, path_matches(dirfd, path));
         errno = e;
     }
     return fd;
+}
+
+/* True when fd is affected and still the file it was opened on. */
+static bool is_tracked(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS || !atomic_load(&tracked[fd]))
+        return false;
+    struct stat st;
+    return fstat(fd, &st) == 0 && (uint64_t)st.st_dev == atomic_load(&tracked_dev[fd]) &&
+           (uint64_t)st.st_ino == atomic_load(&tracked_ino[fd]);
 }
 
 static bool is_armed(void)
@@ -235,10 +263,10 @@ static bool is_armed(void)
 static bool inject(int fd, bool limited, uint64_t limit, _Atomic uint64_t *count)
 {
     ensure_init();
-    if (!limited || fd < 0 || fd >= MAX_FDS || !atomic_load(&tracked[fd]))
+    if (!limited)
         return false;
     int e = errno;
-    bool on = is_armed();
+    bool on = is_tracked(fd) && is_armed();
     errno = e;
     if (!on || atomic_fetch_add(count, 1) < limit)
         return false;
@@ -358,9 +386,11 @@ EXPORT int close(int fd)
 /* The copy newfd (when the call worked) is affected as oldfd is. */
 static int track_dup(int newfd, int oldfd)
 {
-    if (newfd >= 0 && newfd < MAX_FDS)
-        atomic_store(&tracked[newfd],
-                     oldfd >= 0 && oldfd < MAX_FDS ? atomic_load(&tracked[oldfd]) : 0);
+    if (newfd >= 0 && newfd < MAX_FDS) {
+        int e = errno;
+        set_tracked(newfd, is_tracked(oldfd));
+        errno = e;
+    }
     return newfd;
 }
 

@@ -312,8 +312,8 @@ START_TEST(write_answers)
     expect_bytes("{\"version\":7,\"rows\":3,\"seq\":9}");
     response_write_result(&b, UINT64_MAX, 0, UINT64_MAX);
     expect_bytes("{\"version\":18446744073709551615,\"rows\":0,\"seq\":18446744073709551615}");
-    response_snapshot(&b, "/data/words/snapshot-7", 7);
-    expect_bytes("{\"path\":\"/data/words/snapshot-7\",\"version\":7}");
+    response_snapshot(&b, "/data/words/snapshot-9", 7, 9);
+    expect_bytes("{\"path\":\"/data/words/snapshot-9\",\"version\":7,\"seq\":9}");
 }
 END_TEST
 
