@@ -1913,8 +1913,9 @@ END_TEST
 /* A renormalizing lookup takes a seq but no version, so a table's seq runs
  * ahead of its version. A snapshot taken after it covers every record, so
  * the table is saved: SIGTERM with no write since must not snapshot it
- * again, and the snapshot's log line names the table's seq. (registry.c
- * takes a snapshot's seq from its directory's name, snapshot-<version>.) */
+ * again, and the snapshot's log line names the table's seq. (Failed while
+ * snapshots were named snapshot-<version> and registry.c read a seq from
+ * the name: an idle table was snapshotted on every timer tick.) */
 START_TEST(snapshot_after_renormalization_covers_the_table)
 {
     struct test_server s;
@@ -1946,7 +1947,8 @@ END_TEST
 /* Run 1 trains and snapshots (snapshot-3); run 2 starts afresh ("resume":
  * false) and takes two steps; run 3 resumes: it must continue run 2, the
  * newest state of the table, not run 1's snapshot with run 2's log records
- * replayed onto it (a state that never existed). */
+ * replayed onto it (a state that never existed; failed while snapshots
+ * were named by version, where run 1's snapshot-3 outranked run 2's). */
 START_TEST(resume_after_a_fresh_run_continues_the_fresh_run)
 {
     char fresh[1024];
