@@ -51,7 +51,7 @@ struct journal {
     _Atomic bool broken;
     _Atomic uint64_t appended_bytes;
     _Atomic uint64_t records, syncs, sync_ns, synced_writes;
-    char why[160]; /* why it broke; written once, under mu */
+    char why[320]; /* why it broke; written once, under mu */
 };
 
 static uint64_t wall_ms(void)
@@ -208,8 +208,18 @@ static void commit_batch(struct journal *j, struct journal_write *batch)
         atomic_fetch_add_explicit(&j->synced_writes, batch_size(batch), memory_order_relaxed);
     }
     if (rc != CORE_OK) {
+        /* the writes of this batch (and any appended since) are answered
+         * "not durable": cut their records, so that none comes back at the
+         * next start and a client's retry cannot apply one twice */
+        char cut[160] = "";
         pthread_mutex_lock(&j->mu);
         set_broken(j, err[0] ? err : "the log could not be synced");
+        if (wal_rewind(j->wal, &batch->mark, cut, sizeof cut) != CORE_OK) {
+            size_t n = strlen(j->why);
+            snprintf(j->why + n, sizeof j->why - n,
+                     "; its records could not be cut (%s), so they may be back after a restart",
+                     cut);
+        }
         pthread_mutex_unlock(&j->mu);
     }
     while (batch != NULL) {
@@ -319,8 +329,10 @@ void journal_submit(struct journal *j, struct journal_write *w)
         int rc = j->wal != NULL ? CORE_OK
                                 : wal_open(&j->wal, j->wal_dir, j->next_seq, &j->wal_opts, err,
                                            sizeof err);
-        if (rc == CORE_OK)
+        if (rc == CORE_OK) {
+            wal_mark(j->wal, &w->mark);
             rc = wal_append(j->wal, (uint32_t)w->op, parts, nparts, &w->seq, err, sizeof err);
+        }
         if (rc != CORE_OK) {
             if (j->wal != NULL && wal_broken(j->wal))
                 set_broken(j, err);

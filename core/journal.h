@@ -81,12 +81,13 @@ struct journal_write {
     uint64_t seq;     /* the record's seq (0 when it never got one) */
     uint64_t version; /* the table's version after it */
     size_t rows;      /* distinct rows changed */
-    char err[192];
+    char err[320];
     /* Called exactly once, from the committer thread, or from the
      * submitting thread when the write fails before it is queued. */
     void (*done)(struct journal_write *w);
     void *ud;
     struct journal_write *next; /* the journal's */
+    struct wal_mark mark;       /* the journal's: the log's end before this record */
 };
 
 /* Opens t's journal with its log in wal_dir (unused with JOURNAL_NONE),

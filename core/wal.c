@@ -719,6 +719,34 @@ int wal_sync(struct wal *w, char *err, size_t errlen)
     return rc;
 }
 
+void wal_mark(const struct wal *w, struct wal_mark *m)
+{
+    m->segment_first = w->cur_first;
+    m->size = w->size;
+    m->seq = atomic_load_explicit(&w->next_seq, memory_order_relaxed);
+}
+
+int wal_rewind(struct wal *w, const struct wal_mark *m, char *err, size_t errlen)
+{
+    if (m->segment_first != w->cur_first || m->size > w->size || m->size < WAL_SEGMENT_HEADER)
+        return core_fail(err, errlen, CORE_EINVAL,
+                         "%s: the records to cut are not all in the current segment", w->dir);
+    if (m->size == w->size)
+        return CORE_OK;
+    pthread_mutex_lock(&w->sync_lock);
+    off_t at = (off_t)m->size;
+    bool cut = ftruncate(w->fd, at) == 0 && lseek(w->fd, at, SEEK_SET) == at;
+    int e = errno;
+    pthread_mutex_unlock(&w->sync_lock);
+    if (!cut)
+        return core_fail(err, errlen, CORE_EIO, "%s/%s: cutting back to offset %" PRIu64 ": %s",
+                         w->dir, w->name, m->size, strerror(e));
+    atomic_fetch_sub(&w->bytes, w->size - m->size);
+    w->size = m->size;
+    atomic_store_explicit(&w->next_seq, m->seq, memory_order_release);
+    return CORE_OK;
+}
+
 uint64_t wal_next_seq(const struct wal *w)
 {
     return atomic_load(&w->next_seq);

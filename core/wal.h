@@ -90,6 +90,26 @@ int wal_append(struct wal *w, uint32_t kind, const struct iovec *parts, int npar
  * during rotation), and CORE_EIO is returned with err set. */
 int wal_sync(struct wal *w, char *err, size_t errlen);
 
+/* Where the log ends now, for wal_rewind. */
+struct wal_mark {
+    uint64_t segment_first; /* the current segment */
+    uint64_t size;          /* its length */
+    uint64_t seq;           /* the next append's seq */
+};
+
+/* Fills *m with the end of the log; from the appending thread (or with its
+ * lock held). */
+void wal_mark(const struct wal *w, struct wal_mark *m);
+
+/* Cuts the log back to *m, dropping every record appended since: for the
+ * records a failed sync covered, so that a write answered "not durable"
+ * cannot come back at the next start. Only within the current segment (a
+ * rotation synced the older one: CORE_EINVAL then, nothing cut). Appending
+ * thread (or its lock held); waits for a sync in progress. CORE_OK, or
+ * CORE_EIO when the file cannot be cut (err says why). The log stays
+ * broken if it was. */
+int wal_rewind(struct wal *w, const struct wal_mark *m, char *err, size_t errlen);
+
 /* The seq the next append will get. */
 uint64_t wal_next_seq(const struct wal *w);
 

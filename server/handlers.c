@@ -556,6 +556,8 @@ void handler_run(const struct handler_ctx *c, struct answer *a)
         return;
     }
     fn(c, a);
+    if (c->deferred != NULL && *c->deferred)
+        return; /* the journal answers; a may be gone already */
     if (a->body.failed)
         answer_error(a, STATUS_INTERNAL, "%s", "the answer did not fit in memory");
 }

@@ -289,12 +289,15 @@ static bool final_snapshots(struct app *app)
         struct registry_entry *e = &r->entries[i];
         bool saved = !unsaved(e) || !app->cfg.snapshot_on_shutdown ||
                      snapshot_entry(&app->srv, e, "shutdown");
-        bool logged = e->journal != NULL && app->cfg.durability != CONFIG_DURABILITY_NONE &&
-                      !journal_broken(e->journal);
+        /* with sync, every answered write was synced before its answer, even
+         * if the log broke later; with interval, only if the last sync held */
+        bool broken = e->journal != NULL && journal_broken(e->journal);
         int rc = journal_close(e->journal);
+        bool logged = e->journal != NULL &&
+                      (app->cfg.durability == CONFIG_DURABILITY_SYNC ||
+                       (app->cfg.durability == CONFIG_DURABILITY_INTERVAL && !broken &&
+                        rc == CORE_OK));
         e->journal = NULL;
-        if (rc != CORE_OK)
-            logged = false;
         if (unsaved(e) && !saved && !logged) {
             log_error("table %s: answered writes since seq %llu are neither in a snapshot nor "
                       "in an intact log: they are lost", e->cfg->name,

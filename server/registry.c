@@ -268,14 +268,18 @@ int registry_load_table(const struct config_table *ct, const struct registry_loa
     int rc = load_base(ct, o, &t, res, err, errlen);
     if (rc != CORE_OK)
         return rc;
-    if (o->data_dir != NULL) {
-        /* the log replays before the configured optimizer is set: records
-         * carry their own hyperparameters, and a change of optimizer then
-         * resets the replayed state as it would have on a clean restart */
+    /* Records carry their own hyperparameters. A table from a snapshot gets
+     * the configured optimizer after the log replays onto the snapshot's
+     * state, so a change of optimizer resets that state as on a clean
+     * restart; a fresh table gets it first (it has no state to lose, and
+     * setting it after replay would count as a change of kind). */
+    bool optimizer_first = !res->from_snapshot;
+    if (optimizer_first && ct->has_optimizer)
+        rc = table_set_optimizer(t, &ct->optimizer, err, errlen);
+    if (rc == CORE_OK && o->data_dir != NULL)
         rc = resumes(ct, o->data_dir) ? replay_log(ct, o, t, res, err, errlen)
                                       : continue_numbering(ct, o, t, res, err, errlen);
-    }
-    if (rc == CORE_OK && ct->has_optimizer)
+    if (rc == CORE_OK && !optimizer_first && ct->has_optimizer)
         rc = table_set_optimizer(t, &ct->optimizer, err, errlen);
     if (rc != CORE_OK) {
         table_free(t);
