@@ -24,6 +24,9 @@ enum route_id {
     ROUTE_GRADIENTS,
     ROUTE_ROWS,
     ROUTE_SNAPSHOT,
+    ROUTE_TOKENS,          /* completion: a table's tokens by prefix */
+    ROUTE_EXPLORER,        /* the explorer page at / */
+    ROUTE_EXPLORER_ASSET,  /* its scripts and style sheet */
     ROUTE_UNMATCHED, /* 404 / 405: counted in metrics under this label */
     ROUTE_COUNT
 };
