@@ -58,20 +58,28 @@ static bool not_modified(const struct handler_ctx *c, const struct explorer_asse
     return strcmp(inm, "*") == 0 || strstr(inm, f->etag) != NULL;
 }
 
-static const char *requested_name(const struct handler_ctx *c)
+/* The file the path names, into name[64 + 1] (route.c has checked that the
+ * segment is a plain name of at most 64 bytes); a query string is ignored. */
+static void requested_name(const struct handler_ctx *c, char *name, size_t size)
 {
-    if (c->route == ROUTE_EXPLORER || c->url == NULL)
-        return "index.html";
     size_t n = strlen(ASSET_PREFIX);
-    return strncmp(c->url, ASSET_PREFIX, n) == 0 ? c->url + n : "";
+    const char *file = "index.html";
+    if (c->route == ROUTE_EXPLORER_ASSET)
+        file = c->url != NULL && strncmp(c->url, ASSET_PREFIX, n) == 0 ? c->url + n : "";
+    size_t len = strcspn(file, "?");
+    if (len >= size)
+        len = size - 1;
+    memcpy(name, file, len);
+    name[len] = '\0';
 }
 
 void explorer_handle(const struct handler_ctx *c, struct answer *a)
 {
-    const char *name = requested_name(c);
+    char name[TABLE_NAME_MAX + 1];
+    requested_name(c, name, sizeof name);
     const struct explorer_asset *f = explorer_find(name);
     if (f == NULL) {
-        answer_error(a, STATUS_NOT_FOUND, "the explorer has no file named \"%.64s\"", name);
+        answer_error(a, STATUS_NOT_FOUND, "the explorer has no file named \"%s\"", name);
         return;
     }
     a->content_type = type_of(f->name);

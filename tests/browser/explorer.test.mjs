@@ -79,10 +79,18 @@ const watchdog = setTimeout(async () => {
 
 // ---- the server -----------------------------------------------------------
 
-async function startServer(env = {}) {
+// Starts the binary on 127.0.0.1, a free port and a fresh data directory;
+// with config (an object), from that configuration file, else the built-in
+// table.
+async function startServer(env = {}, config = null) {
   const dir = mkdtempSync(join(tmpdir(), 'es-browser-'));
   dirs.push(dir);
-  const proc = spawn(serverBin, ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'data')], {
+  const argv = ['--host', '127.0.0.1', '--port', '0', '--data-dir', join(dir, 'data')];
+  if (config) {
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    argv.push('--config', join(dir, 'config.json'));
+  }
+  const proc = spawn(serverBin, argv, {
     env: { ...process.env, EMBEDDING_SERVER_CONFIG: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -372,6 +380,39 @@ try {
     await phone.close();
   });
   await stopServer(srv);
+
+  const ids = await startServer({}, {
+    snapshot: { on_shutdown: false },
+    tables: [{ name: 'items', init: { num_embeddings: 300, embedding_dim: 8, seed: 3 }, max_norm: 1.0 }],
+  });
+  await step('a table without vocabulary: ids in, and looking never renormalizes a max_norm row', async () => {
+    const { page: p, log: plog } = await openPage(ids);
+    const all = Array.from({ length: 300 }, (_, i) => [i, i]);
+    const norms = async () => (await api(ids, 'POST', '/v1/tables/items/similarity', { pairs: all, metric: 'dot' })).scores;
+    const before = await norms();
+    check(before.filter((n) => n > 1).length > 250, 'the rows are not over max_norm to begin with');
+    await p.goto(`${ids.base}/`);
+    await p.waitForSelector('body[data-state="ready"]');
+    check(await p.locator('#query-label').textContent() === 'Row id', 'the box does not ask for an id');
+    await p.locator('#query').fill('7');
+    await p.waitForTimeout(200);
+    check(await p.locator('#query-list').isHidden(), 'completion offered on a table without tokens');
+    await p.locator('#query').press('Enter');
+    const shown = await neighborsShown(p, '#7');
+    const server = await api(ids, 'POST', '/v1/tables/items/neighbors', { ids: [7], k: 10 });
+    sameAsServer(shown, server.results[0]);
+    const pts = await mapPoints(p, '#7');
+    check(pts.length === 11, `${pts.length} points on the map`);
+    await p.locator(`#map .point[data-id="${shown[0].id}"]`).click();
+    await neighborsShown(p, `#${shown[0].id}`);
+    await mapPoints(p, `#${shown[0].id}`);
+    await shot(p, '08-ids-max-norm');
+    const after = await norms();
+    check(after.every((n, i) => n === before[i]), 'a row changed while the page looked at it');
+    check(plog.errors.length === 0, plog.errors.join('\n'));
+    await p.close();
+  });
+  await stopServer(ids);
 
   const locked = await startServer({ EMBEDDING_SERVER_READ_TOKEN: READ_TOKEN, EMBEDDING_SERVER_WRITE_TOKEN: WRITE_TOKEN });
   await step('read token configured: the page asks for it, and fails cleanly without it', async () => {
