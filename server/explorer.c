@@ -44,7 +44,10 @@ const struct explorer_asset *explorer_find(const char *name)
 }
 
 /* If-None-Match holds "*" or a list of validators, weak ones (W/"...")
- * matching too (RFC 9110, 13.1.2): finding the quoted tag in it is enough. */
+ * matching too (RFC 9110, 13.1.2): finding the quoted tag in it is enough.
+ * libmicrohttpd 0.9.75 writes "Content-Length: 0" on the 304 and cannot be
+ * told the omitted body's length; browsers do not update a stored
+ * response's length from a 304, so the cached file stays whole. */
 static bool not_modified(const struct handler_ctx *c, const struct explorer_asset *f)
 {
     if (c->conn == NULL)
