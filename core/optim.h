@@ -90,6 +90,21 @@ void table_optimizer_config(const struct table *t, struct optim_config *out);
 int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const float *grads,
                           double lr, size_t *bad, uint64_t *version_out, size_t *rows_out);
 
+/* The checks of table_apply_gradients alone (frozen, lr, ids, finite
+ * gradients), same codes and *bad; changes nothing. Any thread. */
+int table_check_gradients(const struct table *t, const int64_t *ids, size_t n,
+                          const float *grads, double lr, size_t *bad);
+
+/* A step as the journal applies it, live and at replay: cfg is the optimizer
+ * the step was logged with (its lr included), not the table's; frozen
+ * tables are not refused (the step was accepted when it was logged). Ids
+ * and gradients are still checked (CORE_ERANGE / CORE_EINVAL, *bad), cfg
+ * with optim_config_check (CORE_EINVAL, *bad = SIZE_MAX). Otherwise as
+ * table_apply_gradients. */
+int table_apply_logged_gradients(struct table *t, const struct optim_config *cfg,
+                                 const int64_t *ids, size_t n, const float *grads,
+                                 size_t *bad, uint64_t *version_out, size_t *rows_out);
+
 /* Chooses between the vector kernels (when the build has them) and the
  * portable ones; both give identical bits. For tests and benchmarks; call
  * before any step runs, not concurrently with one. */

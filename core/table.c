@@ -513,16 +513,78 @@ static void renorm_row(struct table *t, int64_t id)
     table_write_end(t, stripe);
 }
 
-/* torch.embedding_renorm_ over candidate ids: each distinct id once, under
- * the write lock. Sorts cand in place. */
-static void renorm_distinct(struct table *t, int64_t *cand, size_t m)
+/* Sorts ids[0..m) and drops duplicates; returns the new count. */
+static size_t sort_distinct(int64_t *ids, size_t m)
 {
-    qsort(cand, m, sizeof(*cand), cmp_i64);
+    qsort(ids, m, sizeof(*ids), cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (i == 0 || ids[i] != ids[k - 1])
+            ids[k++] = ids[i];
+    return k;
+}
+
+int table_renorm(struct table *t, const int64_t *ids, size_t m)
+{
+    if (!t->s.has_max_norm)
+        return CORE_EINVAL;
+    int rc = table_check_ids(t, ids, m, NULL);
+    if (rc != CORE_OK)
+        return rc;
+    int64_t *sorted = malloc(m * sizeof(*sorted) + 1);
+    if (sorted == NULL)
+        return CORE_ENOMEM;
+    memcpy(sorted, ids, m * sizeof(*sorted));
+    m = sort_distinct(sorted, m);
     pthread_mutex_lock(&t->write_lock);
     for (size_t i = 0; i < m; i++)
-        if (i == 0 || cand[i] != cand[i - 1])
-            renorm_row(t, cand[i]);
+        renorm_row(t, sorted[i]);
+    atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
     pthread_mutex_unlock(&t->write_lock);
+    free(sorted);
+    return CORE_OK;
+}
+
+void table_set_log_seq(struct table *t, uint64_t seq)
+{
+    atomic_store_explicit(&t->log_seq, seq, memory_order_release);
+}
+
+void table_set_renorm_hook(struct table *t, table_renorm_hook fn, void *ud)
+{
+    pthread_mutex_lock(&t->write_lock);
+    t->renorm_fn = fn;
+    t->renorm_ud = ud;
+    pthread_mutex_unlock(&t->write_lock);
+}
+
+/* True when row id's norm_type-norm exceeds max_norm now: the exact test of
+ * renorm_row on a consistent copy, so that a renormalization is logged only
+ * for rows it will change (the norm cache is only a conservative filter). */
+static bool needs_renorm(const struct table *t, int64_t id, float *tmp)
+{
+    copy_row(t, id, tmp);
+    return torch_row_norm(tmp, t->w.dim, t->s.norm_type) > t->s.max_norm;
+}
+
+/* torch.embedding_renorm_ over candidate ids: each distinct id that needs
+ * it, once, in one write (through the journal's hook when there is one, so
+ * the renormalization takes its place in the log). Sorts cand in place. */
+static int renorm_distinct(struct table *t, int64_t *cand, size_t m)
+{
+    m = sort_distinct(cand, m);
+    float *tmp = malloc((size_t)t->w.dim * sizeof(float) + 1);
+    if (tmp == NULL)
+        return CORE_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (needs_renorm(t, cand[i], tmp))
+            cand[k++] = cand[i];
+    free(tmp);
+    if (k == 0)
+        return CORE_OK;
+    table_renorm_hook fn = t->renorm_fn;
+    return fn != NULL ? fn(t->renorm_ud, cand, k) : table_renorm(t, cand, k);
 }
 
 /* Renormalizes the rows of ids that need it, picking candidates from the
@@ -544,10 +606,9 @@ static int renorm_ids(struct table *t, const int64_t *ids, size_t n)
             return CORE_ENOMEM;
         cand[m++] = ids[i];
     }
-    if (m > 0)
-        renorm_distinct(t, cand, m);
+    int rc = m > 0 ? renorm_distinct(t, cand, m) : CORE_OK;
     free(cand);
-    return CORE_OK;
+    return rc;
 }
 
 /* copy_row that also reads the row's cached L2 norm in the same seqlock
@@ -601,12 +662,12 @@ static int lookup_renorm(struct table *t, const int64_t *ids, size_t n, float *o
     }
     for (size_t k = 0; k < m; k++)
         cand[k] = ids[pos[k]];
-    renorm_distinct(t, cand, m);
-    for (size_t k = 0; k < m; k++)
+    int rc = renorm_distinct(t, cand, m);
+    for (size_t k = 0; rc == CORE_OK && k < m; k++)
         copy_row(t, ids[pos[k]], out + pos[k] * dim);
     free(cand);
     free(pos);
-    return CORE_OK;
+    return rc;
 }
 
 /* ---- forward ----------------------------------------------------------- */
@@ -731,13 +792,20 @@ static int check_finite(const float *v, size_t n, size_t dim, size_t *bad)
     return CORE_OK;
 }
 
+int table_check_rows(const struct table *t, const int64_t *ids, size_t n, const float *vectors,
+                     size_t *bad)
+{
+    int rc = table_check_ids(t, ids, n, bad);
+    if (rc == CORE_OK)
+        rc = check_finite(vectors, n, (size_t)t->w.dim, bad);
+    return rc;
+}
+
 int table_assign_rows(struct table *t, const int64_t *ids, size_t n, const float *vectors,
                       size_t *bad, uint64_t *version_out)
 {
     size_t dim = (size_t)t->w.dim;
-    int rc = table_check_ids(t, ids, n, bad);
-    if (rc == CORE_OK)
-        rc = check_finite(vectors, n, dim, bad);
+    int rc = table_check_rows(t, ids, n, vectors, bad);
     if (rc != CORE_OK)
         return rc;
     pthread_mutex_lock(&t->write_lock);

@@ -121,4 +121,29 @@ int table_resolve_tokens(const struct table *t, const char *const *tokens,
 int table_assign_rows(struct table *t, const int64_t *ids, size_t n,
                       const float *vectors, size_t *bad, uint64_t *version_out);
 
+/* Starts a fresh table's log numbering at seq (a table that must not reuse
+ * the seqs of an earlier run, as with "resume": false). Only before the
+ * table takes any write. */
+void table_set_log_seq(struct table *t, uint64_t seq);
+
+/* The checks of table_assign_rows alone (ids in range, finite vectors),
+ * same codes and *bad; changes nothing. */
+int table_check_rows(const struct table *t, const int64_t *ids, size_t n, const float *vectors,
+                     size_t *bad);
+
+/* torch.embedding_renorm_ as one write: each distinct row of ids[0..m)
+ * whose norm_type-norm exceeds max_norm is scaled by max_norm / (norm +
+ * 1e-7), under the write lock; advances log_seq by one (the version stays:
+ * renormalization is not a client's write). For the journal, live and at
+ * replay. CORE_EINVAL without max_norm, CORE_ERANGE, CORE_ENOMEM. */
+int table_renorm(struct table *t, const int64_t *ids, size_t m);
+
+/* Lookups renormalize through fn when set: it must apply the distinct,
+ * sorted ids[0..m) with table_renorm in its place among the table's other
+ * writes and return table_renorm's result (or an error: the lookup then
+ * fails with it). ud is passed along. Set before serving, or with NULL to
+ * detach; takes the write lock. */
+typedef int (*table_renorm_hook)(void *ud, const int64_t *ids, size_t m);
+void table_set_renorm_hook(struct table *t, table_renorm_hook fn, void *ud);
+
 #endif
