@@ -29,17 +29,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 #define RECORD_FORMAT 1
 
-/* The fixed head of every record's payload; ids (int64) and values
- * (float32) follow. */
-struct record_head {
-    uint32_t format;     /* RECORD_FORMAT */
-    uint32_t optim_kind; /* enum optim_kind, gradients only */
-    uint64_t n;          /* ids */
-    uint64_t dim;        /* floats per id (0 for renorm) */
-    uint64_t time_ms;    /* wall clock at append (CLOCK_REALTIME) */
-    double lr, beta1, beta2, eps, lr_decay, initial_accumulator_value;
-};
-_Static_assert(sizeof(struct record_head) == 80, "record head layout");
+_Static_assert(sizeof(struct journal_record_head) == 80, "record head layout");
 
 struct journal {
     struct table *t;
@@ -87,17 +77,17 @@ static void set_broken(struct journal *j, const char *why)
 
 /* ---- records -------------------------------------------------------- */
 
-static void head_of(const struct journal *j, const struct journal_write *w,
-                    struct record_head *h)
+static void head_of(const struct table *t, const struct journal_write *w,
+                    struct journal_record_head *h)
 {
     memset(h, 0, sizeof *h);
     h->format = RECORD_FORMAT;
     h->n = w->n;
-    h->dim = w->op == JOURNAL_RENORM ? 0 : (uint64_t)table_dim(j->t);
+    h->dim = w->op == JOURNAL_RENORM ? 0 : (uint64_t)table_dim(t);
     h->time_ms = wall_ms();
     if (w->op == JOURNAL_GRADIENTS) {
         struct optim_config c;
-        table_optimizer_config(j->t, &c);
+        table_optimizer_config(t, &c);
         if (w->lr > 0)
             c.lr = w->lr;
         h->optim_kind = (uint32_t)c.kind;
@@ -110,7 +100,7 @@ static void head_of(const struct journal *j, const struct journal_write *w,
     }
 }
 
-static void config_of(const struct record_head *h, struct optim_config *c)
+static void config_of(const struct journal_record_head *h, struct optim_config *c)
 {
     *c = (struct optim_config){
         .kind = (enum optim_kind)h->optim_kind,
@@ -125,7 +115,7 @@ static void config_of(const struct record_head *h, struct optim_config *c)
 
 /* Applies one record to t: the one code path of live writes and replay.
  * Fills *version and *rows. */
-static int apply_record(struct table *t, enum journal_op op, const struct record_head *h,
+static int apply_record(struct table *t, enum journal_op op, const struct journal_record_head *h,
                         const int64_t *ids, const float *values, uint64_t *version,
                         size_t *rows)
 {
@@ -151,7 +141,7 @@ static int apply_record(struct table *t, enum journal_op op, const struct record
 /* Applies w (its record is in the log as seq w->seq). A write that was
  * logged but cannot be applied leaves the table behind its log: the
  * journal stops taking writes rather than let the two drift apart. */
-static void apply_write(struct journal *j, struct journal_write *w, const struct record_head *h,
+static void apply_write(struct journal *j, struct journal_write *w, const struct journal_record_head *h,
                         bool mu_held)
 {
     int rc = apply_record(j->t, w->op, h, w->ids, w->values, &w->version, &w->rows);
@@ -167,6 +157,17 @@ static void apply_write(struct journal *j, struct journal_write *w, const struct
     if (!mu_held)
         pthread_mutex_unlock(&j->mu);
     fail_write(w, rc != CORE_OK ? rc : CORE_EUNAVAILABLE, why);
+}
+
+int journal_record_parts(const struct table *t, const struct journal_write *w,
+                         struct journal_record_head *head, struct iovec parts[3])
+{
+    head_of(t, w, head);
+    size_t floats = (size_t)(head->n * head->dim);
+    parts[0] = (struct iovec){head, sizeof *head};
+    parts[1] = (struct iovec){(void *)w->ids, w->n * sizeof(int64_t)};
+    parts[2] = (struct iovec){(void *)w->values, floats * sizeof(float)};
+    return floats > 0 ? 3 : 2;
 }
 
 /* ---- the committer ---------------------------------------------------- */
@@ -215,8 +216,8 @@ static void commit_batch(struct journal *j, struct journal_write *batch)
         struct journal_write *w = batch;
         batch = w->next; /* done may free w */
         if (rc == CORE_OK) {
-            struct record_head h;
-            head_of(j, w, &h);
+            struct journal_record_head h;
+            head_of(j->t, w, &h);
             apply_write(j, w, &h, false);
         } else {
             fail_write(w, rc, j->why);
@@ -299,15 +300,10 @@ void journal_submit(struct journal *j, struct journal_write *w)
     w->rows = 0;
     w->err[0] = '\0';
     w->next = NULL;
-    struct record_head h;
-    head_of(j, w, &h);
-    size_t floats = w->op == JOURNAL_RENORM ? 0 : w->n * (size_t)h.dim;
-    struct iovec parts[3] = {
-        {&h, sizeof h},
-        {(void *)w->ids, w->n * sizeof(int64_t)},
-        {(void *)w->values, floats * sizeof(float)},
-    };
-    int nparts = floats > 0 ? 3 : 2;
+    struct journal_record_head h;
+    struct iovec parts[3];
+    int nparts = journal_record_parts(j->t, w, &h, parts);
+    size_t floats = (size_t)(h.n * h.dim);
 
     pthread_mutex_lock(&j->mu);
     if (atomic_load(&j->broken) || j->stopping) {
@@ -503,63 +499,69 @@ int journal_trim(struct journal *j, uint64_t seq, size_t *removed, char *err, si
 
 /* ---- replay --------------------------------------------------------------- */
 
+static int payload_fail(char *err, size_t errlen, uint64_t seq, const char *what)
+{
+    return core_fail(err, errlen, CORE_EFORMAT, "log record %llu: %s",
+                     (unsigned long long)seq, what);
+}
+
+int journal_apply_payload(struct table *t, uint64_t seq, uint32_t kind, const void *payload,
+                          size_t len, uint64_t *version, size_t *rows, char *err,
+                          size_t errlen)
+{
+    struct journal_record_head h;
+    if (len < sizeof h)
+        return payload_fail(err, errlen, seq, "shorter than a record head");
+    memcpy(&h, payload, sizeof h);
+    if (h.format != RECORD_FORMAT)
+        return payload_fail(err, errlen, seq, "unknown record format");
+    if (kind < JOURNAL_GRADIENTS || kind > JOURNAL_RENORM)
+        return payload_fail(err, errlen, seq, "unknown record kind");
+    uint64_t dim = kind == JOURNAL_RENORM ? 0 : (uint64_t)table_dim(t);
+    if (h.dim != dim)
+        return payload_fail(err, errlen, seq, "its row length is not the table's embedding_dim");
+    uint64_t body = len - sizeof h; /* n < 2^31 and dim < 2^31 here: no overflow */
+    if (h.n > body / sizeof(int64_t) || dim > ((uint64_t)1 << 31) ||
+        h.n * sizeof(int64_t) + h.n * dim * sizeof(float) != body)
+        return payload_fail(err, errlen, seq, "its length does not match its shape");
+    if (seq != table_log_seq(t) + 1)
+        return payload_fail(err, errlen, seq, "does not follow the table's seq");
+    const unsigned char *p = (const unsigned char *)payload + sizeof h;
+    int64_t *copy = NULL;
+    const int64_t *ids = (const int64_t *)(const void *)p;
+    if (((uintptr_t)p % _Alignof(int64_t)) != 0 && h.n > 0) {
+        if ((copy = malloc((size_t)h.n * sizeof *copy)) == NULL)
+            return CORE_ENOMEM;
+        memcpy(copy, p, (size_t)h.n * sizeof *copy);
+        ids = copy;
+    }
+    const float *values = dim ? (const float *)(const void *)(p + h.n * sizeof(int64_t)) : NULL;
+    uint64_t v = 0;
+    size_t r = 0;
+    int rc = apply_record(t, (enum journal_op)kind, &h, ids, values, &v, &r);
+    free(copy);
+    if (rc != CORE_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "cannot be applied: %s", core_strerror(rc));
+        return payload_fail(err, errlen, seq, what);
+    }
+    if (version != NULL)
+        *version = v;
+    if (rows != NULL)
+        *rows = r;
+    return CORE_OK;
+}
+
 struct replay {
     struct table *t;
     char *err;
     size_t errlen;
-    int64_t *ids; /* an aligned copy when the payload's ids are not */
-    size_t ids_cap;
 };
-
-static int replay_fail(struct replay *r, uint64_t seq, const char *what)
-{
-    return core_fail(r->err, r->errlen, CORE_EFORMAT, "log record %llu: %s",
-                     (unsigned long long)seq, what);
-}
 
 static int replay_one(void *ud, uint64_t seq, uint32_t kind, const void *payload, size_t len)
 {
     struct replay *r = ud;
-    struct record_head h;
-    if (len < sizeof h)
-        return replay_fail(r, seq, "shorter than a record head");
-    memcpy(&h, payload, sizeof h);
-    if (h.format != RECORD_FORMAT)
-        return replay_fail(r, seq, "unknown record format");
-    if (kind < JOURNAL_GRADIENTS || kind > JOURNAL_RENORM)
-        return replay_fail(r, seq, "unknown record kind");
-    uint64_t dim = kind == JOURNAL_RENORM ? 0 : (uint64_t)table_dim(r->t);
-    if (h.dim != dim)
-        return replay_fail(r, seq, "its row length is not the table's embedding_dim");
-    uint64_t body = len - sizeof h; /* n < 2^31 and dim < 2^31 here: no overflow */
-    if (h.n > body / sizeof(int64_t) || dim > ((uint64_t)1 << 31) ||
-        h.n * sizeof(int64_t) + h.n * dim * sizeof(float) != body)
-        return replay_fail(r, seq, "its length does not match its shape");
-    if (seq != table_log_seq(r->t) + 1)
-        return replay_fail(r, seq, "does not follow the table's seq");
-    const unsigned char *p = (const unsigned char *)payload + sizeof h;
-    const int64_t *ids = (const int64_t *)(const void *)p;
-    if (((uintptr_t)p % _Alignof(int64_t)) != 0 && h.n > 0) {
-        if (h.n > r->ids_cap) {
-            int64_t *grown = realloc(r->ids, (size_t)h.n * sizeof *grown);
-            if (grown == NULL)
-                return CORE_ENOMEM;
-            r->ids = grown;
-            r->ids_cap = (size_t)h.n;
-        }
-        memcpy(r->ids, p, (size_t)h.n * sizeof(int64_t));
-        ids = r->ids;
-    }
-    const float *values = dim ? (const float *)(const void *)(p + h.n * sizeof(int64_t)) : NULL;
-    uint64_t version = 0;
-    size_t rows = 0;
-    int rc = apply_record(r->t, (enum journal_op)kind, &h, ids, values, &version, &rows);
-    if (rc != CORE_OK) {
-        char what[96];
-        snprintf(what, sizeof what, "cannot be applied: %s", core_strerror(rc));
-        return replay_fail(r, seq, what);
-    }
-    return CORE_OK;
+    return journal_apply_payload(r->t, seq, kind, payload, len, NULL, NULL, r->err, r->errlen);
 }
 
 int journal_replay(struct table *t, const char *wal_dir, enum wal_repair mode,
@@ -567,8 +569,6 @@ int journal_replay(struct table *t, const char *wal_dir, enum wal_repair mode,
 {
     struct wal_report local;
     struct replay r = {.t = t, .err = err, .errlen = errlen};
-    int rc = wal_replay(wal_dir, table_log_seq(t), mode, replay_one, &r,
-                        report ? report : &local, err, errlen);
-    free(r.ids);
-    return rc;
+    return wal_replay(wal_dir, table_log_seq(t), mode, replay_one, &r, report ? report : &local,
+                      err, errlen);
 }

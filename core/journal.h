@@ -49,6 +49,17 @@ enum journal_op {
     JOURNAL_RENORM = 3,    /* table_renorm, from lookups with max_norm */
 };
 
+/* The fixed head of every record's payload (host byte order, which is
+ * little-endian); ids[n] (int64) and values[n x dim] (float32) follow. */
+struct journal_record_head {
+    uint32_t format;     /* 1 */
+    uint32_t optim_kind; /* enum optim_kind, gradients only */
+    uint64_t n;          /* ids */
+    uint64_t dim;        /* floats per id (0 for renorm) */
+    uint64_t time_ms;    /* wall clock at append (CLOCK_REALTIME) */
+    double lr, beta1, beta2, eps, lr_decay, initial_accumulator_value;
+};
+
 struct journal_options {
     enum journal_durability durability;
     uint32_t interval_ms;       /* JOURNAL_INTERVAL; 0 = 1000 */
@@ -126,6 +137,22 @@ uint64_t journal_appended_bytes(const struct journal *j);
 /* Deletes the log segments whose records all have seq <= seq (the oldest
  * snapshot still kept holds them). CORE_OK or CORE_EIO. Any thread. */
 int journal_trim(struct journal *j, uint64_t seq, size_t *removed, char *err, size_t errlen);
+
+/* The payload of w's record as parts[0..3) (returns how many): head, which
+ * the caller provides and this fills, then w's ids and values in place.
+ * For a log other than the local one (cluster mode publishes the same
+ * bytes). */
+int journal_record_parts(const struct table *t, const struct journal_write *w,
+                         struct journal_record_head *head, struct iovec parts[3]);
+
+/* Applies one record's payload (as journal_record_parts made it) to t:
+ * the one code path of live writes and of replay, from any log. seq must
+ * be table_log_seq(t) + 1. Fills *version and *rows (may be NULL). Returns
+ * CORE_OK, CORE_ENOMEM, or CORE_EFORMAT (err names the seq) when the
+ * payload does not decode, does not fit t, or cannot be applied. */
+int journal_apply_payload(struct table *t, uint64_t seq, uint32_t kind, const void *payload,
+                          size_t len, uint64_t *version, size_t *rows, char *err,
+                          size_t errlen);
 
 /* Applies to t every record of the log in wal_dir after table_log_seq(t),
  * in order, through the same code as live writes (frozen tables too: the

@@ -474,8 +474,8 @@ static int dense_direct(const struct dense_read *d)
         int64_t got = loader_pread(d->fd, dst + done, n, d->off + done);
         if (got != (int64_t)n)
             return dense_short(d, d->off + done + (got > 0 ? (uint64_t)got : 0), got);
-        int64_t bad = d->check ? loader_find_nonfinite((const float *)(dst + done), (int64_t)(n / 4))
-                               : -1;
+        const float *chunk = (const float *)(dst + done);
+        int64_t bad = d->check ? loader_find_nonfinite(chunk, (int64_t)(n / 4)) : -1;
         if (bad >= 0) {
             int64_t at = (int64_t)(done / 4) + bad;
             return dense_nonfinite(d, at / m->dim, at % m->dim);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
 
@@ -158,7 +159,8 @@ static bool plain_name(const char *s)
     if (strlen(s) > TABLE_NAME_MAX)
         return false;
     for (const char *p = s;; p++) {
-        bool alnum = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9');
+        bool alnum =
+            (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9');
         if (*p == '\0')
             return p != s;
         if (!alnum && (p == s || (*p != '_' && *p != '.' && *p != '-')))
@@ -699,33 +701,42 @@ static int read_file_list(const struct mreader *r, const struct jval *root, stru
     return read_state_list(r, root, m);
 }
 
+/* Parses buf[0..len), which the parser may change (it unescapes strings in
+ * place); buf[len] must be writable. */
+static int parse_in_place(char *buf, size_t len, const char *file, struct manifest *m,
+                          char *err, size_t errlen)
+{
+    memset(m, 0, sizeof(*m));
+    if (memchr(buf, '\0', len) != NULL)
+        return core_fail(err, errlen, CORE_EFORMAT, "%s: holds a NUL byte", file);
+    buf[len] = '\0';
+    struct jval root;
+    int rc = jparse(buf, len, file, &root, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    struct mreader r = {file, err, errlen};
+    rc = read_format(&r, &root, m);
+    if (rc == CORE_OK)
+        rc = read_header_fields(&r, &root, m);
+    if (rc == CORE_OK)
+        rc = read_settings(&r, &root, m);
+    if (rc == CORE_OK)
+        rc = read_optimizer(&r, &root, m);
+    if (rc == CORE_OK)
+        rc = read_file_list(&r, &root, m);
+    jfree(&root);
+    return rc;
+}
+
 int manifest_parse(const char *text, size_t len, const char *file, struct manifest *m,
                    char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
-    if (memchr(text, '\0', len) != NULL)
-        return core_fail(err, errlen, CORE_EFORMAT, "%s: holds a NUL byte", file);
-    /* the parser unescapes in place and NUL-terminates strings: a private copy */
     char *copy = malloc(len + 1);
     if (copy == NULL)
         return core_fail(err, errlen, CORE_ENOMEM, "%s: out of memory", file);
     memcpy(copy, text, len);
-    copy[len] = '\0';
-    struct jval root;
-    int rc = jparse(copy, len, file, &root, err, errlen);
-    if (rc == CORE_OK) {
-        struct mreader r = {file, err, errlen};
-        rc = read_format(&r, &root, m);
-        if (rc == CORE_OK)
-            rc = read_header_fields(&r, &root, m);
-        if (rc == CORE_OK)
-            rc = read_settings(&r, &root, m);
-        if (rc == CORE_OK)
-            rc = read_optimizer(&r, &root, m);
-        if (rc == CORE_OK)
-            rc = read_file_list(&r, &root, m);
-        jfree(&root);
-    }
+    int rc = parse_in_place(copy, len, file, m, err, errlen);
     free(copy);
     return rc;
 }
@@ -737,8 +748,13 @@ int manifest_read(const char *path, struct manifest *m, char *err, size_t errlen
     if (f == NULL)
         return core_fail(err, errlen, errno == ENOENT ? CORE_ENOTFOUND : CORE_EIO,
                          "%s: cannot open: %s", path, strerror(errno));
-    char *buf = malloc(MANIFEST_MAX_BYTES + 1);
-    size_t n = buf != NULL ? fread(buf, 1, MANIFEST_MAX_BYTES + 1, f) : 0;
+    /* sized by the file; one byte more tells a file past the limit */
+    struct stat st;
+    size_t cap = MANIFEST_MAX_BYTES + 1;
+    if (fstat(fileno(f), &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size < cap)
+        cap = (size_t)st.st_size + 1;
+    char *buf = malloc(cap + 1);
+    size_t n = buf != NULL ? fread(buf, 1, cap, f) : 0;
     bool bad = buf == NULL || ferror(f);
     fclose(f);
     int rc;
@@ -750,7 +766,7 @@ int manifest_read(const char *path, struct manifest *m, char *err, size_t errlen
         rc = core_fail(err, errlen, CORE_ETOOBIG, "%s: larger than the %u bytes a manifest may be",
                        path, MANIFEST_MAX_BYTES);
     else
-        rc = manifest_parse(buf, n, path, m, err, errlen);
+        rc = parse_in_place(buf, n, path, m, err, errlen);
     free(buf);
     return rc;
 }

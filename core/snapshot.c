@@ -476,7 +476,8 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
         return rc;
     struct manifest m;
     rc = fill_tmp_dir(t, tmp, &m, info, err, errlen);
-    if (rc == CORE_OK && snapshot_path(data_dir, t->name, m.log_seq, final, sizeof(final)) != CORE_OK)
+    if (rc == CORE_OK &&
+        snapshot_path(data_dir, t->name, m.log_seq, final, sizeof(final)) != CORE_OK)
         rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
     if (rc == CORE_OK)
         rc = publish(tmp, final, err, errlen);
