@@ -249,6 +249,11 @@ int table_new(struct table **out, const char *name, struct matrix *weights, stru
     if (rc == CORE_OK && vocab != NULL && vocab_size(vocab) != weights->rows)
         rc = core_fail(err, errlen, CORE_EINVAL, "vocab has %lld tokens but the table has %lld rows",
                        (long long)vocab_size(vocab), (long long)weights->rows);
+    /* the vocabulary is read-only from here on: index it for prefix queries */
+    if (rc == CORE_OK && vocab != NULL && !vocab_has_index(vocab) &&
+        vocab_build_index(vocab) != CORE_OK)
+        rc = core_fail(err, errlen, CORE_ENOMEM, "table '%s': out of memory sorting %lld tokens",
+                       name, (long long)vocab_size(vocab));
     if (rc != CORE_OK)
         return rc;
     return create(out, name, weights, vocab, &norm, err, errlen);

@@ -52,7 +52,8 @@ void table_settings_init(struct table_settings *s);
  * failure). Checks settings against the shape (padding_idx in [-N, N),
  * max_norm > 0, norm_type > 0, oov id in range, vocab size == rows) and
  * zeroes nothing: a loaded table keeps its padding row as stored, like
- * from_pretrained. Errors name the offending setting in err. */
+ * from_pretrained. Builds the vocabulary's sorted index (vocab_build_index)
+ * when it has none. Errors name the offending setting in err. */
 int table_new(struct table **out, const char *name, struct matrix *weights,
               struct vocab *vocab, const struct table_settings *s,
               char *err, size_t errlen);

@@ -72,6 +72,11 @@ void response_scores(struct buf *b, const float *scores, size_t n);
 void response_neighbors(struct buf *b, const struct topk_hit *hits, const size_t *counts,
                         size_t nq, size_t k, const struct vocab *vocab);
 
+/* {"tokens":[{"id":7,"token":"gold"},...]}: the positions [first, first +
+ * count) of v's sorted index (vocab_prefix_range), in token order; tokens
+ * JSON-escaped. Positions outside the index are skipped. */
+void response_tokens(struct buf *b, const struct vocab *v, int64_t first, int64_t count);
+
 /* <info> of API.md for t: name, num_embeddings, embedding_dim, dtype,
  * frozen, padding_idx (or null), max_norm (or null), norm_type,
  * scale_grad_by_freq, optimizer (opt's name and hyperparameters, or null

@@ -2,7 +2,8 @@
 # deps.sh - install the Debian packages a step needs, only those missing.
 #
 #   scripts/deps.sh build   compiler, CMake and the libraries the server links
-#   scripts/deps.sh test    build + Check and libcurl for the test suite
+#   scripts/deps.sh test    build + Check and libcurl for the test suite, Chromium
+#                           and Node.js for the explorer's browser test
 #   scripts/deps.sh lint    Node.js and npm for the OpenAPI linter
 #
 # Runs apt-get as root, or through sudo when that is available. Prints what
@@ -10,7 +11,7 @@
 set -eu
 
 build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev"
-test_pkgs="$build_pkgs check libcurl4-openssl-dev curl"
+test_pkgs="$build_pkgs check libcurl4-openssl-dev curl chromium"
 lint_pkgs="nodejs npm"
 
 case "${1:-build}" in
@@ -20,10 +21,18 @@ case "${1:-build}" in
     *) echo "usage: $0 build|test|lint" >&2; exit 2 ;;
 esac
 
-# A Node.js already on the PATH (from any source) serves the linter: Debian's
-# npm package would conflict with a nodejs that did not come from Debian.
-if [ "${1:-build}" = lint ] && command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+# A Node.js already on the PATH (from any source) serves the linter and the
+# browser test: Debian's npm package would conflict with a nodejs that did
+# not come from Debian.
+have_node=false
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    have_node=true
+fi
+if [ "${1:-build}" = lint ] && $have_node; then
     exit 0
+fi
+if [ "${1:-build}" = test ] && ! $have_node; then
+    want="$want $lint_pkgs"
 fi
 
 missing=""

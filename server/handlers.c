@@ -14,8 +14,10 @@
 #include <string.h>
 
 #include "error.h"
+#include "explorer.h"
 #include "request.h"
 #include "similarity.h"
+#include "tokens.h"
 #include "topk.h"
 
 /* Requests above these sizes are moved to the work pool (see http.c). */
@@ -41,6 +43,12 @@ void answer_deinit(struct answer *a)
     buf_deinit(&a->body);
 }
 
+void answer_header(struct answer *a, const char *name, const char *value)
+{
+    if (a->nheaders < ANSWER_HEADERS_MAX)
+        a->headers[a->nheaders++] = (struct answer_header){name, value};
+}
+
 void answer_error(struct answer *a, enum status_code code, const char *fmt, ...)
 {
     char message[STATUS_ERR_MAX + 128];
@@ -54,6 +62,7 @@ void answer_error(struct answer *a, enum status_code code, const char *fmt, ...)
     a->http = (unsigned)status_http(code);
     a->content_type = RESPONSE_JSON_TYPE;
     a->shape[0] = '\0';
+    a->nheaders = 0;
     response_error(&a->body, code, message);
 }
 
@@ -546,6 +555,8 @@ static const handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_SIMILARITY] = handle_similarity, [ROUTE_NEIGHBORS] = handle_neighbors,
     [ROUTE_GRADIENTS] = handle_gradients,   [ROUTE_ROWS] = handle_rows,
     [ROUTE_SNAPSHOT] = handle_snapshot,
+    [ROUTE_TOKENS] = tokens_handle,
+    [ROUTE_EXPLORER] = explorer_handle,     [ROUTE_EXPLORER_ASSET] = explorer_handle,
 };
 
 void handler_run(const struct handler_ctx *c, struct answer *a)

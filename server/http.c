@@ -59,6 +59,7 @@ struct request {
     struct table *table;
     char method[8];
     char path[128]; /* for the debug line, cut */
+    const char *url; /* libmicrohttpd's, as given to the latest call */
     uint64_t start_ns;
     enum phase phase;
     bool binary;
@@ -327,6 +328,8 @@ static enum MHD_Result queue_answer(struct request *rq)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, a->allow);
     if (a->http == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    for (size_t i = 0; i < a->nheaders; i++)
+        MHD_add_response_header(resp, a->headers[i].name, a->headers[i].value);
     enum MHD_Result r = MHD_queue_response(rq->conn, a->http, resp);
     MHD_destroy_response(resp);
     rq->phase = PHASE_QUEUED;
@@ -364,6 +367,8 @@ static void handler_ctx_of(struct request *rq, struct handler_ctx *c, bool *defe
         .body = rq->body ? rq->body : "",
         .len = rq->body_len,
         .binary = rq->binary,
+        .url = rq->url,
+        .conn = rq->conn,
         .defer = defer_answer,
         .complete = complete_answer,
         .io = rq,
@@ -472,6 +477,7 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     rq->conn = conn;
     rq->route = ROUTE_UNMATCHED;
     rq->start_ns = now_ns();
+    rq->url = url;
     copy_printable(rq->method, sizeof rq->method, method);
     copy_printable(rq->path, sizeof rq->path, url);
     answer_init(&rq->ans);
@@ -500,6 +506,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request *rq = *con_cls;
     if (rq == NULL)
         return begin_request(cls, conn, url, method, con_cls);
+    rq->url = url;
 
     switch (rq->phase) {
     case PHASE_READING:

@@ -245,6 +245,28 @@ START_TEST(scores_and_neighbors)
 }
 END_TEST
 
+START_TEST(tokens_in_order)
+{
+    struct table_settings set;
+    table_settings_init(&set);
+    struct table *t = small_table(true, &set); /* table_new indexed the vocabulary */
+    const struct vocab *v = table_vocab(t);
+    int64_t first, count;
+    ck_assert_int_eq(vocab_prefix_range(v, "", 0, &first, &count), CORE_OK);
+    response_tokens(&b, v, first, count);
+    expect_bytes("{\"tokens\":[{\"id\":3,\"token\":\"a\\tb\"},{\"id\":4,\"token\":\"e\"},"
+                 "{\"id\":0,\"token\":\"king\"},{\"id\":1,\"token\":\"qu\\\"een\"},"
+                 "{\"id\":2,\"token\":\"\xC3\xA9t\xC3\xA9\"}]}");
+    response_tokens(&b, v, 1, 2);
+    expect_bytes("{\"tokens\":[{\"id\":4,\"token\":\"e\"},{\"id\":0,\"token\":\"king\"}]}");
+    response_tokens(&b, v, 4, 3); /* past the end: skipped */
+    expect_bytes("{\"tokens\":[{\"id\":2,\"token\":\"\xC3\xA9t\xC3\xA9\"}]}");
+    response_tokens(&b, v, 2, 0);
+    expect_bytes("{\"tokens\":[]}");
+    table_free(t);
+}
+END_TEST
+
 START_TEST(table_info_and_list)
 {
     struct table_settings s;
@@ -368,6 +390,7 @@ static Suite *proto_response_suite(void)
     tcase_add_test(tc, lookup_round_trips_every_float);
     tcase_add_test(tc, binary_is_little_endian_float32);
     tcase_add_test(tc, scores_and_neighbors);
+    tcase_add_test(tc, tokens_in_order);
     tcase_add_test(tc, table_info_and_list);
     tcase_add_test(tc, write_answers);
     tcase_add_test(tc, limits_fail_the_buffer);
