@@ -38,6 +38,12 @@ struct handler_ctx {
     const char *body;             /* NUL-terminated; len excludes the NUL */
     size_t len;
     bool binary;                  /* client accepts application/octet-stream */
+    /* The body is application/octet-stream (lookup, gradients, rows only;
+     * proto/binary.h), with these headers: NUL-terminated, NULL when
+     * absent, valid while the request lives. */
+    bool binary_body;
+    const char *shape_header;     /* X-Embedding-Shape */
+    const char *lr_header;        /* X-Embedding-Lr */
 };
 
 /* Initializes a to an empty 200 JSON answer. */
