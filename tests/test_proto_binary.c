@@ -389,15 +389,16 @@ START_TEST(gradients_errors)
 }
 END_TEST
 
-/* The finite check works in blocks: a bad value anywhere in a long body,
- * first in its block or last, is found at its own index. */
+/* The finite check works sixteen floats at a time, then the tail: a bad
+ * value anywhere in a long body (first or last of a block, in the tail) is
+ * found at its own index. */
 START_TEST(gradients_non_finite_anywhere)
 {
     static const struct request_limits wide = {
-        .num_embeddings = 5, .dim = 300, .max_batch = 8, .max_k = 10};
-    size_t n = 4, count = n * 300, len = n * 8 + count * 4;
+        .num_embeddings = 5, .dim = 301, .max_batch = 8, .max_k = 10};
+    size_t n = 4, count = n * 301, len = n * 8 + count * 4; /* 1204: a tail of 4 */
     unsigned char *body = aligned_alloc(16, len);
-    const size_t spots[] = {0, 255, 256, 511, 700, count - 1};
+    const size_t spots[] = {0, 15, 16, 255, 700, count - 5, count - 4, count - 1};
 
     ck_assert_ptr_nonnull(body);
     memset(body, 0, n * 8); /* ids 0 */
@@ -405,13 +406,13 @@ START_TEST(gradients_non_finite_anywhere)
         float *g = (float *)(void *)(body + n * 8);
         char want[64];
         struct gradients_request r;
-        struct binary_headers h = {"4,300", NULL};
+        struct binary_headers h = {"4,301", NULL};
         for (size_t i = 0; i < count; i++)
             g[i] = (float)i * 0.5f;
         g[spots[s]] = INFINITY;
         if (spots[s] + 7 < count)
             g[spots[s] + 7] = NAN; /* a later one does not matter */
-        snprintf(want, sizeof want, "grads[%zu][%zu]: inf", spots[s] / 300, spots[s] % 300);
+        snprintf(want, sizeof want, "grads[%zu][%zu]: inf", spots[s] / 301, spots[s] % 301);
         check_fail(binary_parse_gradients((const char *)body, len, &h, &wide, &r, err, sizeof err),
                    STATUS_INVALID_ARGUMENT, want, "long body");
         request_gradients_deinit(&r);

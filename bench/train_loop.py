@@ -1,0 +1,98 @@
+#!/usr/bin/python3
+"""train_loop.py - the training loop of the issue, in one run: 1024 random ids
+of a 200k x 64 table, SparseAdam, a small loss, backward, step;
+
+  in-process   nn.Embedding(sparse=True) + torch.optim.SparseAdam (the peer)
+  service      RemoteEmbedding through the Python client, binary bodies
+  pipelined    the same with pipeline=True (identical results)
+  service-json the same with JSON bodies (what the loop cost before binary bodies)
+
+Prints steps/s for each (best of ROUNDS rounds of SECONDS each) and the
+ratios to in-process. Target (issue): service >= 1.0x in-process.
+
+  bench/train_loop.py [BUILD_DIR]      SECONDS=3 ROUNDS=3 ROWS=200000 DIM=64 BATCH=1024
+"""
+
+import os
+import sys
+import time
+
+import torch
+
+from benchserver import BenchServer
+from embedding_server import Client, RemoteEmbedding, RemoteOptimizer
+
+ROWS = int(os.environ.get("ROWS", 200000))
+DIM = int(os.environ.get("DIM", 64))
+BATCH = int(os.environ.get("BATCH", 1024))
+SECONDS = float(os.environ.get("SECONDS", 3))
+ROUNDS = int(os.environ.get("ROUNDS", 3))
+LR = 1e-3
+
+
+def loop(emb, opt, gen, seconds, max_steps=None):
+    target = torch.randn(BATCH, generator=gen)
+    steps = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds and (max_steps is None or steps < max_steps):
+        ids = torch.randint(0, ROWS, (BATCH,), generator=gen)
+        out = emb(ids)
+        loss = (out.sum(dim=1) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    if hasattr(opt, "sync"):
+        opt.sync()
+    return steps / (time.perf_counter() - start)
+
+
+def best(make, seconds, rounds, warm_steps=20):
+    emb, opt = make()
+    gen = torch.Generator().manual_seed(1)
+    loop(emb, opt, gen, 10.0, max_steps=warm_steps)
+    return max(loop(emb, opt, gen, seconds) for _ in range(rounds))
+
+
+def main():
+    build = sys.argv[1] if len(sys.argv) > 1 else None
+    torch.set_num_threads(1)
+    server = BenchServer({"name": "t", "init": {"num_embeddings": ROWS, "embedding_dim": DIM,
+                                                "seed": 1},
+                          "optimizer": {"name": "sparse_adam", "lr": LR}}, build)
+    try:
+        client = Client(server.url)
+
+        def in_process():
+            emb = torch.nn.Embedding(ROWS, DIM, sparse=True)
+            return emb, torch.optim.SparseAdam(emb.parameters(), lr=LR)
+
+        def remote(**kw):
+            def make():
+                emb = RemoteEmbedding(client, "t", **kw)
+                return emb, RemoteOptimizer(emb)
+            return make
+
+        print(f"# {BATCH} random ids of a {ROWS} x {DIM} table, SparseAdam lr {LR}; "
+              f"torch {torch.__version__}, 1 thread; best of {ROUNDS} x {SECONDS:g} s; "
+              f"server: this branch (no write-ahead log)", flush=True)
+        figures = {}
+        for name, make, seconds in (("in-process", in_process, SECONDS),
+                                    ("service", remote(), SECONDS),
+                                    ("pipelined", remote(pipeline=True), SECONDS),
+                                    ("in-process", in_process, SECONDS),
+                                    ("service-json", remote(binary=False), SECONDS)):
+            rate = best(make, seconds, ROUNDS if name != "service-json" else 1)
+            figures[name] = max(rate, figures.get(name, 0))
+            print(f"{name:13s} {rate:9.0f} steps/s", flush=True)
+        peer = figures["in-process"]
+        print("# ratios to in-process (best in-process figure of the two rounds):")
+        for name in ("service", "pipelined", "service-json"):
+            print(f"{name:13s} {figures[name] / peer:6.2f}x")
+        client.close()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
