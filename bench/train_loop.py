@@ -3,8 +3,9 @@
 of a 200k x 64 table, SparseAdam, a small loss, backward, step;
 
   in-process   nn.Embedding(sparse=True) + torch.optim.SparseAdam (the peer)
-  service      RemoteEmbedding through the Python client, binary bodies
-  pipelined    the same with pipeline=True (identical results)
+  service      RemoteEmbedding through the Python client, binary bodies, as it
+               comes (pipeline=True: a step's answer is read before the next lookup's)
+  sequential   the same with pipeline=False (each step waits for its answer)
   service-json the same with JSON bodies (what the loop cost before binary bodies)
 
 Prints steps/s for each (best of ROUNDS rounds of SECONDS each) and the
@@ -79,7 +80,7 @@ def main():
         figures = {}
         for name, make, seconds in (("in-process", in_process, SECONDS),
                                     ("service", remote(), SECONDS),
-                                    ("pipelined", remote(pipeline=True), SECONDS),
+                                    ("sequential", remote(pipeline=False), SECONDS),
                                     ("in-process", in_process, SECONDS),
                                     ("service-json", remote(binary=False), SECONDS)):
             rate = best(make, seconds, ROUNDS if name != "service-json" else 1)
@@ -87,7 +88,7 @@ def main():
             print(f"{name:13s} {rate:9.0f} steps/s", flush=True)
         peer = figures["in-process"]
         print("# ratios to in-process (best in-process figure of the two rounds):")
-        for name in ("service", "pipelined", "service-json"):
+        for name in ("service", "sequential", "service-json"):
             print(f"{name:13s} {figures[name] / peer:6.2f}x")
         client.close()
     finally:

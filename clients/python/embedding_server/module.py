@@ -18,7 +18,8 @@ gradient request, which is one optimizer step of the table's optimizer
 padding_idx, scale_grad_by_freq and max_norm are the table's settings and
 behave as in nn.Embedding, because the service applies them.
 
-Pipelining (pipeline=True): step() sends the gradients and returns at once;
+Pipelining (pipeline=True, the default): step() sends the gradients and
+returns at once;
 the answer is read before the next request's (the next forward's lookup)
 on the same connection. The server handles the requests of one connection
 in order, so the next forward reads the rows after the step, exactly as the
@@ -36,16 +37,17 @@ from .client import Client
 
 
 class RemoteEmbedding(torch.nn.Module):
-    """RemoteEmbedding(client, table, *, pipeline=False, binary=True, lr=None).
+    """RemoteEmbedding(client, table, *, pipeline=True, binary=True, lr=None).
 
-    client: a Client or a URL. binary=False sends JSON bodies (the same
+    client: a Client or a URL. pipeline=False waits for each step's answer
+    in step() (same results; slower). binary=False sends JSON bodies (the same
     numbers; slower). lr overrides the table's learning rate in every step
     (step(lr=...) overrides it for one). Attributes as nn.Embedding:
     num_embeddings, embedding_dim, padding_idx, max_norm, norm_type,
     scale_grad_by_freq, sparse (True: the gradient covers only the rows
     looked up)."""
 
-    def __init__(self, client, table, *, pipeline=False, binary=True, lr=None):
+    def __init__(self, client, table, *, pipeline=True, binary=True, lr=None):
         super().__init__()
         self.client = client if isinstance(client, Client) else Client(client)
         self.table = table
@@ -61,7 +63,9 @@ class RemoteEmbedding(torch.nn.Module):
         self.pipeline = pipeline
         self.binary = binary
         self.lr = lr
-        self.last_step = None  # the answer of the last step: {"version", "rows"}
+        # the answer of the last step whose answer was read: {"version", "rows"}
+        # (with pipelining, read at the next forward or sync())
+        self.last_step = None
         self._saved = []  # (ids as int64 ndarray, rows tensor) per forward
         self._inflight = None
 
@@ -202,5 +206,6 @@ class RemoteOptimizer:
             e.zero_grad(set_to_none)
 
     def sync(self):
-        for e in self.embeddings:
-            e.sync()
+        """Waits for every pipelined step; returns the last answers, one per
+        RemoteEmbedding."""
+        return [e.sync() for e in self.embeddings]

@@ -120,6 +120,8 @@ class TrainingMatchesTorch(ServerCase):
     + the torch optimizer, 0 ulp, forwards and final weights."""
 
     def train_both(self, table, *, binary=True, pipeline=False, seed=11, twice=False):
+        """pipeline=False: each step's answer is read in step(); True: the
+        default, read before the next lookup."""
         info = self.client.info(table)
         w0 = self.start_weights(table, seed)
         ref = torch.nn.Embedding(N, D, padding_idx=info["padding_idx"], max_norm=info["max_norm"],
@@ -220,7 +222,7 @@ class BinaryAndJsonAgree(ServerCase):
                     table = name + suffix
                     w0 = torch.randn(N, D, generator=torch.Generator().manual_seed(3))
                     self.client.assign_rows(table, np.arange(N), w0.numpy(), binary=binary)
-                    remote = RemoteEmbedding(self.client, table, binary=binary)
+                    remote = RemoteEmbedding(self.client, table, binary=binary, pipeline=False)
                     outs = []
                     for ids, coef in batches(5, TABLES[name].get("padding_idx")):
                         out = remote(ids)
