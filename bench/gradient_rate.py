@@ -8,7 +8,9 @@ Each client prepares its request bodies once (JSON text as json.dumps of
 requests in flight on its keep-alive connection (pipelining; the server
 answers them in order), so the figures are the server's and the network's,
 not the client's encoding. Every answer is checked (200, a version). Prints
-rows/s per form and optimizer and the binary/JSON ratio. Target (issue):
+rows/s per form and optimizer, the server's CPU time per request (which
+the other work on a shared machine disturbs much less) and the binary/JSON
+ratio. Target (issue):
 >= 5M rows/s with binary bodies (JSON was ~70k rows/s).
 
   bench/gradient_rate.py [BUILD_DIR]     SECONDS=3 WINDOW=4 CLIENTS=2
@@ -73,6 +75,12 @@ def client(url, table, form, seed, start, seconds, results):
     conn.close()
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(url, table, form, seconds):
     results = mp.Queue()
     start = time.time() + 0.5
@@ -88,7 +96,7 @@ def measure(url, table, form, seconds):
         sys.exit(f"gradient_rate: {form} {table}: error answer {errors[0]}")
     requests = sum(g[1] for g in got)
     wall = max(g[2] for g in got)
-    return requests * BATCH / wall
+    return requests * BATCH / wall, requests
 
 
 def main():
@@ -103,9 +111,15 @@ def main():
         try:
             for form in ("binary", "json"):
                 seconds = SECONDS if form == "binary" else max(SECONDS, 5)
-                rate = measure(server.url, "t", form, seconds)
+                cpu0 = cpu_seconds(server.proc.pid)
+                rate, requests = measure(server.url, "t", form, seconds)
+                cpu = cpu_seconds(server.proc.pid) - cpu0
                 figures[(opt["name"], form)] = rate
-                print(f"{opt['name']:12s} {form:7s} {rate:12.0f} rows/s", flush=True)
+                # the server's CPU per request does not depend on what else
+                # the shared machine runs, unlike rows/s
+                print(f"{opt['name']:12s} {form:7s} {rate:12.0f} rows/s   server CPU "
+                      f"{cpu / requests * 1e6:8.0f} us/request, "
+                      f"{requests * BATCH / cpu / 1e6:6.2f}M rows per CPU-second", flush=True)
         finally:
             server.stop()
     for name in ("sgd", "sparse_adam"):

@@ -8,8 +8,9 @@ of a 200k x 64 table, SparseAdam, a small loss, backward, step;
   sequential   the same with pipeline=False (each step waits for its answer)
   service-json the same with JSON bodies (what the loop cost before binary bodies)
 
-Prints steps/s for each (best of ROUNDS rounds of SECONDS each) and the
-ratios to in-process. Target (issue): service >= 1.0x in-process.
+The four loops take turns, ROUNDS rounds of SECONDS each, so that the load of
+a shared machine falls on all of them alike; prints the median and best
+steps/s of each and the ratios of the medians to in-process. Target (issue): service >= 1.0x in-process.
 
   bench/train_loop.py [BUILD_DIR]      SECONDS=3 ROUNDS=3 ROWS=200000 DIM=64 BATCH=1024
 """
@@ -48,11 +49,9 @@ def loop(emb, opt, gen, seconds, max_steps=None):
     return steps / (time.perf_counter() - start)
 
 
-def best(make, seconds, rounds, warm_steps=20):
-    emb, opt = make()
-    gen = torch.Generator().manual_seed(1)
-    loop(emb, opt, gen, 10.0, max_steps=warm_steps)
-    return max(loop(emb, opt, gen, seconds) for _ in range(rounds))
+def warm(setup, steps=20):
+    emb, opt, gen = setup
+    loop(emb, opt, gen, 10.0, max_steps=steps)
 
 
 def main():
@@ -75,21 +74,27 @@ def main():
             return make
 
         print(f"# {BATCH} random ids of a {ROWS} x {DIM} table, SparseAdam lr {LR}; "
-              f"torch {torch.__version__}, 1 thread; best of {ROUNDS} x {SECONDS:g} s; "
-              f"server: this branch (no write-ahead log)", flush=True)
-        figures = {}
-        for name, make, seconds in (("in-process", in_process, SECONDS),
-                                    ("service", remote(), SECONDS),
-                                    ("sequential", remote(pipeline=False), SECONDS),
-                                    ("in-process", in_process, SECONDS),
-                                    ("service-json", remote(binary=False), SECONDS)):
-            rate = best(make, seconds, ROUNDS if name != "service-json" else 1)
-            figures[name] = max(rate, figures.get(name, 0))
-            print(f"{name:13s} {rate:9.0f} steps/s", flush=True)
-        peer = figures["in-process"]
-        print("# ratios to in-process (best in-process figure of the two rounds):")
+              f"torch {torch.__version__}, 1 thread; {ROUNDS} rounds of {SECONDS:g} s, "
+              f"interleaved; server: this branch (no write-ahead log)", flush=True)
+        modes = {"in-process": in_process, "service": remote(),
+                 "sequential": remote(pipeline=False), "service-json": remote(binary=False)}
+        setups = {}
+        for name, make in modes.items():
+            emb, opt = make()
+            setups[name] = (emb, opt, torch.Generator().manual_seed(1))
+            warm(setups[name])
+        rates = {name: [] for name in modes}
+        for _ in range(ROUNDS):
+            for name, (emb, opt, gen) in setups.items():
+                seconds = SECONDS if name != "service-json" else min(SECONDS, 1.0)
+                rates[name].append(loop(emb, opt, gen, seconds))
+        med = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
+        for name, r in rates.items():
+            print(f"{name:13s} median {med[name]:7.0f} steps/s, best {max(r):7.0f}  "
+                  f"(rounds: {' '.join(f'{x:.0f}' for x in r)})", flush=True)
+        print("# ratios to in-process (median of the rounds):")
         for name in ("service", "sequential", "service-json"):
-            print(f"{name:13s} {figures[name] / peer:6.2f}x")
+            print(f"{name:13s} {med[name] / med['in-process']:6.2f}x")
         client.close()
     finally:
         server.stop()
