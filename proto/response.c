@@ -322,6 +322,8 @@ void response_table_info(struct buf *b, const struct table *t, const struct opti
     put_bool(b, table_vocab(t) != NULL);
     put_key(b, "version");
     buf_put_u64(b, table_version(t));
+    put_key(b, "seq");
+    buf_put_u64(b, table_log_seq(t));
     buf_putc(b, '}');
 }
 
@@ -339,20 +341,24 @@ void response_table_list(struct buf *b, const struct table *const *tables,
 
 /* ---- writes ---- */
 
-void response_write_result(struct buf *b, uint64_t version, size_t rows)
+void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq)
 {
     buf_puts(b, "{\"version\":");
     buf_put_u64(b, version);
     buf_puts(b, ",\"rows\":");
     buf_put_u64(b, rows);
+    buf_puts(b, ",\"seq\":");
+    buf_put_u64(b, seq);
     buf_putc(b, '}');
 }
 
-void response_snapshot(struct buf *b, const char *path, uint64_t version)
+void response_snapshot(struct buf *b, const char *path, uint64_t version, uint64_t seq)
 {
     buf_puts(b, "{\"path\":");
     put_safe_string(b, path);
     buf_puts(b, ",\"version\":");
     buf_put_u64(b, version);
+    buf_puts(b, ",\"seq\":");
+    buf_put_u64(b, seq);
     buf_putc(b, '}');
 }

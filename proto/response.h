@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "optim.h"
 #include "similarity.h"
+#include "topk.h"
 #include "status.h"
 #include "table.h"
 #include "vocab.h"
@@ -74,7 +75,7 @@ void response_neighbors(struct buf *b, const struct topk_hit *hits, const size_t
 /* <info> of API.md for t: name, num_embeddings, embedding_dim, dtype,
  * frozen, padding_idx (or null), max_norm (or null), norm_type,
  * scale_grad_by_freq, optimizer (opt's name and hyperparameters, or null
- * when opt is NULL), vocab, version. Doubles are printed with the shortest
+ * when opt is NULL), vocab, version, seq (the last log record applied). Doubles are printed with the shortest
  * text that reads back to the same double; norm_type inf as "inf". */
 void response_table_info(struct buf *b, const struct table *t,
                          const struct optim_config *opt);
@@ -84,10 +85,11 @@ void response_table_info(struct buf *b, const struct table *t,
 void response_table_list(struct buf *b, const struct table *const *tables,
                          const struct optim_config *const *opts, size_t n);
 
-/* {"version":n,"rows":m}: the answer of gradients and rows. */
-void response_write_result(struct buf *b, uint64_t version, size_t rows);
+/* {"version":n,"rows":m,"seq":s}: the answer of gradients and rows; seq is
+ * the write's position in the table's log. */
+void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq);
 
-/* {"path":"<path>","version":n}: the answer of snapshot. */
-void response_snapshot(struct buf *b, const char *path, uint64_t version);
+/* {"path":"<path>","version":n,"seq":s}: the answer of snapshot. */
+void response_snapshot(struct buf *b, const char *path, uint64_t version, uint64_t seq);
 
 #endif

@@ -44,6 +44,14 @@ struct handler_ctx {
     bool binary_body;
     const char *shape_header;     /* X-Embedding-Shape */
     const char *lr_header;        /* X-Embedding-Lr */
+    /* Writes complete later, on the journal's thread: the handler calls
+     * defer(io) before handing the write over (and sets *deferred), and
+     * complete(io) once the answer is written into the answer it was given.
+     * After defer the caller must not touch the answer or the request. */
+    void (*defer)(void *io);
+    void (*complete)(void *io);
+    void *io;
+    bool *deferred;
 };
 
 /* Initializes a to an empty 200 JSON answer. */
@@ -56,7 +64,8 @@ void answer_deinit(struct answer *a);
 void answer_error(struct answer *a, enum status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Runs the endpoint of c->route, filling a. */
+/* Runs the endpoint of c->route, filling a, or (writes) deferring it: see
+ * handler_ctx.defer. */
 void handler_run(const struct handler_ctx *c, struct answer *a);
 
 /* True when the request is worth moving off the libmicrohttpd thread:

@@ -48,7 +48,7 @@
 enum phase {
     PHASE_READING,   /* collecting the body */
     PHASE_ANSWERED,  /* rq->ans holds the answer, not yet queued */
-    PHASE_OFFLOADED, /* a work pool job is computing the answer */
+    PHASE_OFFLOADED, /* a work pool job or the journal is computing the answer */
     PHASE_QUEUED,    /* handed to libmicrohttpd */
 };
 
@@ -67,6 +67,7 @@ struct request {
     const char *shape_header; /* X-Embedding-Shape, in libmicrohttpd's pool */
     const char *lr_header;    /* X-Embedding-Lr, likewise */
     bool has_body;
+    bool on_pool;  /* the handler runs on the work pool (already suspended) */
     char *body;
     size_t body_len, body_cap;
     uint64_t discarded; /* bytes of a refused body dropped */
@@ -376,8 +377,29 @@ static enum MHD_Result queue_answer(struct request *rq)
     return r;
 }
 
-static void handler_ctx_of(struct request *rq, struct handler_ctx *c)
+/* A write handed to the journal: the connection waits, suspended, for the
+ * answer (unless the handler runs on the pool, which suspended it). */
+static void defer_answer(void *io)
 {
+    struct request *rq = io;
+    rq->phase = PHASE_OFFLOADED;
+    if (!rq->on_pool)
+        MHD_suspend_connection(rq->conn);
+}
+
+/* The journal has written the answer; any thread. */
+static void complete_answer(void *io)
+{
+    struct request *rq = io;
+    rq->phase = PHASE_ANSWERED;
+    /* libmicrohttpd takes its own lock here, which orders our writes to
+     * rq before the thread that queues the answer reads them */
+    MHD_resume_connection(rq->conn);
+}
+
+static void handler_ctx_of(struct request *rq, struct handler_ctx *c, bool *deferred)
+{
+    *deferred = false;
     *c = (struct handler_ctx){
         .srv = rq->srv,
         .route = rq->route,
@@ -389,6 +411,10 @@ static void handler_ctx_of(struct request *rq, struct handler_ctx *c)
         .binary_body = rq->binary_body,
         .shape_header = rq->shape_header,
         .lr_header = rq->lr_header,
+        .defer = defer_answer,
+        .complete = complete_answer,
+        .io = rq,
+        .deferred = deferred,
     };
     if (rq->body)
         rq->body[rq->body_len] = '\0';
@@ -399,20 +425,22 @@ static void run_offloaded(struct work_job *job)
 {
     struct request *rq = (struct request *)((char *)job - offsetof(struct request, job));
     struct handler_ctx c;
-    handler_ctx_of(rq, &c);
+    bool deferred;
+    handler_ctx_of(rq, &c, &deferred);
     handler_run(&c, &rq->ans);
-    rq->phase = PHASE_ANSWERED;
-    /* libmicrohttpd takes its own lock here, which orders our writes to
-     * rq before the thread that queues the answer reads them */
-    MHD_resume_connection(rq->conn);
+    if (deferred)
+        return; /* the journal answers; rq may already be gone */
+    complete_answer(rq);
 }
 
 static enum MHD_Result run_handler(struct request *rq)
 {
     struct handler_ctx c;
-    handler_ctx_of(rq, &c);
+    bool deferred;
+    handler_ctx_of(rq, &c, &deferred);
     if (handler_is_heavy(&c)) {
         rq->phase = PHASE_OFFLOADED;
+        rq->on_pool = true;
         rq->job.run = run_offloaded;
         /* suspend before submitting, or a fast job could resume a
          * connection that is not suspended yet */
@@ -425,6 +453,8 @@ static enum MHD_Result run_handler(struct request *rq)
         return MHD_YES;
     }
     handler_run(&c, &rq->ans);
+    if (deferred)
+        return MHD_YES; /* suspended; complete_answer resumes it */
     return queue_answer(rq);
 }
 
@@ -614,7 +644,6 @@ int http_start(struct server *s, char *err, size_t errlen)
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
     if (s->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use, or not an address "

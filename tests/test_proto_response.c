@@ -263,7 +263,7 @@ START_TEST(table_info_and_list)
     expect_bytes("{\"name\":\"words\",\"num_embeddings\":5,\"embedding_dim\":3,"
                  "\"dtype\":\"float32\",\"frozen\":false,\"padding_idx\":null,"
                  "\"max_norm\":null,\"norm_type\":2.0,\"scale_grad_by_freq\":false,"
-                 "\"optimizer\":null,\"vocab\":false,\"version\":0}");
+                 "\"optimizer\":null,\"vocab\":false,\"version\":0,\"seq\":0}");
 
     struct optim_config sgd, adam, adagrad;
     optim_config_defaults(&sgd, OPTIM_SGD);
@@ -274,7 +274,7 @@ START_TEST(table_info_and_list)
                  "\"dtype\":\"float32\",\"frozen\":true,\"padding_idx\":4,"
                  "\"max_norm\":1.5,\"norm_type\":1.0,\"scale_grad_by_freq\":true,"
                  "\"optimizer\":{\"name\":\"sparse_adam\",\"lr\":0.001,\"betas\":[0.9,0.999],"
-                 "\"eps\":1e-08},\"vocab\":true,\"version\":0}");
+                 "\"eps\":1e-08},\"vocab\":true,\"version\":0,\"seq\":0}");
 
     const struct table *tables[] = {plain, rich};
     const struct optim_config *opts[] = {&sgd, &adagrad};
@@ -308,12 +308,12 @@ END_TEST
 
 START_TEST(write_answers)
 {
-    response_write_result(&b, 7, 3);
-    expect_bytes("{\"version\":7,\"rows\":3}");
-    response_write_result(&b, UINT64_MAX, 0);
-    expect_bytes("{\"version\":18446744073709551615,\"rows\":0}");
-    response_snapshot(&b, "/data/words/snapshot-7", 7);
-    expect_bytes("{\"path\":\"/data/words/snapshot-7\",\"version\":7}");
+    response_write_result(&b, 7, 3, 9);
+    expect_bytes("{\"version\":7,\"rows\":3,\"seq\":9}");
+    response_write_result(&b, UINT64_MAX, 0, UINT64_MAX);
+    expect_bytes("{\"version\":18446744073709551615,\"rows\":0,\"seq\":18446744073709551615}");
+    response_snapshot(&b, "/data/words/snapshot-9", 7, 9);
+    expect_bytes("{\"path\":\"/data/words/snapshot-9\",\"version\":7,\"seq\":9}");
 }
 END_TEST
 
