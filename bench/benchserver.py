@@ -21,12 +21,15 @@ class BenchServer:
     def __init__(self, table, build=None, threads=2):
         build = build or os.path.join(ROOT, "build")
         self.bin = os.path.join(build, "embedding-server")
+        self.durability = os.environ.get("DURABILITY")  # sync (the server's default), interval, none
         if not os.access(self.bin, os.X_OK):
             sys.exit(f"no {self.bin}: build first (cmake --build build)")
         self.dir = tempfile.mkdtemp(prefix="es-bench-")
         cfg = {"listen": {"host": "127.0.0.1", "port": 0}, "data_dir": os.path.join(self.dir, "data"),
                "threads": threads, "log_level": "info", "snapshot": {"on_shutdown": False},
                "tables": [table]}
+        if self.durability:
+            cfg["durability"] = self.durability
         path = os.path.join(self.dir, "config.json")
         with open(path, "w") as f:
             json.dump(cfg, f)

@@ -102,8 +102,8 @@ def measure(url, table, form, seconds):
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else None
     print(f"# {BATCH} x {DIM} gradient steps, {CLIENTS} clients, {WINDOW} in flight each, "
-          f"{SECONDS:g} s per figure; {ROWS} x {DIM} table; server: this branch "
-          f"(no write-ahead log)", flush=True)
+          f"{SECONDS:g} s per figure; {ROWS} x {DIM} table; server durability "
+          f"{os.environ.get('DURABILITY') or 'sync (default)'}", flush=True)
     figures = {}
     for opt in ({"name": "sgd", "lr": 0.01}, {"name": "sparse_adam", "lr": 1e-3}):
         server = BenchServer({"name": "t", "init": {"num_embeddings": ROWS, "embedding_dim": DIM,

@@ -75,7 +75,7 @@ def main():
 
         print(f"# {BATCH} random ids of a {ROWS} x {DIM} table, SparseAdam lr {LR}; "
               f"torch {torch.__version__}, 1 thread; {ROUNDS} rounds of {SECONDS:g} s, "
-              f"interleaved; server: this branch (no write-ahead log)", flush=True)
+              f"interleaved; server durability {os.environ.get('DURABILITY') or 'sync (default)'}", flush=True)
         modes = {"in-process": in_process, "service": remote(),
                  "sequential": remote(pipeline=False), "service-json": remote(binary=False)}
         setups = {}
