@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "binary.h"
 #include "error.h"
 #include "explorer.h"
 #include "request.h"
@@ -76,6 +77,60 @@ static struct request_limits limits_of(const struct handler_ctx *c)
         .max_batch = (size_t)cfg->max_batch,
         .max_k = max_k < TOPK_MAX ? max_k : TOPK_MAX,
     };
+}
+
+/* ---- request bodies: binary or JSON ---------------------------------- */
+
+/* The headers that describe a binary body mean nothing to a JSON one: they
+ * are refused rather than ignored, so a client that thinks it set the
+ * learning rate with X-Embedding-Lr is told it did not. */
+static enum status_code binary_headers_only(const struct handler_ctx *c, char *err, size_t n)
+{
+    const char *name = c->lr_header ? BINARY_LR_HEADER : BINARY_SHAPE_HEADER;
+    if (c->binary_body || (c->lr_header == NULL && c->shape_header == NULL))
+        return STATUS_OK;
+    snprintf(err, n, "%s describes binary bodies (Content-Type: %s); a JSON body carries its "
+             "own shape and \"lr\"", name, BINARY_MEDIA_TYPE);
+    return STATUS_INVALID_ARGUMENT;
+}
+
+static enum status_code parse_lookup(const struct handler_ctx *c,
+                                     const struct request_limits *lim,
+                                     struct lookup_request *rq, char *err, size_t n)
+{
+    struct binary_headers h = {c->shape_header, c->lr_header};
+    enum status_code sc = binary_headers_only(c, err, n);
+    if (sc != STATUS_OK)
+        return sc;
+    if (c->binary_body)
+        return binary_parse_lookup(c->body, c->len, &h, lim, rq, err, n);
+    return request_parse_lookup(c->body, c->len, lim, rq, err, n);
+}
+
+static enum status_code parse_gradients(const struct handler_ctx *c,
+                                        const struct request_limits *lim,
+                                        struct gradients_request *rq, char *err, size_t n)
+{
+    struct binary_headers h = {c->shape_header, c->lr_header};
+    enum status_code sc = binary_headers_only(c, err, n);
+    if (sc != STATUS_OK)
+        return sc;
+    if (c->binary_body)
+        return binary_parse_gradients(c->body, c->len, &h, lim, rq, err, n);
+    return request_parse_gradients(c->body, c->len, lim, rq, err, n);
+}
+
+static enum status_code parse_rows(const struct handler_ctx *c,
+                                   const struct request_limits *lim, struct rows_request *rq,
+                                   char *err, size_t n)
+{
+    struct binary_headers h = {c->shape_header, c->lr_header};
+    enum status_code sc = binary_headers_only(c, err, n);
+    if (sc != STATUS_OK)
+        return sc;
+    if (c->binary_body)
+        return binary_parse_rows(c->body, c->len, &h, lim, rq, err, n);
+    return request_parse_rows(c->body, c->len, lim, rq, err, n);
 }
 
 /* Float arrays sized by client input: refuse rather than overflow. */
@@ -213,7 +268,7 @@ static void handle_lookup(const struct handler_ctx *c, struct answer *a)
     struct request_limits lim = limits_of(c);
     struct lookup_request rq = {0};
     char err[STATUS_ERR_MAX];
-    enum status_code sc = request_parse_lookup(c->body, c->len, &lim, &rq, err, sizeof err);
+    enum status_code sc = parse_lookup(c, &lim, &rq, err, sizeof err);
     if (sc == STATUS_OK)
         sc = request_resolve_lookup(c->table, &rq, err, sizeof err);
     if (sc != STATUS_OK) {
@@ -442,7 +497,7 @@ static void handle_gradients(const struct handler_ctx *c, struct answer *a)
     }
     struct gradients_request *rq = &p->rq.grads;
     char err[STATUS_ERR_MAX];
-    enum status_code sc = request_parse_gradients(c->body, c->len, &lim, rq, err, sizeof err);
+    enum status_code sc = parse_gradients(c, &lim, rq, err, sizeof err);
     if (sc == STATUS_OK)
         sc = request_resolve(c->table, &rq->ids, false, "tokens", err, sizeof err);
     size_t bad = 0;
@@ -476,7 +531,7 @@ static void handle_rows(const struct handler_ctx *c, struct answer *a)
     p->is_rows = true;
     struct rows_request *rq = &p->rq.rows;
     char err[STATUS_ERR_MAX];
-    enum status_code sc = request_parse_rows(c->body, c->len, &lim, rq, err, sizeof err);
+    enum status_code sc = parse_rows(c, &lim, rq, err, sizeof err);
     if (sc == STATUS_OK)
         sc = request_resolve(c->table, &rq->ids, false, "tokens", err, sizeof err);
     size_t bad = 0;

@@ -51,6 +51,12 @@ struct handler_ctx {
     bool binary;                  /* client accepts application/octet-stream */
     const char *url;              /* the request's path, without the query */
     struct MHD_Connection *conn;  /* for query arguments and request headers */
+    /* The body is application/octet-stream (lookup, gradients, rows only;
+     * proto/binary.h), with these headers: NUL-terminated, NULL when
+     * absent, valid while the request lives. */
+    bool binary_body;
+    const char *shape_header;     /* X-Embedding-Shape */
+    const char *lr_header;        /* X-Embedding-Lr */
     /* Writes complete later, on the journal's thread: the handler calls
      * defer(io) before handing the write over (and sets *deferred), and
      * complete(io) once the answer is written into the answer it was given.

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "binary.h"
 #include "handlers.h"
 #include "log.h"
 #include "server.h"
@@ -63,6 +64,9 @@ struct request {
     uint64_t start_ns;
     enum phase phase;
     bool binary;
+    bool binary_body;        /* Content-Type: application/octet-stream */
+    const char *shape_header; /* X-Embedding-Shape, in libmicrohttpd's pool */
+    const char *lr_header;    /* X-Embedding-Lr, likewise */
     bool has_body;
     bool on_pool;  /* the handler runs on the work pool (already suspended) */
     char *body;
@@ -181,6 +185,28 @@ static bool is_json_media_type(const char *v)
     return strncasecmp(charset, "utf-8", 5) == 0 || strncasecmp(charset, "utf8", 4) == 0;
 }
 
+/* "application/octet-stream", any case, optionally with parameters. */
+static bool is_binary_media_type(const char *v)
+{
+    static const char bin[] = RESPONSE_BINARY_TYPE;
+    if (v == NULL)
+        return false;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (strncasecmp(v, bin, sizeof bin - 1) != 0)
+        return false;
+    v += sizeof bin - 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    return *v == '\0' || *v == ';';
+}
+
+/* The routes that also take binary bodies (API.md, v2). */
+static bool takes_binary_body(enum route_id id)
+{
+    return id == ROUTE_LOOKUP || id == ROUTE_GRADIENTS || id == ROUTE_ROWS;
+}
+
 static bool accepts_binary(struct MHD_Connection *conn)
 {
     const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
@@ -251,6 +277,23 @@ static bool check_content_type(struct request *rq)
 {
     const char *ct = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
+    bool binary = takes_binary_body(rq->route);
+    if (binary && is_binary_media_type(ct)) {
+        /* an empty binary body is still one (a lookup of no ids) */
+        rq->binary_body = true;
+        rq->shape_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                       BINARY_SHAPE_HEADER);
+        rq->lr_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                    BINARY_LR_HEADER);
+        return true;
+    }
+    if (binary) {
+        /* a JSON body with them is refused by the handler, not ignored */
+        rq->shape_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                       BINARY_SHAPE_HEADER);
+        rq->lr_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                    BINARY_LR_HEADER);
+    }
     if (!rq->has_body || is_json_media_type(ct))
         return true;
     char shown[96];
@@ -258,7 +301,8 @@ static bool check_content_type(struct request *rq)
     /* curl -d sends a form type unless told otherwise: say how to fix it */
     bool form = ct != NULL && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0;
     answer_error(&rq->ans, STATUS_UNSUPPORTED_MEDIA_TYPE,
-                 "request bodies must be Content-Type: application/json, not \"%s\"%s", shown,
+                 "request bodies must be Content-Type: application/json%s, not \"%s\"%s",
+                 binary ? " or " RESPONSE_BINARY_TYPE : "", shown,
                  form ? " (with curl -d, add -H 'Content-Type: application/json')" : "");
     return false;
 }
@@ -369,6 +413,9 @@ static void handler_ctx_of(struct request *rq, struct handler_ctx *c, bool *defe
         .binary = rq->binary,
         .url = rq->url,
         .conn = rq->conn,
+        .binary_body = rq->binary_body,
+        .shape_header = rq->shape_header,
+        .lr_header = rq->lr_header,
         .defer = defer_answer,
         .complete = complete_answer,
         .io = rq,
