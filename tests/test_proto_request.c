@@ -355,9 +355,15 @@ START_TEST(bags_errors)
     lookup_fails("{\"bags\":[[0,1]],\"mode\":\"sum\",\"per_sample_weights\":[3]}",
                  STATUS_INVALID_ARGUMENT,
                  "per_sample_weights[0]: expected an array of numbers, got a number");
-    /* all bags together count against max_batch */
+    /* all bags together count against max_batch, and every bag counts too */
     lookup_fails("{\"bags\":[[0,1,2],[3,4,0],[1,2,3]]}", STATUS_PAYLOAD_TOO_LARGE,
-                 "bags: 9 ids exceed max_batch 8");
+                 "bags: 3 bags and 9 ids count 12 toward max_batch 8");
+    lookup_fails("{\"bags\":[[],[],[],[],[],[],[],[],[]]}", STATUS_PAYLOAD_TOO_LARGE,
+                 "bags: 9 bags and 0 ids count 9 toward max_batch 8 (every bag counts, empty "
+                 "or not)");
+    struct lookup_request ok;
+    lookup_ok("{\"bags\":[[0,1],[2,3],[4]]}", &ok); /* 3 bags + 5 ids: exactly max_batch */
+    request_lookup_deinit(&ok);
 }
 END_TEST
 
