@@ -41,35 +41,34 @@ struct scan {
     struct key_span *spans;
     size_t nspans, spans_cap;
     enum status_code code;
-    char *err;
-    size_t errlen;
+    size_t at;      /* byte offset of the problem */
+    char what[160]; /* what is wrong there, without the offset */
 };
 
-static bool fail(struct scan *sc, enum status_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static bool fail(struct scan *sc, enum status_code code, size_t at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static bool fail(struct scan *sc, enum status_code code, const char *fmt, ...)
+static bool fail(struct scan *sc, enum status_code code, size_t at, const char *fmt, ...)
 {
     if (sc->code != STATUS_OK)
         return false;
     sc->code = code;
-    if (sc->err != NULL && sc->errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(sc->err, sc->errlen, fmt, ap);
-        va_end(ap);
-    }
+    sc->at = at;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sc->what, sizeof sc->what, fmt, ap);
+    va_end(ap);
     return false;
 }
 
 static bool syntax(struct scan *sc, size_t at, const char *what)
 {
-    return fail(sc, STATUS_INVALID_JSON, "invalid JSON at byte %zu: %s", at, what);
+    return fail(sc, STATUS_INVALID_JSON, at, "%s", what);
 }
 
 static bool out_of_memory(struct scan *sc)
 {
-    return fail(sc, STATUS_INTERNAL, "out of memory while reading JSON");
+    return fail(sc, STATUS_INTERNAL, sc->pos, "out of memory while reading JSON");
 }
 
 static void skip_ws(struct scan *sc)
@@ -230,7 +229,7 @@ static bool scan_unicode_escape(struct scan *sc, size_t esc_at, bool decode)
     if (!read_hex4(sc, &cp))
         return false;
     if (cp == 0)
-        return fail(sc, STATUS_INVALID_ARGUMENT,
+        return fail(sc, STATUS_INVALID_ARGUMENT, esc_at,
                     "string holds \\u0000 at byte %zu; NUL characters are not allowed", esc_at);
     if (cp >= 0xDC00 && cp <= 0xDFFF)
         return syntax(sc, esc_at, "\\u escape is a lone low surrogate");
@@ -358,8 +357,7 @@ static bool scan_value(struct scan *sc);
 static bool enter(struct scan *sc)
 {
     if (++sc->depth > sc->max_depth)
-        return fail(sc, STATUS_INVALID_JSON,
-                    "invalid JSON at byte %zu: nested deeper than %zu levels", sc->pos,
+        return fail(sc, STATUS_INVALID_JSON, sc->pos, "nested deeper than %zu levels",
                     sc->max_depth);
     sc->pos++;
     return true;
@@ -390,8 +388,8 @@ static int quote_len(const char *s, size_t n)
 
 static bool duplicate_at(struct scan *sc, const struct key_span *k)
 {
-    return fail(sc, STATUS_INVALID_JSON, "invalid JSON at byte %zu: duplicate key \"%.*s\"",
-                k->at, quote_len(k->ptr, k->len), k->ptr);
+    return fail(sc, STATUS_INVALID_JSON, k->at, "duplicate key \"%.*s\"",
+                quote_len(k->ptr, k->len), k->ptr);
 }
 
 static bool same_key(const struct key_span *a, const struct key_span *b)
@@ -448,7 +446,7 @@ static bool scan_object(struct scan *sc)
     } else {
         for (;;) {
             if (++members > JSON_MAX_KEYS)
-                return fail(sc, STATUS_INVALID_ARGUMENT,
+                return fail(sc, STATUS_INVALID_ARGUMENT, sc->pos,
                             "the object at byte %zu has more than %d keys", sc->pos,
                             JSON_MAX_KEYS);
             if (!scan_member(sc))
@@ -521,16 +519,14 @@ static bool scan_value(struct scan *sc)
     }
 }
 
-enum status_code json_validate(const char *text, size_t len, size_t max_depth,
-                               char *err, size_t errlen)
+enum status_code json_validate_where(const char *text, size_t len, size_t max_depth,
+                                     size_t *at, char *what, size_t whatlen)
 {
     struct scan sc = {
         .s = (const unsigned char *)text, .len = len, .max_depth = max_depth,
-        .code = STATUS_OK, .err = err, .errlen = errlen,
+        .code = STATUS_OK,
     };
 
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
     if (text == NULL)
         sc.len = 0;
     skip_ws(&sc);
@@ -543,7 +539,27 @@ enum status_code json_validate(const char *text, size_t len, size_t max_depth,
     }
     free(sc.keys);
     free(sc.spans);
+    if (at != NULL)
+        *at = sc.code == STATUS_OK ? 0 : sc.at;
+    if (what != NULL && whatlen > 0)
+        snprintf(what, whatlen, "%s", sc.code == STATUS_OK ? "" : sc.what);
     return sc.code;
+}
+
+enum status_code json_validate(const char *text, size_t len, size_t max_depth,
+                               char *err, size_t errlen)
+{
+    char what[160];
+    size_t at;
+    enum status_code code = json_validate_where(text, len, max_depth, &at, what, sizeof what);
+
+    if (err == NULL || errlen == 0)
+        return code;
+    if (code == STATUS_INVALID_JSON)
+        snprintf(err, errlen, "invalid JSON at byte %zu: %s", at, what);
+    else
+        snprintf(err, errlen, "%s", what);
+    return code;
 }
 
 static enum status_code plain_fail(char *err, size_t errlen, const char *msg)

@@ -43,6 +43,12 @@ struct cJSON;
 enum status_code json_validate(const char *text, size_t len, size_t max_depth,
                                char *err, size_t errlen);
 
+/* json_validate with the problem's byte offset in *at and what is wrong
+ * there in what[whatlen] ("expected ',' or '}' in an object"), for callers
+ * that name the place their own way (a config file's line and column). */
+enum status_code json_validate_where(const char *text, size_t len, size_t max_depth,
+                                     size_t *at, char *what, size_t whatlen);
+
 /* Length of the well-formed UTF-8 sequence starting at p[0] (avail >= 1
  * bytes readable): 1-4, or 0 when it is an overlong, a surrogate, past
  * U+10FFFF, a stray continuation byte or truncated (Unicode Table 3-7). */
