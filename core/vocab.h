@@ -34,6 +34,10 @@ const char *vocab_token(const struct vocab *v, int64_t id, size_t *len);
 /* Number of tokens. */
 int64_t vocab_size(const struct vocab *v);
 
+/* Bytes of the longest token (0 when empty): bounds what an answer naming
+ * tokens can take. */
+size_t vocab_max_len(const struct vocab *v);
+
 /* Reads a vocabulary file: one token per line ("\n" or "\r\n"), no blank
  * lines, no duplicates. Errors name the file and line in err. */
 int vocab_load_file(struct vocab **out, const char *path, char *err, size_t errlen);

@@ -13,14 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cost.h"
 #include "error.h"
 #include "request.h"
 #include "similarity.h"
 #include "snapshot.h"
-
-/* Requests above these sizes are moved to the work pool (see http.c). */
-#define HEAVY_BODY_BYTES (1u << 20)       /* ~ms of JSON parsing */
-#define HEAVY_SCAN_FLOATS ((int64_t)1 << 21) /* a scan of ~8 MB of rows */
+#include "vocab.h"
 
 /* Largest buffer reserved up front for a JSON answer; bigger ones grow. */
 #define JSON_RESERVE_MAX ((size_t)16 << 20)
@@ -61,11 +59,15 @@ static struct request_limits limits_of(const struct handler_ctx *c)
 {
     const struct config *cfg = c->srv->cfg;
     size_t max_k = cfg->max_k > 0 ? (size_t)cfg->max_k : 1;
+    const struct vocab *v = table_vocab(c->table);
     return (struct request_limits){
         .num_embeddings = table_num_embeddings(c->table),
         .dim = table_dim(c->table),
         .max_batch = (size_t)cfg->max_batch,
         .max_k = max_k < TOPK_MAX ? max_k : TOPK_MAX,
+        .max_answer_bytes = cfg->max_answer_bytes,
+        .binary = c->binary,
+        .max_token_len = v != NULL ? vocab_max_len(v) : 0,
     };
 }
 
@@ -275,9 +277,17 @@ static void search(const struct handler_ctx *c, struct neighbors_request *rq,
     int rc = hits && counts ? topk_search(c->table, queries, rq->nq, exclude, rq->k, rq->metric,
                                           hits, counts)
                             : CORE_ENOMEM;
-    if (rc == CORE_OK)
+    uint64_t limit = c->srv->cfg->max_answer_bytes;
+    if (rc == CORE_OK) {
+        /* the cost check bounded tokens by their bytes; escapes (control
+         * bytes, U+FFFD for broken UTF-8) can still make them longer */
+        a->body.limit = limit < SIZE_MAX ? (size_t)limit : 0;
         response_neighbors(&a->body, hits, counts, rq->nq, rq->k, table_vocab(c->table));
-    else
+        if (a->body.over_limit)
+            answer_error(a, STATUS_PAYLOAD_TOO_LARGE,
+                         "the answer passed max_answer_bytes %llu (its tokens need escapes); "
+                         "send fewer queries or a smaller k", (unsigned long long)limit);
+    } else
         answer_error(a, status_from_core(rc), "neighbour search failed: %s", core_strerror(rc));
     if (!rq->by_vectors)
         free(queries);
@@ -506,13 +516,36 @@ void handler_run(const struct handler_ctx *c, struct answer *a)
         answer_error(a, STATUS_INTERNAL, "%s", "the answer did not fit in memory");
 }
 
+/* The routes whose cost follows from their body, with the kind cost.h
+ * knows them by. */
+static bool request_kind_of(enum route_id route, enum request_kind *kind)
+{
+    switch (route) {
+    case ROUTE_LOOKUP: *kind = REQUEST_LOOKUP; return true;
+    case ROUTE_SIMILARITY: *kind = REQUEST_SIMILARITY; return true;
+    case ROUTE_NEIGHBORS: *kind = REQUEST_NEIGHBORS; return true;
+    case ROUTE_GRADIENTS: *kind = REQUEST_GRADIENTS; return true;
+    case ROUTE_ROWS: *kind = REQUEST_ROWS; return true;
+    default: return false;
+    }
+}
+
 bool handler_is_heavy(const struct handler_ctx *c)
 {
+    enum request_kind kind;
+    struct request_size size = {.body_bytes = c->len};
+    struct request_cost cost;
+
     if (c->route == ROUTE_SNAPSHOT)
         return true;
-    if (c->len >= HEAVY_BODY_BYTES)
+    if (c->table == NULL || !request_kind_of(c->route, &kind))
+        return false;
+    struct request_limits lim = limits_of(c);
+    size.kind = kind;
+    request_cost(&size, &lim, &cost); /* a big body is heavy before it is read */
+    if (request_cost_heavy(&cost))
         return true;
-    if (c->route == ROUTE_NEIGHBORS && c->table != NULL)
-        return table_num_embeddings(c->table) * table_dim(c->table) >= HEAVY_SCAN_FLOATS;
-    return false;
+    request_prescan(kind, c->body, c->len, &size);
+    request_cost(&size, &lim, &cost);
+    return request_cost_heavy(&cost);
 }
