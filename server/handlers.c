@@ -155,6 +155,39 @@ static int gather(const struct handler_ctx *c, struct lookup_request *rq, float 
     return table_lookup(c->table, rq->in.ids, rq->in.n, out, bad);
 }
 
+struct lookup_fetch {
+    struct table *table;
+    const int64_t *ids;
+    int rc;
+    size_t bad;
+};
+
+static bool fetch_rows(void *ctx, size_t first, size_t n, float *out)
+{
+    struct lookup_fetch *f = ctx;
+    f->rc = table_lookup(f->table, f->ids + first, n, out, &f->bad);
+    f->bad += first;
+    return f->rc == CORE_OK;
+}
+
+/* A JSON lookup of a table without max_norm gathers a chunk of rows at a
+ * time while it writes, so its memory is the answer's text and not the
+ * rows' floats too (rows are read one at a time under their seqlocks
+ * either way). max_norm lookups renormalize the request's rows together,
+ * so they keep the one gather of write_lookup. */
+static void write_lookup_chunked(const struct handler_ctx *c, struct lookup_request *rq,
+                                 struct answer *a)
+{
+    struct lookup_fetch f = {.table = c->table, .ids = rq->in.ids, .rc = CORE_OK};
+    if (response_lookup_rows(&a->body, rq->in.shape, rq->in.ndim, (size_t)table_dim(c->table),
+                             fetch_rows, &f)) {
+        atomic_fetch_add_explicit(&c->entry->rows_served, rq->in.n, memory_order_relaxed);
+    } else if (f.rc != CORE_OK) {
+        answer_error(a, status_from_core(f.rc), "lookup failed at index %zu: %s", f.bad,
+                     core_strerror(f.rc));
+    }
+}
+
 /* Binary answers are gathered straight into the answer buffer: the bytes
  * libmicrohttpd sends are the ones the table copy wrote. */
 static void write_lookup(const struct handler_ctx *c, struct lookup_request *rq,
@@ -214,6 +247,8 @@ static void handle_lookup(const struct handler_ctx *c, struct answer *a)
     } else if (rq.is_bags) {
         size_t shape[1] = {rq.nbags};
         write_lookup(c, &rq, shape, 1, rq.nbags, a);
+    } else if (!c->binary && !table_settings(c->table)->has_max_norm) {
+        write_lookup_chunked(c, &rq, a);
     } else {
         write_lookup(c, &rq, rq.in.shape, rq.in.ndim, rq.in.n, a);
     }

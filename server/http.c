@@ -542,10 +542,30 @@ static bool check_auth(struct request *rq, const struct route *route)
                                                     MHD_HTTP_HEADER_AUTHORIZATION);
     if (auth_allows(&rq->srv->auth, route->access, authz))
         return true;
-    answer_error(&rq->ans, STATUS_UNAUTHORIZED, "%s",
-                 authz ? "the bearer token does not grant this request"
-                       : "this request needs an Authorization: Bearer token");
+    /* the header's value is never echoed: it may be the secret itself */
+    const char *why = "this request needs an Authorization: Bearer token";
+    if (authz != NULL && !auth_is_bearer(authz))
+        why = "the Authorization header must read \"Bearer <token>\"; this one does not start "
+              "with \"Bearer \"";
+    else if (authz != NULL)
+        why = "the bearer token does not grant this request";
+    answer_error(&rq->ans, STATUS_UNAUTHORIZED, "%s", why);
     return false;
+}
+
+/* "words, items, users" (cut short with ", ..." when long) into out. */
+static void table_names(const struct registry *r, char *out, size_t outlen)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->n; i++) {
+        const char *name = r->entries[i].cfg->name;
+        if (used + strlen(name) + 8 > outlen) {
+            snprintf(out + used, outlen - used, ", ...");
+            return;
+        }
+        used += (size_t)snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", name);
+    }
 }
 
 /* An unknown table is told only to a client that passed auth, so table
@@ -554,7 +574,10 @@ static bool check_table(struct request *rq, const char *table)
 {
     rq->entry = registry_find(&rq->srv->tables, table);
     if (rq->entry == NULL) {
-        answer_error(&rq->ans, STATUS_NOT_FOUND, "no table named \"%s\"", table);
+        char names[200];
+        table_names(&rq->srv->tables, names, sizeof names);
+        answer_error(&rq->ans, STATUS_NOT_FOUND, "no table named \"%s\"; the tables are %s",
+                     table, names[0] ? names : "(none)");
         return false;
     }
     rq->table = registry_table(rq->entry);
