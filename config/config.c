@@ -59,7 +59,7 @@ const struct config_option config_options[] = {
     {"snapshot.interval", "SNAPSHOT_INTERVAL", "--snapshot-interval", "SECONDS", OPT_INT,
      OFF(snapshot_interval_s), 0, 31536000,
      "0", "Snapshot tables that took writes this often; 0 = never."},
-    {"snapshot.on_shutdown", "SNAPSHOT_ON_SHUTDOWN", "--snapshot-on-shutdown", "BOOL",
+    {"snapshot.on_shutdown", "SNAPSHOT_ON_SHUTDOWN", "--snapshot-on-shutdown", "true|false",
      OPT_BOOL, OFF(snapshot_on_shutdown), 0, 0,
      "true", "Snapshot tables that took writes on SIGINT/SIGTERM."},
     {"snapshot.keep", "SNAPSHOT_KEEP", "--snapshot-keep", "N", OPT_INT, OFF(snapshot_keep), 1,
@@ -74,6 +74,18 @@ const struct config_option config_options[] = {
      INT64_C(1) << 20, INT64_C(1) << 44,
      "268435456", "A table's log this long since its last snapshot triggers a snapshot, "
      "which lets older log segments go."},
+    {"limits.max_answer_bytes", "MAX_ANSWER_BYTES", "--max-answer-bytes", "BYTES", OPT_U64,
+     OFF(max_answer_bytes), 1024, INT64_C(1) << 40,
+     "268435456", "Largest answer a request may ask for (its bound, counted before any work); "
+     "larger get 413."},
+    {"limits.header_timeout", "HEADER_TIMEOUT", "--header-timeout", "SECONDS", OPT_INT,
+     OFF(header_timeout_s), 1, 86400,
+     "10", "Seconds a connection has to send a request's headers, from its start or the end "
+     "of its previous request, however slowly they trickle; then it is closed."},
+    {"limits.min_body_rate", "MIN_BODY_RATE", "--min-body-rate", "BYTES", OPT_U64,
+     OFF(min_body_rate), 0, INT64_C(1) << 40,
+     "16384", "Bytes per second a body must keep up after a grace of header_timeout seconds, "
+     "else the connection is closed; 0 = no minimum."},
 };
 const size_t config_noptions = sizeof config_options / sizeof config_options[0];
 
@@ -195,19 +207,12 @@ static int set_int(struct config *c, const struct config_option *o, int64_t v,
     return CORE_OK;
 }
 
+/* Exactly the words --help shows ("true|false"), as the JSON file takes. */
 static bool parse_bool_text(const char *s, bool *out)
 {
-    static const char *const yes[] = {"true", "1", "yes", "on"};
-    static const char *const no[] = {"false", "0", "no", "off"};
-    for (size_t i = 0; i < 4; i++) {
-        if (strcmp(s, yes[i]) == 0) {
-            *out = true;
-            return true;
-        }
-        if (strcmp(s, no[i]) == 0) {
-            *out = false;
-            return true;
-        }
+    if (strcmp(s, "true") == 0 || strcmp(s, "false") == 0) {
+        *out = s[0] == 't';
+        return true;
     }
     return false;
 }
@@ -632,13 +637,33 @@ int config_load(struct config *c, int argc, char *const *argv,
 
 /* Three lines per option so the text fits 80 columns: how to pass it, what
  * it does, where else it can come from. */
+/* Prints text at an indent of 6, wrapped at spaces to fit 80 columns. */
+static void help_wrapped(FILE *f, const char *text)
+{
+    const size_t width = 80 - 6;
+    while (*text != '\0') {
+        size_t n = strlen(text), cut = n;
+        if (n > width) {
+            cut = width;
+            while (cut > 0 && text[cut] != ' ')
+                cut--;
+            if (cut == 0)
+                cut = width;
+        }
+        fprintf(f, "      %.*s\n", (int)cut, text);
+        text += cut;
+        while (*text == ' ')
+            text++;
+    }
+}
+
 static void help_option(FILE *f, const struct config_option *o)
 {
     if (o->flag)
         fprintf(f, "  %s %s\n", o->flag, o->arg);
     else
         fprintf(f, "  (no flag: keep secrets off the command line)\n");
-    fprintf(f, "      %s\n", o->help);
+    help_wrapped(f, o->help);
     fprintf(f, "      key %s, env " ENV_PREFIX "%s, default %s\n", o->key, o->env,
             o->def ? o->def : "unset");
 }

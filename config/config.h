@@ -84,6 +84,9 @@ struct config {
     int conn_timeout_s;         /* limits.connection_timeout, default 30 */
     int max_connections;        /* limits.max_connections, default 1024 */
     int max_connections_per_ip; /* limits.max_connections_per_ip, default 64 */
+    uint64_t max_answer_bytes;  /* limits.max_answer_bytes, default 256 MiB */
+    int header_timeout_s;       /* limits.header_timeout, default 10 */
+    uint64_t min_body_rate;     /* limits.min_body_rate, bytes/s, default 16384; 0 = none */
     int threads;                /* worker threads, default 2 */
     enum config_log_level log_level; /* default info */
     char *read_token;           /* auth.read_token, or NULL: reads open */

@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
+#include "json.h"
 
 #define MAX_FILE_BYTES (16u << 20) /* a config is small; this catches a wrong file */
 #define WHERE_MAX 320
@@ -625,13 +627,23 @@ static int syntax_error(const char *text, size_t len, const char *at, const stru
     return FAIL(x, "%s:%d:%d: %s", x->source, line, col, what);
 }
 
-static const char *first_non_space(const char *s, const char *end)
+/* The request validator of proto/json.h, so a broken file is told what
+ * was expected where, as a broken request body is ("cfg.json:3:1:
+ * invalid JSON: expected a string key"). Duplicate keys are left to
+ * check_duplicates, which names the key's path. */
+static bool text_is_json(const char *text, size_t len, const struct jctx *x)
 {
-    for (; s < end; s++) {
-        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
-            return s;
-    }
-    return NULL;
+    char what[160];
+    size_t at = 0;
+    enum status_code code = json_validate_where(text, len, JSON_MAX_DEPTH, &at, what,
+                                                sizeof what);
+    if (code == STATUS_OK ||
+        (code == STATUS_INVALID_JSON && strncmp(what, "duplicate key", 13) == 0))
+        return true;
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s%s", code == STATUS_INVALID_JSON ? "invalid JSON: " : "", what);
+    syntax_error(text, len, text + at, x, msg);
+    return false;
 }
 
 int config_parse_json(struct config *c, const char *text, size_t len,
@@ -643,15 +655,14 @@ int config_parse_json(struct config *c, const char *text, size_t len,
     const char *nul = memchr(text, '\0', len);
     if (nul)
         return syntax_error(text, len, nul, &x, "NUL byte in the file");
+    if (!text_is_json(text, len, &x))
+        return CORE_EINVAL;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    if (!root)
-        return syntax_error(text, len, end ? end : cJSON_GetErrorPtr(), &x, "invalid JSON");
+    if (!root) /* the validator passed it: only memory can fail */
+        return core_fail(err, errlen, CORE_ENOMEM, "%s: out of memory", x.source);
     int rc;
-    const char *extra = first_non_space(end, text + len);
-    if (extra)
-        rc = syntax_error(text, len, extra, &x, "unexpected text after the JSON value");
-    else if (!cJSON_IsObject(root))
+    if (!cJSON_IsObject(root))
         rc = FAIL(&x, "%s: the top level must be a JSON object", x.source);
     else
         rc = parse_object(c, root, "", &x);
@@ -661,6 +672,13 @@ int config_parse_json(struct config *c, const char *text, size_t len,
 
 static char *read_whole(const char *path, size_t *len, char *err, size_t errlen, int *rc)
 {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        *rc = core_fail(err, errlen, CORE_EINVAL,
+                        "%s: is a directory; --config takes the JSON file itself "
+                        "(such as %s/config.json)", path, path);
+        return NULL;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         *rc = core_fail(err, errlen, CORE_EIO, "%s: cannot open: %s", path, strerror(errno));

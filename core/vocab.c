@@ -26,6 +26,7 @@ struct vocab {
     uint64_t *slots; /* 0 = empty, else (hash high 32 bits << 32) | (id + 1) */
     size_t nslots;   /* power of two */
     uint32_t *sorted; /* ids in token order, count of them; NULL when not built */
+    size_t max_len;  /* longest token */
 };
 
 /* Ids live in 32 bits of a slot; tables are capped at 2^31-1 rows anyway. */
@@ -208,6 +209,8 @@ int vocab_add(struct vocab *v, const char *tok, size_t len, int64_t *id)
     memcpy(v->arena + v->arena_len, tok, len);
     v->entries[new_id] = (struct entry){.off = v->arena_len, .len = (uint32_t)len};
     v->arena_len += len;
+    if (len > v->max_len)
+        v->max_len = len;
     v->slots[slot] = (h >> 32) << 32 | (uint64_t)(new_id + 1);
     if (id != NULL)
         *id = new_id;
@@ -334,6 +337,11 @@ int64_t vocab_sorted_id(const struct vocab *v, int64_t pos)
 }
 
 /* ---- files ------------------------------------------------------------- */
+
+size_t vocab_max_len(const struct vocab *v)
+{
+    return v->max_len;
+}
 
 static char *read_whole_file(const char *path, size_t *len, char *err, size_t errlen, int *rc)
 {

@@ -56,6 +56,9 @@ int vocab_prefix_range(const struct vocab *v, const char *prefix, size_t len, in
 /* The id at position pos of the sorted index, or -1 when pos is outside
  * [0, vocab_size) or the index is not built. */
 int64_t vocab_sorted_id(const struct vocab *v, int64_t pos);
+/* Bytes of the longest token (0 when empty): bounds what an answer naming
+ * tokens can take. */
+size_t vocab_max_len(const struct vocab *v);
 
 /* Reads a vocabulary file: one token per line ("\n" or "\r\n"), no blank
  * lines, no duplicates. Errors name the file and line in err. */

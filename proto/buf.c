@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "f32fmt.h"
+#include "json.h"
 
 #define BUF_MIN_CAP 256
 
@@ -21,6 +22,7 @@ void buf_init(struct buf *b, size_t limit)
     b->cap = 0;
     b->limit = limit;
     b->failed = false;
+    b->over_limit = false;
 }
 
 void buf_deinit(struct buf *b)
@@ -61,8 +63,10 @@ bool buf_reserve(struct buf *b, size_t n)
     if (b->failed)
         return false;
     size_t limit = effective_limit(b);
-    if (n > limit - b->len)
+    if (n > limit - b->len) {
+        b->over_limit = true;
         return fail(b);
+    }
     size_t need = b->len + n;
     if (need <= b->cap)
         return true;
@@ -214,14 +218,26 @@ void buf_put_json_string(struct buf *b, const char *s, size_t n)
         return;
     }
     size_t run = 0; /* start of the bytes not yet written */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         char tmp[7];
-        const char *esc = json_escape((unsigned char)s[i], tmp);
-        if (esc == NULL)
-            continue;
-        buf_append(b, s + run, i - run);
-        buf_puts(b, esc);
-        run = i + 1;
+        unsigned char c = (unsigned char)s[i];
+        const char *esc;
+        size_t used = 1;
+        if (c >= 0x80) {
+            /* a byte that starts no valid UTF-8 sequence (a token cut by a
+             * byte limit) becomes U+FFFD, so the answer is valid JSON */
+            used = json_utf8_len((const unsigned char *)s + i, n - i);
+            esc = used == 0 ? "\\ufffd" : NULL;
+            used += used == 0;
+        } else {
+            esc = json_escape(c, tmp);
+        }
+        if (esc != NULL) {
+            buf_append(b, s + run, i - run);
+            buf_puts(b, esc);
+            run = i + used;
+        }
+        i += used;
     }
     buf_append(b, s + run, n - run);
     buf_putc(b, '"');

@@ -18,6 +18,7 @@ struct buf {
     size_t cap;
     size_t limit;  /* max bytes; 0 means SIZE_MAX */
     bool failed;   /* allocation failed or limit reached */
+    bool over_limit; /* failed because the limit was reached */
 };
 
 void buf_init(struct buf *b, size_t limit);
@@ -36,7 +37,9 @@ void buf_put_f32(struct buf *b, float f);
 /* n floats as a JSON array "[a,b,...]". */
 void buf_put_f32_array(struct buf *b, const float *v, size_t n);
 /* A JSON string literal with quotes, escaping '"', '\\' and control bytes;
- * the bytes are copied as they are otherwise (callers pass valid UTF-8). */
+ * valid UTF-8 is copied as it is, and every byte that is not part of a
+ * well-formed sequence becomes \ufffd (U+FFFD), so the text is valid JSON
+ * whatever the bytes (tokens of a file may be cut inside a character). */
 void buf_put_json_string(struct buf *b, const char *s, size_t n);
 /* Takes ownership of the bytes (malloc'd, caller frees with free()) and
  * resets b to empty. Returns NULL when b->failed or b is empty with no

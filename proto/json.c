@@ -41,35 +41,34 @@ struct scan {
     struct key_span *spans;
     size_t nspans, spans_cap;
     enum status_code code;
-    char *err;
-    size_t errlen;
+    size_t at;      /* byte offset of the problem */
+    char what[160]; /* what is wrong there, without the offset */
 };
 
-static bool fail(struct scan *sc, enum status_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static bool fail(struct scan *sc, enum status_code code, size_t at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static bool fail(struct scan *sc, enum status_code code, const char *fmt, ...)
+static bool fail(struct scan *sc, enum status_code code, size_t at, const char *fmt, ...)
 {
     if (sc->code != STATUS_OK)
         return false;
     sc->code = code;
-    if (sc->err != NULL && sc->errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(sc->err, sc->errlen, fmt, ap);
-        va_end(ap);
-    }
+    sc->at = at;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sc->what, sizeof sc->what, fmt, ap);
+    va_end(ap);
     return false;
 }
 
 static bool syntax(struct scan *sc, size_t at, const char *what)
 {
-    return fail(sc, STATUS_INVALID_JSON, "invalid JSON at byte %zu: %s", at, what);
+    return fail(sc, STATUS_INVALID_JSON, at, "%s", what);
 }
 
 static bool out_of_memory(struct scan *sc)
 {
-    return fail(sc, STATUS_INTERNAL, "out of memory while reading JSON");
+    return fail(sc, STATUS_INTERNAL, sc->pos, "out of memory while reading JSON");
 }
 
 static void skip_ws(struct scan *sc)
@@ -230,7 +229,7 @@ static bool scan_unicode_escape(struct scan *sc, size_t esc_at, bool decode)
     if (!read_hex4(sc, &cp))
         return false;
     if (cp == 0)
-        return fail(sc, STATUS_INVALID_ARGUMENT,
+        return fail(sc, STATUS_INVALID_ARGUMENT, esc_at,
                     "string holds \\u0000 at byte %zu; NUL characters are not allowed", esc_at);
     if (cp >= 0xDC00 && cp <= 0xDFFF)
         return syntax(sc, esc_at, "\\u escape is a lone low surrogate");
@@ -358,8 +357,7 @@ static bool scan_value(struct scan *sc);
 static bool enter(struct scan *sc)
 {
     if (++sc->depth > sc->max_depth)
-        return fail(sc, STATUS_INVALID_JSON,
-                    "invalid JSON at byte %zu: nested deeper than %zu levels", sc->pos,
+        return fail(sc, STATUS_INVALID_JSON, sc->pos, "nested deeper than %zu levels",
                     sc->max_depth);
     sc->pos++;
     return true;
@@ -390,8 +388,8 @@ static int quote_len(const char *s, size_t n)
 
 static bool duplicate_at(struct scan *sc, const struct key_span *k)
 {
-    return fail(sc, STATUS_INVALID_JSON, "invalid JSON at byte %zu: duplicate key \"%.*s\"",
-                k->at, quote_len(k->ptr, k->len), k->ptr);
+    return fail(sc, STATUS_INVALID_JSON, k->at, "duplicate key \"%.*s\"",
+                quote_len(k->ptr, k->len), k->ptr);
 }
 
 static bool same_key(const struct key_span *a, const struct key_span *b)
@@ -438,7 +436,7 @@ static bool scan_member(struct scan *sc)
 
 static bool scan_object(struct scan *sc)
 {
-    size_t first = sc->nspans, keys_mark = sc->keys_len;
+    size_t first = sc->nspans, keys_mark = sc->keys_len, members = 0;
 
     if (!enter(sc))
         return false;
@@ -447,6 +445,10 @@ static bool scan_object(struct scan *sc)
         sc->pos++;
     } else {
         for (;;) {
+            if (++members > JSON_MAX_KEYS)
+                return fail(sc, STATUS_INVALID_ARGUMENT, sc->pos,
+                            "the object at byte %zu has more than %d keys", sc->pos,
+                            JSON_MAX_KEYS);
             if (!scan_member(sc))
                 return false;
             skip_ws(sc);
@@ -517,16 +519,14 @@ static bool scan_value(struct scan *sc)
     }
 }
 
-enum status_code json_validate(const char *text, size_t len, size_t max_depth,
-                               char *err, size_t errlen)
+enum status_code json_validate_where(const char *text, size_t len, size_t max_depth,
+                                     size_t *at, char *what, size_t whatlen)
 {
     struct scan sc = {
         .s = (const unsigned char *)text, .len = len, .max_depth = max_depth,
-        .code = STATUS_OK, .err = err, .errlen = errlen,
+        .code = STATUS_OK,
     };
 
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
     if (text == NULL)
         sc.len = 0;
     skip_ws(&sc);
@@ -539,7 +539,27 @@ enum status_code json_validate(const char *text, size_t len, size_t max_depth,
     }
     free(sc.keys);
     free(sc.spans);
+    if (at != NULL)
+        *at = sc.code == STATUS_OK ? 0 : sc.at;
+    if (what != NULL && whatlen > 0)
+        snprintf(what, whatlen, "%s", sc.code == STATUS_OK ? "" : sc.what);
     return sc.code;
+}
+
+enum status_code json_validate(const char *text, size_t len, size_t max_depth,
+                               char *err, size_t errlen)
+{
+    char what[160];
+    size_t at;
+    enum status_code code = json_validate_where(text, len, max_depth, &at, what, sizeof what);
+
+    if (err == NULL || errlen == 0)
+        return code;
+    if (code == STATUS_INVALID_JSON)
+        snprintf(err, errlen, "invalid JSON at byte %zu: %s", at, what);
+    else
+        snprintf(err, errlen, "%s", what);
+    return code;
 }
 
 static enum status_code plain_fail(char *err, size_t errlen, const char *msg)
@@ -570,4 +590,269 @@ enum status_code json_parse(const char *text, size_t len, struct cJSON **out,
     if (*out == NULL) /* the validator accepted it: only memory can fail */
         return plain_fail(err, errlen, "out of memory building the JSON tree");
     return STATUS_OK;
+}
+
+/* ---- reading validated text in place ---- */
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end && is_space(*p))
+        p++;
+    return p;
+}
+
+/* The byte after the string starting at p ('"'), or end. */
+static const char *string_end(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return end;
+}
+
+/* The byte after the value starting at p, or end; containers are skipped
+ * by counting brackets outside strings, which is exact on valid JSON. */
+static const char *value_end(const char *p, const char *end)
+{
+    if (p >= end)
+        return end;
+    if (*p == '"')
+        return string_end(p, end);
+    if (*p == '[' || *p == '{') {
+        size_t depth = 0;
+        while (p < end) {
+            char c = *p;
+            if (c == '"') {
+                p = string_end(p, end);
+                continue;
+            }
+            if (c == '[' || c == '{')
+                depth++;
+            else if ((c == ']' || c == '}') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return end;
+    }
+    while (p < end && *p != ',' && *p != ']' && *p != '}' && *p != ':' && !is_space(*p))
+        p++;
+    return p;
+}
+
+bool json_root(const char *text, size_t len, struct json_value *out)
+{
+    const char *end = text + len, *p = skip_space(text, end);
+    if (text == NULL || p >= end)
+        return false;
+    out->p = p;
+    out->len = (size_t)(value_end(p, end) - p);
+    return true;
+}
+
+enum json_type json_type_of(struct json_value v)
+{
+    switch (v.len ? v.p[0] : 'n') {
+    case '[':
+        return JSON_ARRAY;
+    case '{':
+        return JSON_OBJECT;
+    case '"':
+        return JSON_STRING;
+    case 't':
+        return JSON_TRUE;
+    case 'f':
+        return JSON_FALSE;
+    case 'n':
+        return JSON_NULL;
+    default:
+        return JSON_NUMBER;
+    }
+}
+
+const char *json_type_name(enum json_type t)
+{
+    static const char *const names[] = {
+        [JSON_NULL] = "null",       [JSON_FALSE] = "false",     [JSON_TRUE] = "true",
+        [JSON_NUMBER] = "a number", [JSON_STRING] = "a string", [JSON_ARRAY] = "an array",
+        [JSON_OBJECT] = "an object",
+    };
+    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "null";
+}
+
+bool json_iter_begin(struct json_iter *it, struct json_value v)
+{
+    enum json_type t = json_type_of(v);
+    if (t != JSON_ARRAY && t != JSON_OBJECT)
+        return false;
+    it->p = v.p + 1;
+    it->end = v.p + v.len;
+    return true;
+}
+
+/* The value at it->p, moving past it and the comma after it. */
+static bool next_value(struct json_iter *it, struct json_value *out)
+{
+    const char *p = skip_space(it->p, it->end), *e;
+    if (p >= it->end || *p == ']' || *p == '}') {
+        it->p = it->end;
+        return false;
+    }
+    e = value_end(p, it->end);
+    if (e == p) { /* not a value start: only on invalid text */
+        it->p = it->end;
+        return false;
+    }
+    out->p = p;
+    out->len = (size_t)(e - p);
+    p = skip_space(e, it->end);
+    if (p < it->end && (*p == ',' || *p == ':'))
+        p++;
+    it->p = p;
+    return true;
+}
+
+bool json_array_next(struct json_iter *it, struct json_value *elem)
+{
+    return next_value(it, elem);
+}
+
+bool json_object_next(struct json_iter *it, struct json_value *key, struct json_value *val)
+{
+    return next_value(it, key) && next_value(it, val);
+}
+
+size_t json_array_count(struct json_value v)
+{
+    struct json_iter it;
+    struct json_value e;
+    size_t n = 0;
+    if (json_type_of(v) != JSON_ARRAY || !json_iter_begin(&it, v))
+        return 0;
+    while (json_array_next(&it, &e))
+        n++;
+    return n;
+}
+
+double json_number(struct json_value v)
+{
+    char text[NUMBER_MAX_CHARS + 1];
+    size_t n = v.len < NUMBER_MAX_CHARS ? v.len : NUMBER_MAX_CHARS;
+    memcpy(text, v.p, n);
+    text[n] = '\0';
+    return strtod(text, NULL);
+}
+
+static unsigned hex4(const char *p)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hex_value((unsigned char)p[i]);
+        v = v * 16 + (unsigned)(h < 0 ? 0 : h);
+    }
+    return v;
+}
+
+static size_t utf8_encode(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* One escape at p[0] == '\\' (end bounds it): its bytes go to out, the
+ * escape's length to *used. */
+static size_t decode_escape(const char *p, const char *end, char *out, size_t *used)
+{
+    static const char simple_in[] = "\"\\/bfnrt";
+    static const char simple_out[] = "\"\\/\b\f\n\r\t";
+    const char *hit;
+
+    if (end - p < 2) {
+        *used = (size_t)(end - p);
+        return 0;
+    }
+    if (p[1] != 'u') {
+        hit = p[1] ? strchr(simple_in, p[1]) : NULL;
+        *used = 2;
+        if (hit == NULL)
+            return 0;
+        out[0] = simple_out[hit - simple_in];
+        return 1;
+    }
+    if (end - p < 6) {
+        *used = (size_t)(end - p);
+        return 0;
+    }
+    uint32_t cp = hex4(p + 2);
+    *used = 6;
+    if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 12 && p[6] == '\\' && p[7] == 'u') {
+        uint32_t lo = hex4(p + 8);
+        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            *used = 12;
+        }
+    }
+    return utf8_encode(cp, out);
+}
+
+size_t json_string_decode(struct json_value v, char *out)
+{
+    const char *p = v.p + 1, *end = v.p + v.len;
+    size_t n = 0;
+
+    if (v.len >= 2 && end[-1] == '"')
+        end--;
+    while (p < end) {
+        const char *bs = memchr(p, '\\', (size_t)(end - p));
+        size_t run = (size_t)((bs ? bs : end) - p), used;
+        memcpy(out + n, p, run);
+        n += run;
+        p += run;
+        if (bs == NULL)
+            break;
+        n += decode_escape(p, end, out + n, &used);
+        p += used;
+    }
+    return n;
+}
+
+bool json_string_is(struct json_value v, const char *lit)
+{
+    size_t want = strlen(lit);
+    char small[256];
+
+    if (json_type_of(v) != JSON_STRING || v.len < 2)
+        return false;
+    if (memchr(v.p, '\\', v.len) == NULL)
+        return v.len - 2 == want && memcmp(v.p + 1, lit, want) == 0;
+    /* each decoded byte takes at most 6 bytes of text ("\u0061") */
+    if ((v.len - 2) / 6 > want || v.len > sizeof small)
+        return false;
+    size_t n = json_string_decode(v, small);
+    return n == want && memcmp(small, lit, want) == 0;
 }

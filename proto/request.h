@@ -29,12 +29,16 @@
 /* Most dimensions of an ids/tokens input; deeper inputs are invalid_argument. */
 #define REQUEST_MAX_DIMS 32
 
-/* What a parser checks against: the table's shape and the configured limits. */
+/* What a parser checks against: the table's shape and the configured
+ * limits, and what the answer will be made of (cost.h bounds its size). */
 struct request_limits {
     int64_t num_embeddings; /* ids must be in [0, N) */
     int64_t dim;            /* D: width of grads and vectors */
-    size_t max_batch;       /* most ids per request (pairs count twice) */
+    size_t max_batch;       /* most ids per request (pairs count twice, bags once each) */
     size_t max_k;           /* largest k for neighbors (keep <= TOPK_MAX) */
+    uint64_t max_answer_bytes; /* bound on an answer's length; 0 = none */
+    bool binary;            /* the answer of a lookup is raw float32 */
+    size_t max_token_len;   /* the table's longest token in bytes; 0 = no vocabulary */
 };
 
 /* Ids or tokens as the client sent them, flattened in row-major order, with

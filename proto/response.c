@@ -15,6 +15,8 @@
 #define BYTES_PER_FLOAT 12
 /* Never reserve more than this up front; past it the buffer grows. */
 #define RESERVE_MAX ((size_t)64 << 20)
+/* Floats fetched at a time by response_lookup_rows (256 KB). */
+#define LOOKUP_CHUNK_FLOATS ((size_t)64 << 10)
 
 size_t response_format_double(double d, char *out)
 {
@@ -115,37 +117,103 @@ static void put_shape(struct buf *b, const size_t *shape, size_t ndim, size_t di
     buf_putc(b, ']');
 }
 
-/* One level of the nested answer; *row advances over the rows written. */
-static void put_level(struct buf *b, const size_t *shape, size_t ndim, size_t dim,
-                      const float **row)
+/* Where the rows of a lookup answer come from: one array, or chunks that
+ * fetch() fills on demand into chunk (chunk_rows rows at a time). */
+struct row_cursor {
+    size_t dim;
+    const float *rows;  /* the next row */
+    size_t avail;       /* rows left at rows */
+    size_t next;        /* index of the first row not fetched yet */
+    size_t total;
+    float *chunk;
+    size_t chunk_rows;
+    response_rows_fn fetch;
+    void *ctx;
+    bool failed;
+};
+
+static const float *next_row(struct row_cursor *c)
+{
+    if (c->avail == 0) {
+        size_t n = c->total - c->next < c->chunk_rows ? c->total - c->next : c->chunk_rows;
+        if (c->failed || c->fetch == NULL || n == 0 || !c->fetch(c->ctx, c->next, n, c->chunk)) {
+            c->failed = true;
+            return NULL;
+        }
+        c->rows = c->chunk;
+        c->avail = n;
+        c->next += n;
+    }
+    const float *row = c->rows;
+    c->rows += c->dim;
+    c->avail--;
+    return row;
+}
+
+/* One level of the nested answer. */
+static void put_level(struct buf *b, const size_t *shape, size_t ndim, struct row_cursor *cur)
 {
     if (ndim == 0) {
-        buf_put_f32_array(b, *row, dim);
-        *row += dim;
+        const float *row = next_row(cur);
+        if (row != NULL)
+            buf_put_f32_array(b, row, cur->dim);
         return;
     }
     buf_putc(b, '[');
-    for (size_t i = 0; i < shape[0]; i++) {
+    for (size_t i = 0; i < shape[0] && !cur->failed; i++) {
         if (i > 0)
             buf_putc(b, ',');
-        put_level(b, shape + 1, ndim - 1, dim, row);
+        put_level(b, shape + 1, ndim - 1, cur);
     }
     buf_putc(b, ']');
+}
+
+static void put_lookup(struct buf *b, const size_t *shape, size_t ndim, struct row_cursor *cur)
+{
+    buf_puts(b, "{\"shape\":");
+    put_shape(b, shape, ndim, cur->dim);
+    buf_puts(b, ",\"embeddings\":");
+    put_level(b, shape, ndim, cur);
+    buf_putc(b, '}');
+    if (cur->failed)
+        b->failed = true;
+}
+
+static size_t count_rows(const size_t *shape, size_t ndim)
+{
+    size_t n = 1;
+    for (size_t d = 0; d < ndim; d++)
+        n *= shape[d];
+    return n;
 }
 
 void response_lookup(struct buf *b, const size_t *shape, size_t ndim, size_t dim,
                      const float *rows)
 {
-    size_t n = 1;
+    size_t n = count_rows(shape, ndim);
+    struct row_cursor cur = {.dim = dim, .rows = rows, .avail = n, .total = n};
 
-    for (size_t d = 0; d < ndim; d++)
-        n *= shape[d];
     reserve_about(b, 64 + n * dim * BYTES_PER_FLOAT);
-    buf_puts(b, "{\"shape\":");
-    put_shape(b, shape, ndim, dim);
-    buf_puts(b, ",\"embeddings\":");
-    put_level(b, shape, ndim, dim, &rows);
-    buf_putc(b, '}');
+    put_lookup(b, shape, ndim, &cur);
+}
+
+bool response_lookup_rows(struct buf *b, const size_t *shape, size_t ndim, size_t dim,
+                          response_rows_fn fetch, void *ctx)
+{
+    size_t n = count_rows(shape, ndim);
+    size_t chunk_rows = dim > 0 && dim < LOOKUP_CHUNK_FLOATS ? LOOKUP_CHUNK_FLOATS / dim : 1;
+    struct row_cursor cur = {.dim = dim, .total = n, .chunk_rows = chunk_rows, .fetch = fetch,
+                             .ctx = ctx};
+
+    cur.chunk = malloc((chunk_rows * dim + 1) * sizeof(float));
+    if (cur.chunk == NULL) {
+        b->failed = true;
+        return false;
+    }
+    reserve_about(b, 64 + n * dim * BYTES_PER_FLOAT);
+    put_lookup(b, shape, ndim, &cur);
+    free(cur.chunk);
+    return !cur.failed;
 }
 
 void response_binary(struct buf *b, const float *v, size_t n)

@@ -53,6 +53,17 @@ void response_status(struct buf *b, const char *status);
 void response_lookup(struct buf *b, const size_t *shape, size_t ndim, size_t dim,
                      const float *rows);
 
+/* Fills out with rows [first, first + n) of a lookup answer (n * dim
+ * floats); false stops the answer. */
+typedef bool (*response_rows_fn)(void *ctx, size_t first, size_t n, float *out);
+
+/* response_lookup with the rows fetched a chunk at a time (about 256 KB)
+ * instead of from one array, so an answer costs its text and not its
+ * floats too. False when fetch refused or memory ran out (b->failed is
+ * then set). */
+bool response_lookup_rows(struct buf *b, const size_t *shape, size_t ndim, size_t dim,
+                          response_rows_fn fetch, void *ctx);
+
 /* The binary form: n floats as raw little-endian float32 (host order on
  * little-endian machines, byte-swapped otherwise). */
 void response_binary(struct buf *b, const float *v, size_t n);

@@ -21,10 +21,15 @@ static bool token_set(const char *t)
     return t != NULL && t[0] != '\0';
 }
 
+bool auth_is_bearer(const char *authorization)
+{
+    return authorization != NULL && strncasecmp(authorization, "Bearer ", 7) == 0;
+}
+
 /* The token part of "Bearer <token>" (scheme case-insensitive), or NULL. */
 static const char *bearer_token(const char *authorization)
 {
-    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0)
+    if (!auth_is_bearer(authorization))
         return NULL;
     const char *t = authorization + 7;
     while (*t == ' ')

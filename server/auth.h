@@ -23,6 +23,10 @@ struct auth {
  * access. Borrowed pointers only; no allocation. */
 bool auth_allows(const struct auth *a, enum route_access access, const char *authorization);
 
+/* True when the Authorization header value starts with "Bearer " (any
+ * case), the only scheme this service takes. */
+bool auth_is_bearer(const char *authorization);
+
 /* Compares a[0..alen) with b[0..blen) in time that depends only on the
  * lengths, not on where they differ. */
 bool auth_equal(const char *a, size_t alen, const char *b, size_t blen);

@@ -14,16 +14,14 @@
 #include <string.h>
 
 #include "binary.h"
+#include "cost.h"
 #include "error.h"
 #include "explorer.h"
 #include "request.h"
 #include "similarity.h"
 #include "tokens.h"
 #include "topk.h"
-
-/* Requests above these sizes are moved to the work pool (see http.c). */
-#define HEAVY_BODY_BYTES (1u << 20)       /* ~ms of JSON parsing */
-#define HEAVY_SCAN_FLOATS ((int64_t)1 << 21) /* a scan of ~8 MB of rows */
+#include "vocab.h"
 
 /* Largest buffer reserved up front for a JSON answer; bigger ones grow. */
 #define JSON_RESERVE_MAX ((size_t)16 << 20)
@@ -71,11 +69,15 @@ static struct request_limits limits_of(const struct handler_ctx *c)
 {
     const struct config *cfg = c->srv->cfg;
     size_t max_k = cfg->max_k > 0 ? (size_t)cfg->max_k : 1;
+    const struct vocab *v = table_vocab(c->table);
     return (struct request_limits){
         .num_embeddings = table_num_embeddings(c->table),
         .dim = table_dim(c->table),
         .max_batch = (size_t)cfg->max_batch,
         .max_k = max_k < TOPK_MAX ? max_k : TOPK_MAX,
+        .max_answer_bytes = cfg->max_answer_bytes,
+        .binary = c->binary,
+        .max_token_len = v != NULL ? vocab_max_len(v) : 0,
     };
 }
 
@@ -217,6 +219,39 @@ static int gather(const struct handler_ctx *c, struct lookup_request *rq, float 
     return table_lookup(c->table, rq->in.ids, rq->in.n, out, bad);
 }
 
+struct lookup_fetch {
+    struct table *table;
+    const int64_t *ids;
+    int rc;
+    size_t bad;
+};
+
+static bool fetch_rows(void *ctx, size_t first, size_t n, float *out)
+{
+    struct lookup_fetch *f = ctx;
+    f->rc = table_lookup(f->table, f->ids + first, n, out, &f->bad);
+    f->bad += first;
+    return f->rc == CORE_OK;
+}
+
+/* A JSON lookup of a table without max_norm gathers a chunk of rows at a
+ * time while it writes, so its memory is the answer's text and not the
+ * rows' floats too (rows are read one at a time under their seqlocks
+ * either way). max_norm lookups renormalize the request's rows together,
+ * so they keep the one gather of write_lookup. */
+static void write_lookup_chunked(const struct handler_ctx *c, struct lookup_request *rq,
+                                 struct answer *a)
+{
+    struct lookup_fetch f = {.table = c->table, .ids = rq->in.ids, .rc = CORE_OK};
+    if (response_lookup_rows(&a->body, rq->in.shape, rq->in.ndim, (size_t)table_dim(c->table),
+                             fetch_rows, &f)) {
+        atomic_fetch_add_explicit(&c->entry->rows_served, rq->in.n, memory_order_relaxed);
+    } else if (f.rc != CORE_OK) {
+        answer_error(a, status_from_core(f.rc), "lookup failed at index %zu: %s", f.bad,
+                     core_strerror(f.rc));
+    }
+}
+
 /* Binary answers are gathered straight into the answer buffer: the bytes
  * libmicrohttpd sends are the ones the table copy wrote. */
 static void write_lookup(const struct handler_ctx *c, struct lookup_request *rq,
@@ -276,6 +311,8 @@ static void handle_lookup(const struct handler_ctx *c, struct answer *a)
     } else if (rq.is_bags) {
         size_t shape[1] = {rq.nbags};
         write_lookup(c, &rq, shape, 1, rq.nbags, a);
+    } else if (!c->binary && !table_settings(c->table)->has_max_norm) {
+        write_lookup_chunked(c, &rq, a);
     } else {
         write_lookup(c, &rq, rq.in.shape, rq.in.ndim, rq.in.n, a);
     }
@@ -339,9 +376,17 @@ static void search(const struct handler_ctx *c, struct neighbors_request *rq,
     int rc = hits && counts ? topk_search(c->table, queries, rq->nq, exclude, rq->k, rq->metric,
                                           hits, counts)
                             : CORE_ENOMEM;
-    if (rc == CORE_OK)
+    uint64_t limit = c->srv->cfg->max_answer_bytes;
+    if (rc == CORE_OK) {
+        /* the cost check bounded tokens by their bytes; escapes (control
+         * bytes, U+FFFD for broken UTF-8) can still make them longer */
+        a->body.limit = limit < SIZE_MAX ? (size_t)limit : 0;
         response_neighbors(&a->body, hits, counts, rq->nq, rq->k, table_vocab(c->table));
-    else
+        if (a->body.over_limit)
+            answer_error(a, STATUS_PAYLOAD_TOO_LARGE,
+                         "the answer passed max_answer_bytes %llu (its tokens need escapes); "
+                         "send fewer queries or a smaller k", (unsigned long long)limit);
+    } else
         answer_error(a, status_from_core(rc), "neighbour search failed: %s", core_strerror(rc));
     if (!rq->by_vectors)
         free(queries);
@@ -628,13 +673,36 @@ void handler_run(const struct handler_ctx *c, struct answer *a)
         answer_error(a, STATUS_INTERNAL, "%s", "the answer did not fit in memory");
 }
 
+/* The routes whose cost follows from their body, with the kind cost.h
+ * knows them by. */
+static bool request_kind_of(enum route_id route, enum request_kind *kind)
+{
+    switch (route) {
+    case ROUTE_LOOKUP: *kind = REQUEST_LOOKUP; return true;
+    case ROUTE_SIMILARITY: *kind = REQUEST_SIMILARITY; return true;
+    case ROUTE_NEIGHBORS: *kind = REQUEST_NEIGHBORS; return true;
+    case ROUTE_GRADIENTS: *kind = REQUEST_GRADIENTS; return true;
+    case ROUTE_ROWS: *kind = REQUEST_ROWS; return true;
+    default: return false;
+    }
+}
+
 bool handler_is_heavy(const struct handler_ctx *c)
 {
+    enum request_kind kind;
+    struct request_size size = {.body_bytes = c->len};
+    struct request_cost cost;
+
     if (c->route == ROUTE_SNAPSHOT)
         return true;
-    if (c->len >= HEAVY_BODY_BYTES)
+    if (c->table == NULL || !request_kind_of(c->route, &kind))
+        return false;
+    struct request_limits lim = limits_of(c);
+    size.kind = kind;
+    request_cost(&size, &lim, &cost); /* a big body is heavy before it is read */
+    if (request_cost_heavy(&cost))
         return true;
-    if (c->route == ROUTE_NEIGHBORS && c->table != NULL)
-        return table_num_embeddings(c->table) * table_dim(c->table) >= HEAVY_SCAN_FLOATS;
-    return false;
+    request_prescan(kind, c->body, c->len, &size);
+    request_cost(&size, &lim, &cost);
+    return request_cost_heavy(&cost);
 }

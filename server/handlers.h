@@ -86,8 +86,10 @@ void answer_header(struct answer *a, const char *name, const char *value);
 void handler_run(const struct handler_ctx *c, struct answer *a);
 
 /* True when the request is worth moving off the libmicrohttpd thread:
- * snapshots (disk), neighbour searches over big tables, big gradient
- * batches. Decided before parsing, from the route, table and body size. */
+ * snapshots (disk), and requests whose cost (proto/cost.h: body to parse,
+ * rows to gather or search, answer to write) passes about a millisecond.
+ * Decided before parsing, from a pre-scan of the body that counts its
+ * arrays without allocating. */
 bool handler_is_heavy(const struct handler_ctx *c);
 
 #endif

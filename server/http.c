@@ -26,16 +26,34 @@
  *                                 the answer is queued.
  * Queuing a success answer on the first call would make libmicrohttpd close
  * the connection after it (4x fewer requests/s, see PERFORMANCE.md), so
- * successes are always queued on a later call. */
+ * successes are always queued on a later call.
+ *
+ * Connections. libmicrohttpd's own limits leave gaps a hostile client can
+ * use, so this file keeps a list of connections (MHD_OPTION_NOTIFY_
+ * CONNECTION) and a sweeper thread that closes, with shutdown(2):
+ *   - a connection whose request headers are not complete within
+ *     limits.header_timeout of its start or of its previous request's end
+ *     (libmicrohttpd's timeout is an idle one: a byte a second resets it);
+ *   - a body that falls below limits.min_body_rate after a grace of
+ *     header_timeout;
+ *   - a half-closed connection whose request is incomplete (libmicrohttpd
+ *     closes most of these itself; the sweeper catches the ones it misses).
+ * At limits.max_connections the accept policy refuses the new connection:
+ * libmicrohttpd accepts and closes it at once, where its own limit would
+ * stop accepting and leave clients waiting in the kernel's backlog. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stddef.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,7 +86,9 @@ struct request {
     const char *shape_header; /* X-Embedding-Shape, in libmicrohttpd's pool */
     const char *lr_header;    /* X-Embedding-Lr, likewise */
     bool has_body;
-    bool on_pool;  /* the handler runs on the work pool (already suspended) */
+    bool on_pool;       /* the handler runs on the work pool (already suspended) */
+    bool deferred;      /* the final call was put off once (see defer_final_call) */
+    struct conn *cn;    /* the connection's entry in the sweeper's list, or NULL */
     char *body;
     size_t body_len, body_cap;
     uint64_t discarded; /* bytes of a refused body dropped */
@@ -83,6 +103,306 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ms(void)
+{
+    return now_ns() / 1000000u;
+}
+
+/* ---- connections and the sweeper ---------------------------------------- */
+
+/* How often the sweeper looks; a half-close must last HUP_GRACE_MS with no
+ * progress before it counts (libmicrohttpd may not have read the request
+ * that came with it yet). */
+#define SWEEP_MS 100
+#define HUP_GRACE_MS 250
+/* libmicrohttpd's own limit per pool thread, past ours so that it never
+ * stops accepting first. */
+#define MHD_LIMIT_SLACK 16
+/* Descriptors beyond the connections: listen socket, epoll sets, tables and
+ * snapshots being read or written. */
+#define FD_RESERVE 64
+
+enum conn_state {
+    CONN_WAITING, /* for a request's headers (new or kept alive) */
+    CONN_BODY,    /* headers done, body arriving */
+    CONN_BUSY,    /* request complete: computing or sending the answer */
+};
+
+struct conn {
+    struct conn *prev, *next;
+    MHD_socket fd;
+    char addr[INET6_ADDRSTRLEN];
+    _Atomic uint64_t since_ms;   /* when the state began; written before state */
+    _Atomic int state;           /* enum conn_state */
+    _Atomic uint64_t body_bytes; /* of the request in CONN_BODY */
+    /* the sweeper's alone, under the lock */
+    uint64_t hup_since;          /* first sweep that saw the half-close, 0: none */
+    uint64_t hup_mark;           /* progress then */
+    bool closing;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct conn *head;
+    _Atomic int open;
+    _Atomic uint64_t refused_logged_ms;
+    bool stop;
+    bool running;
+    pthread_t thread;
+    const struct config *cfg;
+} conns = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void conn_set(struct conn *c, enum conn_state st)
+{
+    if (c == NULL)
+        return;
+    atomic_store_explicit(&c->since_ms, now_ms(), memory_order_relaxed);
+    atomic_store_explicit(&c->body_bytes, 0, memory_order_relaxed);
+    atomic_store_explicit(&c->state, st, memory_order_release);
+}
+
+static struct conn *conn_of(struct MHD_Connection *connection)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info != NULL ? info->socket_context : NULL;
+}
+
+static void addr_text(struct MHD_Connection *connection, char *out, size_t outlen)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = info ? info->client_addr : NULL;
+    snprintf(out, outlen, "?");
+    if (sa != NULL && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)outlen);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)outlen);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    struct conn *c = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&conns.open, 1);
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c = calloc(1, sizeof *c);
+        *socket_context = c;
+        if (c == NULL || info == NULL) {
+            free(c);
+            *socket_context = NULL;
+            return; /* untracked: only libmicrohttpd's idle timeout applies */
+        }
+        c->fd = info->connect_fd;
+        addr_text(connection, c->addr, sizeof c->addr);
+        conn_set(c, CONN_WAITING);
+        pthread_mutex_lock(&conns.lock);
+        c->next = conns.head;
+        if (conns.head != NULL)
+            conns.head->prev = c;
+        conns.head = c;
+        pthread_mutex_unlock(&conns.lock);
+        return;
+    }
+    atomic_fetch_sub(&conns.open, 1);
+    if (c == NULL)
+        return;
+    /* libmicrohttpd closes the socket only after this returns: while c is
+     * in the list, under the lock, the sweeper's fd is this connection's */
+    pthread_mutex_lock(&conns.lock);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        conns.head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&conns.lock);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* At the limit a new connection is accepted and closed at once (returning
+ * MHD_NO makes libmicrohttpd close it), so a client learns at once instead
+ * of waiting in the backlog. Two pool threads accepting at the same moment
+ * may each pass: the limit can be passed by threads - 1. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    (void)addr;
+    (void)len;
+    const struct server *s = cls;
+    if (atomic_load(&conns.open) < s->cfg->max_connections)
+        return MHD_YES;
+    uint64_t now = now_ms(), last = atomic_load(&conns.refused_logged_ms);
+    if (now - last >= 10000 && atomic_compare_exchange_strong(&conns.refused_logged_ms, &last, now))
+        log_warn("%d connections open (limits.max_connections): closing new ones at once",
+                 s->cfg->max_connections);
+    return MHD_NO;
+}
+
+/* Why the sweeper closes c now, or NULL. */
+static const char *overdue(const struct conn *c, uint64_t now, char *why, size_t whylen)
+{
+    int st = atomic_load_explicit(&c->state, memory_order_acquire);
+    uint64_t since = atomic_load_explicit(&c->since_ms, memory_order_relaxed);
+    uint64_t grace = (uint64_t)conns.cfg->header_timeout_s * 1000u, rate = conns.cfg->min_body_rate;
+    if (st == CONN_WAITING && now - since > grace) {
+        snprintf(why, whylen, "no complete request headers within %d s (limits.header_timeout)",
+                 conns.cfg->header_timeout_s);
+        return why;
+    }
+    if (st == CONN_BODY && rate > 0) {
+        uint64_t got = atomic_load_explicit(&c->body_bytes, memory_order_relaxed);
+        if (now - since > grace + got * 1000u / rate) {
+            snprintf(why, whylen, "its body came slower than %llu bytes/s (limits.min_body_rate)",
+                     (unsigned long long)rate);
+            return why;
+        }
+    }
+    return NULL;
+}
+
+static void close_conn(struct conn *c, const char *why)
+{
+    c->closing = true;
+    shutdown(c->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
+    log_info("closing a connection from %s: %s", c->addr, why);
+}
+
+/* Progress of a request still arriving: changes when a new request starts
+ * or body bytes come. */
+static uint64_t progress_of(const struct conn *c)
+{
+    return atomic_load(&c->since_ms) * 31u + atomic_load(&c->body_bytes) +
+           (uint64_t)atomic_load(&c->state);
+}
+
+/* Half-closed connections whose request is still incomplete. fds has room
+ * for every connection; called under the lock. */
+static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, uint64_t now)
+{
+    if (n == 0 || poll(fds, (nfds_t)n, 0) <= 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct conn *c = who[i];
+        if ((fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0) {
+            c->hup_since = 0;
+            continue;
+        }
+        uint64_t mark = progress_of(c);
+        if (c->hup_since == 0 || c->hup_mark != mark) {
+            c->hup_since = now;
+            c->hup_mark = mark;
+        } else if (now - c->hup_since >= HUP_GRACE_MS) {
+            close_conn(c, "it half-closed with its request incomplete");
+        }
+    }
+}
+
+static void sweep(struct pollfd **fds, struct conn ***who, size_t *cap)
+{
+    uint64_t now = now_ms();
+    size_t n = 0;
+    char why[160];
+
+    pthread_mutex_lock(&conns.lock);
+    for (struct conn *c = conns.head; c != NULL; c = c->next) {
+        if (c->closing)
+            continue;
+        if (overdue(c, now, why, sizeof why) != NULL) {
+            close_conn(c, why);
+            continue;
+        }
+        if (atomic_load(&c->state) == CONN_BUSY)
+            continue;
+        if (n == *cap) {
+            size_t grown = *cap ? *cap * 2 : 256;
+            struct pollfd *f = realloc(*fds, grown * sizeof **fds);
+            if (f != NULL)
+                *fds = f;
+            struct conn **w = f ? realloc(*who, grown * sizeof **who) : NULL;
+            if (w == NULL)
+                break; /* the half-close check waits for memory; timeouts still run */
+            *who = w;
+            *cap = grown;
+        }
+        (*fds)[n] = (struct pollfd){.fd = c->fd, .events = POLLRDHUP};
+        (*who)[n++] = c;
+    }
+    sweep_half_closed(*fds, *who, n, now);
+    pthread_mutex_unlock(&conns.lock);
+}
+
+static void *sweeper_main(void *arg)
+{
+    (void)arg;
+    struct pollfd *fds = NULL;
+    struct conn **who = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&conns.lock);
+    while (!conns.stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += SWEEP_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&conns.wake, &conns.lock, &until);
+        if (conns.stop)
+            break;
+        pthread_mutex_unlock(&conns.lock);
+        sweep(&fds, &who, &cap);
+        pthread_mutex_lock(&conns.lock);
+    }
+    pthread_mutex_unlock(&conns.lock);
+    free(fds);
+    free(who);
+    return NULL;
+}
+
+static int sweeper_start(const struct config *cfg)
+{
+    conns.cfg = cfg;
+    conns.stop = false;
+    int rc = pthread_create(&conns.thread, NULL, sweeper_main, NULL);
+    conns.running = rc == 0;
+    return rc;
+}
+
+static void sweeper_stop(void)
+{
+    if (!conns.running)
+        return;
+    pthread_mutex_lock(&conns.lock);
+    conns.stop = true;
+    pthread_cond_signal(&conns.wake);
+    pthread_mutex_unlock(&conns.lock);
+    pthread_join(conns.thread, NULL);
+    conns.running = false;
+}
+
+/* max_connections sockets need as many descriptors: raise the soft limit
+ * (often 1024) toward the hard one, or say what will happen. */
+static void raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)cfg->max_connections + FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < need)
+        log_warn("the open-file limit (%llu) is below limits.max_connections + %d: connections "
+                 "past it wait in the kernel's backlog; raise ulimit -n or lower the limit",
+                 (unsigned long long)rl.rlim_cur, FD_RESERVE);
 }
 
 /* ---- header checks -------------------------------------------------- */
@@ -250,10 +570,30 @@ static bool check_auth(struct request *rq, const struct route *route)
                                                     MHD_HTTP_HEADER_AUTHORIZATION);
     if (auth_allows(&rq->srv->auth, route->access, authz))
         return true;
-    answer_error(&rq->ans, STATUS_UNAUTHORIZED, "%s",
-                 authz ? "the bearer token does not grant this request"
-                       : "this request needs an Authorization: Bearer token");
+    /* the header's value is never echoed: it may be the secret itself */
+    const char *why = "this request needs an Authorization: Bearer token";
+    if (authz != NULL && !auth_is_bearer(authz))
+        why = "the Authorization header must read \"Bearer <token>\"; this one does not start "
+              "with \"Bearer \"";
+    else if (authz != NULL)
+        why = "the bearer token does not grant this request";
+    answer_error(&rq->ans, STATUS_UNAUTHORIZED, "%s", why);
     return false;
+}
+
+/* "words, items, users" (cut short with ", ..." when long) into out. */
+static void table_names(const struct registry *r, char *out, size_t outlen)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->n; i++) {
+        const char *name = r->entries[i].cfg->name;
+        if (used + strlen(name) + 8 > outlen) {
+            snprintf(out + used, outlen - used, ", ...");
+            return;
+        }
+        used += (size_t)snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", name);
+    }
 }
 
 /* An unknown table is told only to a client that passed auth, so table
@@ -262,7 +602,10 @@ static bool check_table(struct request *rq, const char *table)
 {
     rq->entry = registry_find(&rq->srv->tables, table);
     if (rq->entry == NULL) {
-        answer_error(&rq->ans, STATUS_NOT_FOUND, "no table named \"%s\"", table);
+        char names[200];
+        table_names(&rq->srv->tables, names, sizeof names);
+        answer_error(&rq->ans, STATUS_NOT_FOUND, "no table named \"%s\"; the tables are %s",
+                     table, names[0] ? names : "(none)");
         return false;
     }
     rq->table = registry_table(rq->entry);
@@ -493,6 +836,8 @@ static bool collect_body(struct request *rq, const char *data, size_t n)
     }
     memcpy(rq->body + rq->body_len, data, n);
     rq->body_len += n;
+    if (rq->cn != NULL)
+        atomic_fetch_add_explicit(&rq->cn->body_bytes, n, memory_order_relaxed);
     return true;
 }
 
@@ -508,6 +853,8 @@ static enum MHD_Result discard_body(struct request *rq, size_t *upload_data_size
     rq->body = NULL;
     rq->body_cap = 0;
     rq->discarded += *upload_data_size;
+    if (rq->cn != NULL)
+        atomic_fetch_add_explicit(&rq->cn->body_bytes, *upload_data_size, memory_order_relaxed);
     *upload_data_size = 0;
     return rq->discarded <= DISCARD_MAX ? MHD_YES : MHD_NO;
 }
@@ -528,6 +875,8 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     copy_printable(rq->method, sizeof rq->method, method);
     copy_printable(rq->path, sizeof rq->path, url);
     answer_init(&rq->ans);
+    rq->cn = conn_of(conn);
+    conn_set(rq->cn, CONN_BODY);
     *con_cls = rq;
     atomic_fetch_add(&in_flight, 1);
     atomic_fetch_add(&s->metrics.in_flight, 1);
@@ -542,6 +891,26 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     /* an error with a body to follow is sent now, so the body is never
      * read (libmicrohttpd then closes the connection) */
     return rq->has_body ? queue_answer(rq) : MHD_YES;
+}
+
+/* libmicrohttpd 0.9.75 drops the answer of a request that is suspended in
+ * the same pass that read it, when the client half-closed after sending
+ * it: on resume it reads the end of input first and closes. Returning once
+ * without an answer moves the connection to a state where it reads no
+ * more; the final call comes again at once and the request is suspended
+ * from there. Only requests that will be suspended pay that extra pass:
+ * heavy ones and writes (which complete asynchronously). */
+static bool defer_final_call(struct request *rq)
+{
+    if (rq->deferred)
+        return false;
+    bool write = rq->route == ROUTE_GRADIENTS || rq->route == ROUTE_ROWS ||
+                 rq->route == ROUTE_SNAPSHOT;
+    struct handler_ctx c;
+    bool unused;
+    handler_ctx_of(rq, &c, &unused);
+    rq->deferred = write || handler_is_heavy(&c);
+    return rq->deferred;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -563,6 +932,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             *upload_data_size = 0;
             return MHD_YES;
         }
+        if (defer_final_call(rq))
+            return MHD_YES;
+        conn_set(rq->cn, CONN_BUSY);
         return run_handler(rq);
     case PHASE_ANSWERED:
         if (*upload_data_size > 0)
@@ -590,6 +962,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     log_debug("%s %s -> %u %s, %.3f ms%s", rq->method, rq->path, status,
               status ? status_name(rq->ans.code) : "no answer", (double)elapsed / 1e6,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+    conn_set(rq->cn, CONN_WAITING); /* for the next request's headers */
     answer_deinit(&rq->ans);
     free(rq->body);
     free(rq);
@@ -642,17 +1015,28 @@ int http_start(struct server *s, char *err, size_t errlen)
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : 1;
+    /* libmicrohttpd splits its limit between the pool threads and stops
+     * accepting at it; the accept policy enforces max_connections instead,
+     * so each thread's share must be able to hold them all */
+    unsigned mhd_limit = ((unsigned)cfg->max_connections + MHD_LIMIT_SLACK) * threads;
+    raise_fd_limit(cfg);
+    if (sweeper_start(cfg) != 0) {
+        snprintf(err, errlen, "cannot start the connection sweeper thread");
+        return -1;
+    }
     s->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        flags, (uint16_t)cfg->port, accept_policy, s, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, to catch every message */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_END);
     if (s->daemon == NULL) {
+        sweeper_stop();
         snprintf(err, errlen, "cannot listen on %s:%d (address in use, or not an address "
                  "of this machine?)", cfg->host, cfg->port);
         return -1;
@@ -681,6 +1065,7 @@ void http_stop(struct server *s)
 {
     if (s->daemon == NULL)
         return;
+    sweeper_stop();
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
 }

@@ -25,6 +25,8 @@ static const char *const env_vars[] = {
     "EMBEDDING_SERVER_SNAPSHOT_ON_SHUTDOWN", "EMBEDDING_SERVER_READ_TOKEN",
     "EMBEDDING_SERVER_WRITE_TOKEN", "EMBEDDING_SERVER_CONNECTION_TIMEOUT",
     "EMBEDDING_SERVER_MAX_CONNECTIONS", "EMBEDDING_SERVER_MAX_CONNECTIONS_PER_IP",
+    "EMBEDDING_SERVER_MAX_ANSWER_BYTES", "EMBEDDING_SERVER_HEADER_TIMEOUT",
+    "EMBEDDING_SERVER_MIN_BODY_RATE",
 };
 
 /* Every test starts from a clean environment, whatever the shell had. */
@@ -311,9 +313,17 @@ static const struct {
     {"{\"limits\": {\"max_batch\": 1e400}}", "limits.max_batch: must be an integer in ["},
     {"{\"listen\": {\"port\": -1e300}}", "listen.port: must be an integer in ["},
     {"[1, 2]", "cfg.json: the top level must be a JSON object"},
-    {"{\"data_dir\": }", "cfg.json:1:14: invalid JSON"},
-    {"{\n  \"data_dir\": \"x\",\n}", "cfg.json:3:"},
-    {"{\"data_dir\": \"x\"} {}", "cfg.json:1:19: unexpected text after the JSON value"},
+    /* syntax errors say where and what was expected, as request bodies do */
+    {"{\"data_dir\": }", "cfg.json:1:14: invalid JSON: unexpected byte, expected a value"},
+    {"{\n  \"data_dir\": \"x\",\n}", "cfg.json:3:1: invalid JSON: expected a string key"},
+    {"{\"data_dir\": \"x\"} {}", "cfg.json:1:19: invalid JSON: trailing bytes after the JSON value"},
+    {"{\"data_dir\" \"x\"}", "cfg.json:1:13: invalid JSON: expected ':' after an object key"},
+    {"{\"data_dir\": \"x\" \"threads\": 2}",
+     "cfg.json:1:18: invalid JSON: expected ',' or '}' in an object"},
+    {"{\"data_dir\": \"\xC3\"}", "cfg.json:1:15: invalid JSON: invalid UTF-8 in string"},
+    {"{\"limits\": {\"max_k\": 5,}}", "cfg.json:1:24: invalid JSON: expected a string key"},
+    {"{\"snapshot\": {\"on_shutdown\": 1}}", "snapshot.on_shutdown: must be true or false"},
+    {"{\"snapshot\": {\"on_shutdown\": \"true\"}}", "snapshot.on_shutdown: must be true or false"},
 };
 
 START_TEST(test_errors_name_the_key)
@@ -419,11 +429,42 @@ START_TEST(test_env_and_flag_errors)
     ck_assert_ptr_null(c.host); /* left deinit'ed */
     unsetenv("EMBEDDING_SERVER_PORT");
 
-    setenv("EMBEDDING_SERVER_SNAPSHOT_ON_SHUTDOWN", "maybe", 1);
-    ck_assert_int_eq(config_load(&c, 1, argv, &action, err, sizeof err), CORE_EINVAL);
-    ck_assert_msg(strstr(err, "EMBEDDING_SERVER_SNAPSHOT_ON_SHUTDOWN: must be true or false"),
-                  "%s", err);
+    /* booleans take exactly what --help says: true or false */
+    static const char *const not_bools[] = {"maybe", "1", "0", "yes", "on", "True", ""};
+    for (size_t i = 0; i + 1 < sizeof not_bools / sizeof not_bools[0]; i++) {
+        setenv("EMBEDDING_SERVER_SNAPSHOT_ON_SHUTDOWN", not_bools[i], 1);
+        ck_assert_int_eq(config_load(&c, 1, argv, &action, err, sizeof err), CORE_EINVAL);
+        ck_assert_msg(strstr(err, "EMBEDDING_SERVER_SNAPSHOT_ON_SHUTDOWN: must be true or false"),
+                      "%s: %s", not_bools[i], err);
+    }
+    setenv("EMBEDDING_SERVER_SNAPSHOT_ON_SHUTDOWN", "false", 1);
+    ck_assert_msg(config_load(&c, 1, argv, &action, err, sizeof err) == CORE_OK, "%s", err);
+    ck_assert(!c.snapshot_on_shutdown);
+    config_deinit(&c);
     unsetenv("EMBEDDING_SERVER_SNAPSHOT_ON_SHUTDOWN");
+    char *const bool_flag[] = {"embedding-server", "--snapshot-on-shutdown=no", NULL};
+    ck_assert_int_eq(config_load(&c, 2, bool_flag, &action, err, sizeof err), CORE_EINVAL);
+    ck_assert_msg(strstr(err, "--snapshot-on-shutdown: must be true or false, got \"no\""), "%s",
+                  err);
+
+    /* --config naming a directory says so */
+    char *dir = testutil_tmpdir();
+    char *const dir_flag[] = {"embedding-server", "--config", dir, NULL};
+    ck_assert_int_eq(config_load(&c, 3, dir_flag, &action, err, sizeof err), CORE_EINVAL);
+    ck_assert_msg(strstr(err, "is a directory; --config takes the JSON file itself"), "%s", err);
+    testutil_rmtree(dir);
+
+    /* the new limits come from flags and the environment like the others */
+    setenv("EMBEDDING_SERVER_MAX_ANSWER_BYTES", "4096", 1);
+    char *const limit_flags[] = {"embedding-server", "--header-timeout", "3",
+                                 "--min-body-rate=100", NULL};
+    ck_assert_msg(config_load(&c, 4, limit_flags, &action, err, sizeof err) == CORE_OK, "%s",
+                  err);
+    ck_assert_uint_eq(c.max_answer_bytes, 4096);
+    ck_assert_int_eq(c.header_timeout_s, 3);
+    ck_assert_uint_eq(c.min_body_rate, 100);
+    config_deinit(&c);
+    unsetenv("EMBEDDING_SERVER_MAX_ANSWER_BYTES");
 
     static const struct {
         const char *a, *b, *want;

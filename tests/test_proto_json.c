@@ -298,6 +298,96 @@ START_TEST(utf8_len_classifies_sequences)
 }
 END_TEST
 
+/* ---- the in-place reader ---- */
+
+START_TEST(keys_per_object_are_bounded)
+{
+    size_t cap = 16 * (JSON_MAX_KEYS + 2), n = 0;
+    char *text = malloc(cap);
+    ck_assert_ptr_nonnull(text);
+    text[n++] = '{';
+    for (int i = 0; i < JSON_MAX_KEYS; i++)
+        n += (size_t)snprintf(text + n, cap - n, "%s\"k%d\":0", i ? "," : "", i);
+    text[n++] = '}';
+    accept_n(text, n);
+    n--;
+    n += (size_t)snprintf(text + n, cap - n, ",\"one_more\":0}");
+    reject_n(text, n, STATUS_INVALID_ARGUMENT, "has more than 4096 keys");
+    free(text);
+}
+END_TEST
+
+START_TEST(validate_where_names_the_place)
+{
+    char what[160];
+    size_t at = 99;
+    const char text[] = "{\"a\": 1 \"b\": 2}";
+    ck_assert_int_eq(json_validate_where(text, strlen(text), JSON_MAX_DEPTH, &at, what,
+                                         sizeof what),
+                     STATUS_INVALID_JSON);
+    ck_assert_uint_eq(at, 8);
+    ck_assert_str_eq(what, "expected ',' or '}' in an object");
+    ck_assert_int_eq(json_validate_where("[1]", 3, JSON_MAX_DEPTH, &at, what, sizeof what),
+                     STATUS_OK);
+    ck_assert_uint_eq(at, 0);
+    ck_assert_str_eq(what, "");
+}
+END_TEST
+
+static struct json_value root_of(const char *text)
+{
+    struct json_value v;
+    ck_assert(json_root(text, strlen(text), &v));
+    return v;
+}
+
+START_TEST(reader_walks_values_in_place)
+{
+    const char *text = "  {\"a\": [1, [2, 3], {\"x\": \"]\"}, \"s,]\", -0.5e3], \"b\": null} ";
+    struct json_value root = root_of(text), key, val, e;
+    struct json_iter it, in;
+    ck_assert_int_eq(json_type_of(root), JSON_OBJECT);
+    ck_assert_uint_eq(root.len, strlen(text) - 3);
+    ck_assert(json_iter_begin(&it, root));
+    ck_assert(json_object_next(&it, &key, &val));
+    ck_assert(json_string_is(key, "a"));
+    ck_assert_int_eq(json_type_of(val), JSON_ARRAY);
+    ck_assert_uint_eq(json_array_count(val), 5);
+    static const enum json_type types[] = {JSON_NUMBER, JSON_ARRAY, JSON_OBJECT, JSON_STRING,
+                                           JSON_NUMBER};
+    ck_assert(json_iter_begin(&in, val));
+    for (int i = 0; i < 5; i++) {
+        ck_assert(json_array_next(&in, &e));
+        ck_assert_int_eq(json_type_of(e), types[i]);
+    }
+    ck_assert(!json_array_next(&in, &e));
+    ck_assert(json_number(e) == -500.0);
+    ck_assert(json_object_next(&it, &key, &val));
+    ck_assert(json_string_is(key, "b"));
+    ck_assert_int_eq(json_type_of(val), JSON_NULL);
+    ck_assert_str_eq(json_type_name(json_type_of(val)), "null");
+    ck_assert(!json_object_next(&it, &key, &val));
+    ck_assert_uint_eq(json_array_count(root_of("[]")), 0);
+    ck_assert_uint_eq(json_array_count(root_of("[ ]")), 0);
+    ck_assert_uint_eq(json_array_count(root_of("7")), 0);
+    ck_assert(!json_root("   ", 3, &e));
+}
+END_TEST
+
+START_TEST(reader_decodes_strings)
+{
+    char out[64];
+    struct json_value v = root_of("\"a\\\"b\\\\c\\/\\n\\u00e9\\ud83d\\ude00\"");
+    size_t n = json_string_decode(v, out);
+    ck_assert_uint_eq(n, 13);
+    ck_assert_mem_eq(out, "a\"b\\c/\n\xC3\xA9\xF0\x9F\x98\x80", 13);
+    ck_assert(json_string_is(root_of("\"\\u006d\\u0065\\u0061n\""), "mean"));
+    ck_assert(!json_string_is(root_of("\"mea\""), "mean"));
+    ck_assert(!json_string_is(root_of("\"means\""), "mean"));
+    ck_assert(!json_string_is(root_of("5"), "5"));
+}
+END_TEST
+
 static Suite *proto_json_suite(void)
 {
     Suite *s = suite_create("proto_json");
@@ -315,6 +405,10 @@ static Suite *proto_json_suite(void)
     tcase_add_test(tc, nesting_is_bounded);
     tcase_add_test(tc, parse_builds_the_tree_from_the_true_length);
     tcase_add_test(tc, utf8_len_classifies_sequences);
+    tcase_add_test(tc, keys_per_object_are_bounded);
+    tcase_add_test(tc, validate_where_names_the_place);
+    tcase_add_test(tc, reader_walks_values_in_place);
+    tcase_add_test(tc, reader_decodes_strings);
     suite_add_tcase(s, tc);
     return s;
 }

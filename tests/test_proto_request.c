@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "error.h"
 #include "request.h"
@@ -355,9 +356,15 @@ START_TEST(bags_errors)
     lookup_fails("{\"bags\":[[0,1]],\"mode\":\"sum\",\"per_sample_weights\":[3]}",
                  STATUS_INVALID_ARGUMENT,
                  "per_sample_weights[0]: expected an array of numbers, got a number");
-    /* all bags together count against max_batch */
+    /* all bags together count against max_batch, and every bag counts too */
     lookup_fails("{\"bags\":[[0,1,2],[3,4,0],[1,2,3]]}", STATUS_PAYLOAD_TOO_LARGE,
-                 "bags: 9 ids exceed max_batch 8");
+                 "bags: 3 bags and 9 ids count 12 toward max_batch 8");
+    lookup_fails("{\"bags\":[[],[],[],[],[],[],[],[],[]]}", STATUS_PAYLOAD_TOO_LARGE,
+                 "bags: 9 bags and 0 ids count 9 toward max_batch 8 (every bag counts, empty "
+                 "or not)");
+    struct lookup_request ok;
+    lookup_ok("{\"bags\":[[0,1],[2,3],[4]]}", &ok); /* 3 bags + 5 ids: exactly max_batch */
+    request_lookup_deinit(&ok);
 }
 END_TEST
 
@@ -689,6 +696,142 @@ START_TEST(rows_errors)
 }
 END_TEST
 
+/* ---- costs: refused before anything is built ---- */
+
+/* "{"ids":[1,1,...]}" of n ids, malloc'd. */
+static char *many_ids(size_t n, size_t *len)
+{
+    char *b = malloc(2 * n + 16);
+    ck_assert_ptr_nonnull(b);
+    size_t used = (size_t)sprintf(b, "{\"ids\":[");
+    for (size_t i = 0; i < n; i++) {
+        b[used++] = '1';
+        b[used++] = ',';
+    }
+    b[used - 1] = ']';
+    b[used++] = '}';
+    *len = used;
+    return b;
+}
+
+static long long vm_size(void)
+{
+    char line[256];
+    long long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmSize:", 7) == 0)
+            kb = atoll(line + 7);
+    fclose(f);
+    return kb * 1024;
+}
+
+/* With the address space capped at what the process has plus twice the
+ * body, a 20 MB body of ids is still refused at max_batch with 413 (a
+ * cJSON tree of it would need ~800 MB and fail as internal). Sanitizers
+ * reserve terabytes of shadow memory, so they skip the cap. */
+START_TEST(refused_within_twice_the_body)
+{
+    size_t len;
+    char *body = many_ids(10000000, &len);
+    struct lookup_request r;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    struct rlimit cap = {(rlim_t)(vm_size() + 2 * (long long)len),
+                         (rlim_t)(vm_size() + 2 * (long long)len)};
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &cap), 0);
+#endif
+    check_fail(request_parse_lookup(body, len, &LIM, &r, err, sizeof err),
+               STATUS_PAYLOAD_TOO_LARGE, "ids: 10000000 ids exceed max_batch 8", "20 MB of ids");
+    ck_assert_ptr_null(r.in.ids);
+    /* within max_batch the same bytes parse: the cap is not what refuses */
+    struct request_limits lim = LIM;
+    lim.max_batch = 10000000;
+    lim.max_answer_bytes = 0;
+    lim.binary = true;
+    enum status_code code = request_parse_lookup(body, len, &lim, &r, err, sizeof err);
+    ck_assert_msg(code == STATUS_OK || code == STATUS_INTERNAL, "%s", err);
+    request_lookup_deinit(&r);
+    free(body);
+}
+END_TEST
+
+START_TEST(answer_bounds_refuse_early)
+{
+    struct request_limits lim = LIM;
+    lim.max_answer_bytes = 2000;
+    struct neighbors_request n;
+    /* 8 queries x k 1000 on a 5-row table: 5 hits each, fine */
+    const char *ok = "{\"ids\":[0,1,2,3,4,0,1,2],\"k\":1000}";
+    ck_assert_int_eq(request_parse_neighbors(S(ok), &lim, &n, err, sizeof err), STATUS_OK);
+    request_neighbors_deinit(&n);
+    lim.max_answer_bytes = 500;
+    check_fail(request_parse_neighbors(S(ok), &lim, &n, err, sizeof err), STATUS_PAYLOAD_TOO_LARGE,
+               "ids: 8 queries with k 1000 make an answer of up to", ok);
+    ck_assert_ptr_null(n.queries.ids);
+    /* k is read before the queries: its errors come first */
+    const char *bad_k = "{\"ids\":[9],\"k\":0}";
+    check_fail(request_parse_neighbors(S(bad_k), &lim, &n, err, sizeof err),
+               STATUS_INVALID_ARGUMENT, "k: 0 is outside", bad_k);
+    /* k in messages is an integer, even written with an exponent */
+    const char *big_k = "{\"ids\":[1],\"k\":1e5}";
+    check_fail(request_parse_neighbors(S(big_k), &LIM, &n, err, sizeof err),
+               STATUS_INVALID_ARGUMENT, "k: 100000 is outside [1, 1000] (max_k)", big_k);
+    /* lookups: JSON rows bounded, raw float32 four bytes each */
+    struct lookup_request r;
+    lim.max_answer_bytes = 1000;
+    const char *ids = "{\"ids\":[0,1,2,3,4,0,1,2]}";
+    check_fail(request_parse_lookup(S(ids), &lim, &r, err, sizeof err), STATUS_PAYLOAD_TOO_LARGE,
+               "ids: 8 rows of 3 floats make an answer of up to", ids);
+    lim.binary = true;
+    ck_assert_int_eq(request_parse_lookup(S(ids), &lim, &r, err, sizeof err), STATUS_OK);
+    request_lookup_deinit(&r);
+}
+END_TEST
+
+/* A float array whose first row promises more values than the body can
+ * hold is refused where it is ragged, before it is allocated. */
+START_TEST(ragged_floats_refused_before_allocation)
+{
+    struct request_limits lim = LIM;
+    lim.dim = 1000000;
+    lim.max_batch = 1000000;
+    struct gradients_request g;
+    const char *body = "{\"ids\":[0,1,2],\"grads\":[[0],[1],[2]]}";
+    check_fail(request_parse_gradients(S(body), &lim, &g, err, sizeof err),
+               STATUS_INVALID_ARGUMENT, "grads: shape [3,1] does not match", body);
+    struct rows_request r;
+    const char *rows = "{\"ids\":[0,1],\"vectors\":[[1],[2]]}";
+    check_fail(request_parse_rows(S(rows), &lim, &r, err, sizeof err), STATUS_INVALID_ARGUMENT,
+               "vectors[0]: has 1 elements, expected 1000000 (the table's embedding_dim)", rows);
+    ck_assert_ptr_null(r.vectors);
+}
+END_TEST
+
+/* Keys and words spelled with escapes are the same keys and words. */
+START_TEST(escaped_keys_and_words)
+{
+    struct similarity_request r;
+    const char *body = "{\"\\u0070airs\":[[0,1]],\"metric\":\"\\u0064ot\"}";
+    ck_assert_msg(request_parse_similarity(S(body), &LIM, &r, err, sizeof err) == STATUS_OK, "%s",
+                  err);
+    ck_assert_int_eq(r.metric, METRIC_DOT);
+    request_similarity_deinit(&r);
+    struct lookup_request l;
+    const char *toks = "{\"tokens\":[\"\\u00e9t\\u00e9\", \"a\\\"b\", \"\\ud83d\\ude00\"]}";
+    ck_assert_msg(request_parse_lookup(S(toks), &LIM, &l, err, sizeof err) == STATUS_OK, "%s",
+                  err);
+    ck_assert_uint_eq(l.in.lens[0], 5);
+    ck_assert_mem_eq(l.in.tokens[0], "\xC3\xA9t\xC3\xA9", 5);
+    ck_assert_uint_eq(l.in.lens[1], 3);
+    ck_assert_mem_eq(l.in.tokens[1], "a\"b", 3);
+    ck_assert_uint_eq(l.in.lens[2], 4);
+    ck_assert_mem_eq(l.in.tokens[2], "\xF0\x9F\x98\x80", 4);
+    request_lookup_deinit(&l);
+    lookup_fails("{\"\\u0069dz\":[0]}", STATUS_INVALID_ARGUMENT, "body: unknown key \"idz\"");
+}
+END_TEST
+
 /* ---- helpers ---- */
 
 START_TEST(index_names_and_deinit)
@@ -732,6 +875,10 @@ static Suite *proto_request_suite(void)
     tcase_add_test(tc, gradients_errors);
     tcase_add_test(tc, rows_parse);
     tcase_add_test(tc, rows_errors);
+    tcase_add_test(tc, refused_within_twice_the_body);
+    tcase_add_test(tc, answer_bounds_refuse_early);
+    tcase_add_test(tc, ragged_floats_refused_before_allocation);
+    tcase_add_test(tc, escaped_keys_and_words);
     tcase_add_test(tc, index_names_and_deinit);
     suite_add_tcase(s, tc);
     return s;

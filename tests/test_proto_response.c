@@ -360,6 +360,67 @@ START_TEST(limits_fail_the_buffer)
 }
 END_TEST
 
+/* Bytes that are not UTF-8 (a token cut inside a character) become
+ * U+FFFD, one per byte; valid sequences and escapes are kept. */
+START_TEST(broken_utf8_becomes_replacement)
+{
+    buf_put_json_string(&b, "caf\xC3", 4);
+    expect_bytes("\"caf\\ufffd\"");
+    buf_put_json_string(&b, "x\xE2\x82", 3);
+    expect_bytes("\"x\\ufffd\\ufffd\"");
+    buf_put_json_string(&b, "\xC3\xA9\x01\xFF\"\xF0\x9F\x98\x80", 9);
+    expect_bytes("\"\xC3\xA9\\u0001\\ufffd\\\"\xF0\x9F\x98\x80\"");
+    buf_put_json_string(&b, "\xED\xA0\x80", 3); /* a surrogate's encoding */
+    expect_bytes("\"\\ufffd\\ufffd\\ufffd\"");
+}
+END_TEST
+
+struct fetch_ctx {
+    const float *rows;
+    size_t dim, calls, fail_at;
+};
+
+static bool fetch(void *ctx, size_t first, size_t n, float *out)
+{
+    struct fetch_ctx *f = ctx;
+    if (++f->calls == f->fail_at)
+        return false;
+    memcpy(out, f->rows + first * f->dim, n * f->dim * sizeof(float));
+    return true;
+}
+
+/* Chunked rows write the same bytes as one array, in chunks. */
+START_TEST(lookup_rows_in_chunks)
+{
+    enum { ROWS = 3000, DIM = 50 }; /* chunks of 1310 rows: three of them */
+    float *rows = malloc(ROWS * DIM * sizeof(float));
+    for (size_t i = 0; i < (size_t)ROWS * DIM; i++)
+        rows[i] = (float)i * 0.25f - 7;
+    size_t shape[2] = {ROWS / 10, 10};
+    response_lookup(&b, shape, 2, DIM, rows);
+    char *want = malloc(b.len);
+    size_t want_len = b.len;
+    memcpy(want, b.data, b.len);
+    b.len = 0;
+    struct fetch_ctx f = {rows, DIM, 0, 0};
+    ck_assert(response_lookup_rows(&b, shape, 2, DIM, fetch, &f));
+    ck_assert_uint_eq(f.calls, 3);
+    ck_assert_uint_eq(b.len, want_len);
+    ck_assert_mem_eq(b.data, want, want_len);
+    b.len = 0;
+    /* a scalar input: one row */
+    f.calls = 0;
+    ck_assert(response_lookup_rows(&b, shape, 0, 2, fetch, &f));
+    expect_bytes("{\"shape\":[2],\"embeddings\":[-7.0,-6.75]}");
+    /* a fetch that fails fails the answer */
+    f = (struct fetch_ctx){rows, DIM, 0, 2};
+    ck_assert(!response_lookup_rows(&b, shape, 2, DIM, fetch, &f));
+    ck_assert(b.failed);
+    free(want);
+    free(rows);
+}
+END_TEST
+
 START_TEST(format_double_is_shortest)
 {
     char t[RESPONSE_DOUBLE_MAX];
@@ -395,6 +456,8 @@ static Suite *proto_response_suite(void)
     tcase_add_test(tc, write_answers);
     tcase_add_test(tc, limits_fail_the_buffer);
     tcase_add_test(tc, format_double_is_shortest);
+    tcase_add_test(tc, broken_utf8_becomes_replacement);
+    tcase_add_test(tc, lookup_rows_in_chunks);
     suite_add_tcase(s, tc);
     return s;
 }

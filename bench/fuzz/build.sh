@@ -34,7 +34,7 @@ sources() {
     case $1 in
     fuzz_json) echo "$CORE $PROTO" ;;
     fuzz_loaders | fuzz_snapshot_manifest) echo "$CORE" ;;
-    fuzz_config) echo "$CORE $CONFIG" ;;
+    fuzz_config) echo "$CORE $PROTO $CONFIG" ;;
     *) echo "unknown harness $1" >&2; exit 2 ;;
     esac
 }
