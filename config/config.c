@@ -111,22 +111,33 @@ static const char *const log_level_names[] = {
     [CONFIG_LOG_DEBUG] = "debug",
 };
 
+#define NNAMES(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The index of s in names[0..n), or -1: the one parser of named options. */
+static int name_index(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; s != NULL && i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static const char *name_of(const char *const *names, size_t n, unsigned i)
+{
+    return i < n ? names[i] : "?";
+}
+
 bool config_log_level_parse(const char *s, enum config_log_level *out)
 {
-    for (size_t i = 0; i < sizeof log_level_names / sizeof log_level_names[0]; i++) {
-        if (s && strcmp(s, log_level_names[i]) == 0) {
-            *out = (enum config_log_level)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(log_level_names, NNAMES(log_level_names), s);
+    if (i >= 0)
+        *out = (enum config_log_level)i;
+    return i >= 0;
 }
 
 const char *config_log_level_name(enum config_log_level l)
 {
-    if ((unsigned)l >= sizeof log_level_names / sizeof log_level_names[0])
-        return "?";
-    return log_level_names[l];
+    return name_of(log_level_names, NNAMES(log_level_names), (unsigned)l);
 }
 
 static const char *const durability_names[] = {
@@ -137,20 +148,15 @@ static const char *const durability_names[] = {
 
 bool config_durability_parse(const char *s, enum config_durability *out)
 {
-    for (size_t i = 0; i < sizeof durability_names / sizeof durability_names[0]; i++) {
-        if (s && strcmp(s, durability_names[i]) == 0) {
-            *out = (enum config_durability)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(durability_names, NNAMES(durability_names), s);
+    if (i >= 0)
+        *out = (enum config_durability)i;
+    return i >= 0;
 }
 
 const char *config_durability_name(enum config_durability d)
 {
-    if ((unsigned)d >= sizeof durability_names / sizeof durability_names[0])
-        return "?";
-    return durability_names[d];
+    return name_of(durability_names, NNAMES(durability_names), (unsigned)d);
 }
 
 const struct config_option *config_option_by_key(const char *key, size_t len)

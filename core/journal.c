@@ -406,6 +406,17 @@ static int renorm_through(void *ud, const int64_t *ids, size_t m)
 
 /* ---- lifetime ----------------------------------------------------------- */
 
+/* Frees j and what it owns; its thread is not running. */
+static void journal_free(struct journal *j)
+{
+    wal_close(j->wal);
+    free(j->wal_dir);
+    pthread_cond_destroy(&j->idle);
+    pthread_cond_destroy(&j->wake);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
 int journal_open(struct journal **out, struct table *t, const char *wal_dir,
                  const struct journal_options *o, char *err, size_t errlen)
 {
@@ -428,11 +439,7 @@ int journal_open(struct journal **out, struct table *t, const char *wal_dir,
         else if (pthread_create(&j->thread, NULL, committer_main, j) != 0)
             rc = core_fail(err, errlen, CORE_ENOMEM, "cannot start the log's thread");
         if (rc != CORE_OK) {
-            free(j->wal_dir);
-            pthread_cond_destroy(&j->idle);
-            pthread_cond_destroy(&j->wake);
-            pthread_mutex_destroy(&j->mu);
-            free(j);
+            journal_free(j);
             return rc;
         }
         j->has_thread = true;
@@ -456,12 +463,7 @@ int journal_close(struct journal *j)
     int rc = atomic_load(&j->broken) ? CORE_EUNAVAILABLE : CORE_OK;
     if (j->wal != NULL && rc == CORE_OK && wal_sync(j->wal, NULL, 0) != CORE_OK)
         rc = CORE_EUNAVAILABLE;
-    wal_close(j->wal);
-    free(j->wal_dir);
-    pthread_cond_destroy(&j->idle);
-    pthread_cond_destroy(&j->wake);
-    pthread_mutex_destroy(&j->mu);
-    free(j);
+    journal_free(j);
     return rc;
 }
 
