@@ -41,6 +41,9 @@ struct journal {
     pthread_mutex_t mu;
     pthread_cond_t wake;
     struct journal_write *head, *tail; /* appended, waiting for the sync */
+    size_t queued;                     /* how many */
+    size_t writers;                    /* recent batch size: writers that are active */
+    uint64_t last_sync_ns;
     uint64_t next_seq;                 /* JOURNAL_NONE */
     bool unsynced;                     /* JOURNAL_INTERVAL: appends since the last sync */
     bool stopping;
@@ -203,7 +206,9 @@ static void commit_batch(struct journal *j, struct journal_write *batch)
     if (has_data(batch)) {
         uint64_t t0 = mono_ns();
         rc = wal_sync(j->wal, err, sizeof err) == CORE_OK ? CORE_OK : CORE_EUNAVAILABLE;
-        atomic_fetch_add_explicit(&j->sync_ns, mono_ns() - t0, memory_order_relaxed);
+        uint64_t took = mono_ns() - t0;
+        j->last_sync_ns = took; /* the committer's own; gather reads it on this thread */
+        atomic_fetch_add_explicit(&j->sync_ns, took, memory_order_relaxed);
         atomic_fetch_add_explicit(&j->syncs, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&j->synced_writes, batch_size(batch), memory_order_relaxed);
     }
@@ -258,6 +263,29 @@ static void interval_sync(struct journal *j)
     }
 }
 
+/* Group commit's delay (PostgreSQL's commit_delay, made adaptive): when the
+ * last batches showed more writers than are queued now, the ones missing
+ * are most likely a round trip away, so wait a fraction of a sync for them
+ * rather than sync twice. With one writer this never waits. mu held. */
+#define GATHER_MAX_NS 250000u
+
+static void gather(struct journal *j)
+{
+    if (j->queued < j->writers && j->last_sync_ns > 0 && !j->stopping) {
+        uint64_t wait = j->last_sync_ns / 2 < GATHER_MAX_NS ? j->last_sync_ns / 2 : GATHER_MAX_NS;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + wait;
+        until.tv_sec += (time_t)(ns / 1000000000u);
+        until.tv_nsec = (long)(ns % 1000000000u);
+        while (j->queued < j->writers && !j->stopping &&
+               pthread_cond_timedwait(&j->wake, &j->mu, &until) == 0) {
+        }
+    }
+    /* follows a rise at once, decays by one a batch */
+    j->writers = j->queued >= j->writers ? j->queued : j->writers - 1;
+}
+
 static void *committer_main(void *arg)
 {
     struct journal *j = arg;
@@ -287,8 +315,10 @@ static void *committer_main(void *arg)
             pthread_cond_wait(&j->wake, &j->mu);
         if (j->head == NULL)
             break; /* stopping, and every write is finished */
+        gather(j);
         struct journal_write *batch = j->head;
         j->head = j->tail = NULL;
+        j->queued = 0;
         j->busy = true;
         pthread_mutex_unlock(&j->mu);
         commit_batch(j, batch);
@@ -355,6 +385,7 @@ void journal_submit(struct journal *j, struct journal_write *w)
         else
             j->head = w;
         j->tail = w;
+        j->queued++;
         pthread_cond_signal(&j->wake);
         pthread_mutex_unlock(&j->mu);
         return;

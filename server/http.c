@@ -253,6 +253,10 @@ static const char *overdue(const struct conn *c, uint64_t now, char *why, size_t
     int st = atomic_load_explicit(&c->state, memory_order_acquire);
     uint64_t since = atomic_load_explicit(&c->since_ms, memory_order_relaxed);
     uint64_t grace = (uint64_t)conns.cfg->header_timeout_s * 1000u, rate = conns.cfg->min_body_rate;
+    /* now was read before this sweep began: a state set since is newer
+     * (now - since would wrap around and close a fresh connection) */
+    if (since >= now)
+        return NULL;
     if (st == CONN_WAITING && now - since > grace) {
         snprintf(why, whylen, "no complete request headers within %d s (limits.header_timeout)",
                  conns.cfg->header_timeout_s);
