@@ -364,7 +364,7 @@ static size_t count_expired(const struct table *t, uint64_t now)
 /* Gives key a row: the lowest free one, else the least recently written
  * key's (evicted). Initializes it and publishes the key. */
 static int64_t insert_key(struct table *t, int64_t key, uint64_t now,
-                          const struct optim_config *cfg)
+                          const struct optim_config *cfg, const float *vector)
 {
     int64_t row = keymap_lowest_free(t->km);
     if (row < 0) {
@@ -374,7 +374,12 @@ static int64_t insert_key(struct table *t, int64_t key, uint64_t now,
     int64_t stripe = table_stripe_of(row);
     table_write_begin(t, stripe);
     keymap_set_key(t->km, row, key);
-    init_row(t, key, matrix_row(&t->w, row));
+    /* a row assignment's key starts as its vector: readers never see the
+     * initial row it would have had for an instant */
+    if (vector != NULL)
+        memcpy(matrix_row(&t->w, row), vector, (size_t)t->w.dim * sizeof(float));
+    else
+        init_row(t, key, matrix_row(&t->w, row));
     reset_state(t, row, cfg);
     table_update_norm(t, row);
     table_write_end(t, stripe);
@@ -441,7 +446,7 @@ static void apply_delete(struct table *t, const int64_t *keys, size_t n,
 
 /* Resolves every key to its row, inserting the new ones (see table.h). */
 static void resolve(struct table *t, const int64_t *keys, size_t n, uint64_t now,
-                    const struct optim_config *cfg, int64_t *rows,
+                    const struct optim_config *cfg, const float *vectors, int64_t *rows,
                     struct table_keyed_result *res)
 {
     for (size_t i = 0; i < n; i++)
@@ -454,7 +459,8 @@ static void resolve(struct table *t, const int64_t *keys, size_t n, uint64_t now
         if (row >= 0) {
             keymap_touch(t->km, row, now);
         } else {
-            row = insert_key(t, keys[i], now, cfg);
+            row = insert_key(t, keys[i], now, cfg,
+                             vectors != NULL ? vectors + i * (size_t)t->w.dim : NULL);
             res->inserted++;
         }
         rows[i] = row;
@@ -500,7 +506,7 @@ int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct opti
     }
     keymap_set_clock(t->km, now);
     expire(t, now);
-    resolve(t, keys, n, now, cfg, rows, res);
+    resolve(t, keys, n, now, cfg, op == TABLE_KEYED_ROWS ? values : NULL, rows, res);
     if (op == TABLE_KEYED_GRADIENTS) {
         rc = table_step_locked(t, cfg, rows, n, values, &res->version, &res->rows);
     } else {
