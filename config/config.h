@@ -66,6 +66,11 @@ struct config_table {
      * <data_dir>/<name>/ when there is one, so a restart keeps every
      * acknowledged write (gradient steps, row assignments). */
     bool resume;
+    /* keyed tables ("keys": "int64"): ids are int64 keys, rows come and go
+     * (table.h). num_embeddings is then the capacity; init.std, missing,
+     * ttl_seconds and evict are only for them. */
+    bool keyed;
+    struct table_keyed_settings keyed_settings;
     /* has_optimizer false: the table's default (sgd, lr 0.01). */
     bool has_optimizer;
     struct optim_config optimizer;

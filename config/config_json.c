@@ -270,6 +270,8 @@ struct table_parse {
     struct config_table *t;
     const struct jctx *x;
     bool seen_freeze, seen_format;
+    bool seen_n, seen_std, seen_capacity, seen_keyed_only;
+    const char *keyed_only; /* the first keyed-table key seen */
 };
 
 typedef int (*table_key_fn)(struct table_parse *p, const cJSON *v, const char *where);
@@ -334,6 +336,7 @@ static int tk_init(struct table_parse *p, const cJSON *v, const char *where)
         return rc;
     struct config_table *t = p->t;
     bool have_n = false, have_d = false;
+    double std = 1.0;
     for (const cJSON *m = v->child; m && rc == CORE_OK; m = m->next) {
         char path[WHERE_MAX];
         keypath(path, sizeof path, "%s.%s", where, m->string);
@@ -347,12 +350,19 @@ static int tk_init(struct table_parse *p, const cJSON *v, const char *where)
         } else if (strcmp(m->string, "seed") == 0) {
             rc = json_int(m, 0, INT64_C(1) << 53, &val, path, p->x);
             t->seed = (uint64_t)val;
+        } else if (strcmp(m->string, "std") == 0) {
+            if (json_finite(m, &std, path, p->x) != CORE_OK || std < 0)
+                rc = FAIL(p->x, "%s: must be a finite number >= 0", path);
+            p->seen_std = true;
         } else {
-            rc = FAIL(p->x, "%s: unknown key (num_embeddings, embedding_dim, seed)", path);
+            rc = FAIL(p->x, "%s: unknown key (num_embeddings, embedding_dim, seed; std for "
+                            "keyed tables)", path);
         }
     }
-    if (rc == CORE_OK && (!have_n || !have_d))
-        rc = FAIL(p->x, "%s.%s: missing", where, have_n ? "embedding_dim" : "num_embeddings");
+    if (rc == CORE_OK && !have_d)
+        rc = FAIL(p->x, "%s.embedding_dim: missing", where);
+    p->seen_n = have_n;
+    t->keyed_settings.std = std;
     t->has_init = rc == CORE_OK;
     return rc;
 }
@@ -432,6 +442,66 @@ static int tk_oov(struct table_parse *p, const cJSON *v, const char *where)
     return CORE_OK;
 }
 
+static void keyed_only(struct table_parse *p, const char *key)
+{
+    if (p->keyed_only == NULL)
+        p->keyed_only = key;
+}
+
+static int tk_keys(struct table_parse *p, const cJSON *v, const char *where)
+{
+    if (!cJSON_IsString(v) || strcmp(v->valuestring, "int64") != 0)
+        return FAIL(p->x, "%s: must be \"int64\" (ids are then arbitrary int64 keys)", where);
+    p->t->keyed = true;
+    return CORE_OK;
+}
+
+static int tk_capacity(struct table_parse *p, const cJSON *v, const char *where)
+{
+    keyed_only(p, "capacity");
+    p->seen_capacity = true;
+    return json_int(v, 1, INT64_C(0x7fffffff), &p->t->keyed_settings.capacity, where, p->x);
+}
+
+static int tk_missing(struct table_parse *p, const cJSON *v, const char *where)
+{
+    static const char *const names[] = {"error", "zeros", "init"};
+    keyed_only(p, "missing");
+    for (int i = 0; i < 3 && cJSON_IsString(v); i++) {
+        if (strcmp(v->valuestring, names[i]) == 0) {
+            p->t->keyed_settings.missing = (enum table_missing)i;
+            return CORE_OK;
+        }
+    }
+    return FAIL(p->x, "%s: must be \"error\", \"zeros\" or \"init\"", where);
+}
+
+static int tk_ttl(struct table_parse *p, const cJSON *v, const char *where)
+{
+    int64_t ttl = 0;
+    keyed_only(p, "ttl_seconds");
+    if (cJSON_IsNull(v)) {
+        p->t->keyed_settings.ttl_seconds = 0;
+        return CORE_OK;
+    }
+    if (json_int(v, 1, UINT32_MAX / 2, &ttl, where, p->x) != CORE_OK)
+        return FAIL(p->x, "%s: must be an integer number of seconds >= 1, or null", where);
+    p->t->keyed_settings.ttl_seconds = (uint32_t)ttl;
+    return CORE_OK;
+}
+
+static int tk_evict(struct table_parse *p, const cJSON *v, const char *where)
+{
+    keyed_only(p, "evict");
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "lru") == 0)
+        p->t->keyed_settings.evict = TABLE_EVICT_LRU;
+    else if (cJSON_IsString(v) && strcmp(v->valuestring, "none") == 0)
+        p->t->keyed_settings.evict = TABLE_EVICT_NONE;
+    else
+        return FAIL(p->x, "%s: must be \"lru\" or \"none\"", where);
+    return CORE_OK;
+}
+
 static int tk_optimizer(struct table_parse *p, const cJSON *v, const char *where)
 {
     return parse_optimizer(p->t, v, where, p->x);
@@ -460,6 +530,16 @@ static const struct {
      "{\"name\": sgd | sparse_adam | adagrad, \"lr\", \"betas\", \"eps\", \"lr_decay\",\n"
      "      \"initial_accumulator_value\"}: PyTorch's names and defaults; null = sgd lr 0.01"},
     {"oov", tk_oov, "unknown token in a lookup: \"error\" (default, 404) or an id to use"},
+    {"keys", tk_keys,
+     "\"int64\": ids are arbitrary int64 keys, inserted by writes (a keyed table; needs\n"
+     "      \"capacity\" and \"init\": {\"embedding_dim\", \"std\" (default 1), \"seed\"})"},
+    {"capacity", tk_capacity, "keyed tables: rows reserved for keys"},
+    {"missing", tk_missing,
+     "keyed tables: a read of an unseen key: \"error\" (default, 404), \"zeros\", \"init\""},
+    {"ttl_seconds", tk_ttl, "keyed tables: evict keys not written for this long; null (default)"},
+    {"evict", tk_evict,
+     "keyed tables, when full: \"lru\" (default, drop the least recently written key) or\n"
+     "      \"none\" (507 capacity_exceeded)"},
     {"resume", tk_resume,
      "start from the newest snapshot in <data_dir>/<name>/ if there is one (a restart\n"
      "      keeps every write); default true"},
@@ -483,6 +563,35 @@ static int table_key(struct table_parse *p, const cJSON *m, const char *where)
     return FAIL(p->x, "%s: unknown key", path);
 }
 
+/* A keyed table's entry: what it needs and what it cannot have. */
+static int finish_keyed(struct table_parse *p, const char *where)
+{
+    struct config_table *t = p->t;
+    const struct jctx *x = p->x;
+    if (!t->keyed)
+        return FAIL(x, "%s.%s: only for keyed tables (\"keys\": \"int64\")", where,
+                    p->keyed_only != NULL ? p->keyed_only : "init.std");
+    if (!t->has_init || t->path != NULL)
+        return FAIL(x, "%s: a keyed table starts empty and grows: give \"init\": "
+                       "{\"embedding_dim\", \"std\", \"seed\"}, not \"path\"", where);
+    if (!p->seen_capacity)
+        return FAIL(x, "%s.capacity: missing (the rows reserved for keys)", where);
+    if (p->seen_n)
+        return FAIL(x, "%s.init.num_embeddings: a keyed table's size is its \"capacity\"; "
+                       "leave num_embeddings out", where);
+    if (t->settings.has_padding)
+        return FAIL(x, "%s.padding_idx: a keyed table takes no padding_idx (its ids are keys, "
+                       "not rows)", where);
+    if (t->vocab != NULL || t->settings.oov_id >= 0)
+        return FAIL(x, "%s.%s: a keyed table has no vocabulary (its ids are int64 keys)", where,
+                    t->vocab != NULL ? "vocab" : "oov");
+    if (t->settings.has_max_norm)
+        return FAIL(x, "%s.max_norm: not supported on keyed tables", where);
+    t->num_embeddings = t->keyed_settings.capacity;
+    t->keyed_settings.seed = t->seed;
+    return CORE_OK;
+}
+
 /* Checks what spans keys, once the whole entry has been read. */
 static int finish_table(struct table_parse *p, const char *where)
 {
@@ -494,6 +603,10 @@ static int finish_table(struct table_parse *p, const char *where)
         return FAIL(x, "%s: needs exactly one of \"path\" and \"init\"", where);
     if (!p->seen_freeze)
         t->settings.freeze = !t->has_init; /* as from_pretrained / nn.Embedding */
+    if (t->keyed || p->keyed_only != NULL || p->seen_std)
+        return finish_keyed(p, where);
+    if (t->has_init && !p->seen_n)
+        return FAIL(x, "%s.init.num_embeddings: missing", where);
     if (!t->has_init)
         return CORE_OK;
     if (p->seen_format || t->tensor || t->vocab)
@@ -513,6 +626,7 @@ static int parse_table(struct config_table *t, const cJSON *v, const char *where
 {
     memset(t, 0, sizeof *t);
     table_settings_init(&t->settings);
+    table_keyed_settings_init(&t->keyed_settings);
     t->format = LOADER_AUTO;
     t->resume = true;
     struct table_parse p = {.t = t, .x = x};

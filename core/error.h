@@ -19,7 +19,8 @@
     X(NOTFOUND, "not found")                                           \
     X(EXISTS, "already exists")                                        \
     X(TOOBIG, "size over a limit")                                     \
-    X(UNAVAILABLE, "the write could not be made durable")
+    X(UNAVAILABLE, "the write could not be made durable")             \
+    X(CAPACITY, "the keyed table is full")
 
 enum core_err {
 #define CORE_ERR_ENUM(name, msg) CORE_E##name,

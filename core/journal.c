@@ -86,9 +86,9 @@ static void head_of(const struct table *t, const struct journal_write *w,
     memset(h, 0, sizeof *h);
     h->format = RECORD_FORMAT;
     h->n = w->n;
-    h->dim = w->op == JOURNAL_RENORM ? 0 : (uint64_t)table_dim(t);
+    h->dim = w->op == JOURNAL_RENORM || w->op == JOURNAL_DELETE ? 0 : (uint64_t)table_dim(t);
     h->time_ms = wall_ms();
-    if (w->op == JOURNAL_GRADIENTS) {
+    if (w->op == JOURNAL_GRADIENTS || (w->op == JOURNAL_ROWS && table_is_keyed(t))) {
         struct optim_config c;
         table_optimizer_config(t, &c);
         if (w->lr > 0)
@@ -116,14 +116,43 @@ static void config_of(const struct journal_record_head *h, struct optim_config *
     };
 }
 
+/* A keyed table's record: keys resolved, inserted, evicted in its apply. */
+static int apply_keyed(struct table *t, enum journal_op op, const struct journal_record_head *h,
+                       const int64_t *ids, const float *values, uint64_t *version,
+                       size_t *rows, size_t *inserted)
+{
+    static const enum table_keyed_op ops[] = {
+        [JOURNAL_GRADIENTS] = TABLE_KEYED_GRADIENTS,
+        [JOURNAL_ROWS] = TABLE_KEYED_ROWS,
+        [JOURNAL_DELETE] = TABLE_KEYED_DELETE,
+    };
+    if (op == JOURNAL_RENORM)
+        return CORE_EINVAL; /* keyed tables have no max_norm */
+    struct optim_config c;
+    config_of(h, &c);
+    if (op == JOURNAL_GRADIENTS && optim_config_check(&c, NULL, 0) != CORE_OK)
+        return CORE_EINVAL;
+    struct table_keyed_result res;
+    size_t bad = 0;
+    int rc = table_keyed_apply(t, ops[op], op == JOURNAL_DELETE ? NULL : &c, h->time_ms, ids,
+                               (size_t)h->n, values, &bad, &res);
+    *version = rc == CORE_OK ? res.version : table_version(t);
+    *rows = res.rows;
+    *inserted = res.inserted;
+    return rc;
+}
+
 /* Applies one record to t: the one code path of live writes and replay.
- * Fills *version and *rows. */
+ * Fills *version, *rows and *inserted. */
 static int apply_record(struct table *t, enum journal_op op, const struct journal_record_head *h,
                         const int64_t *ids, const float *values, uint64_t *version,
-                        size_t *rows)
+                        size_t *rows, size_t *inserted)
 {
     size_t bad = 0;
     *rows = 0;
+    *inserted = 0;
+    if (table_is_keyed(t))
+        return apply_keyed(t, op, h, ids, values, version, rows, inserted);
     switch (op) {
     case JOURNAL_GRADIENTS: {
         struct optim_config c;
@@ -137,6 +166,8 @@ static int apply_record(struct table *t, enum journal_op op, const struct journa
     case JOURNAL_RENORM:
         *version = table_version(t);
         return table_renorm(t, ids, (size_t)h->n);
+    case JOURNAL_DELETE:
+        break; /* keys only */
     }
     return CORE_EINVAL;
 }
@@ -147,10 +178,17 @@ static int apply_record(struct table *t, enum journal_op op, const struct journa
 static void apply_write(struct journal *j, struct journal_write *w, const struct journal_record_head *h,
                         bool mu_held)
 {
-    int rc = apply_record(j->t, w->op, h, w->ids, w->values, &w->version, &w->rows);
+    int rc = apply_record(j->t, w->op, h, w->ids, w->values, &w->version, &w->rows,
+                          &w->inserted);
     uint64_t seq = table_log_seq(j->t);
     if (rc == CORE_OK && seq == w->seq)
         return;
+    if (rc == CORE_ECAPACITY && seq == w->seq) {
+        /* a keyed write that did not fit: applied as a refusal, in order */
+        fail_write(w, rc, "the keyed table is full (evict: none, or more distinct keys than "
+                          "its capacity); nothing was changed");
+        return;
+    }
     char why[160];
     snprintf(why, sizeof why, "record %llu is in the log but could not be applied (%s)",
              (unsigned long long)w->seq, rc != CORE_OK ? core_strerror(rc) : "out of order");
@@ -233,6 +271,7 @@ static void commit_batch(struct journal *j, struct journal_write *batch)
         if (rc == CORE_OK) {
             struct journal_record_head h;
             head_of(j->t, w, &h);
+            h.time_ms = w->time_ms; /* the logged clock: ttl follows the log */
             apply_write(j, w, &h, false);
         } else {
             fail_write(w, rc, j->why);
@@ -344,6 +383,7 @@ void journal_submit(struct journal *j, struct journal_write *w)
     struct iovec parts[3];
     int nparts = journal_record_parts(j->t, w, &h, parts);
     size_t floats = (size_t)(h.n * h.dim);
+    w->time_ms = h.time_ms;
 
     pthread_mutex_lock(&j->mu);
     if (atomic_load(&j->broken) || j->stopping) {
@@ -554,15 +594,28 @@ int journal_apply_payload(struct table *t, uint64_t seq, uint32_t kind, const vo
                           size_t len, uint64_t *version, size_t *rows, char *err,
                           size_t errlen)
 {
+    return journal_apply_payload_keyed(t, seq, kind, payload, len, version, rows, NULL, NULL,
+                                       err, errlen);
+}
+
+int journal_apply_payload_keyed(struct table *t, uint64_t seq, uint32_t kind,
+                                const void *payload, size_t len, uint64_t *version,
+                                size_t *rows, size_t *inserted, bool *refused, char *err,
+                                size_t errlen)
+{
     struct journal_record_head h;
     if (len < sizeof h)
         return payload_fail(err, errlen, seq, "shorter than a record head");
     memcpy(&h, payload, sizeof h);
     if (h.format != RECORD_FORMAT)
         return payload_fail(err, errlen, seq, "unknown record format");
-    if (kind < JOURNAL_GRADIENTS || kind > JOURNAL_RENORM)
+    if (kind < JOURNAL_GRADIENTS || kind > JOURNAL_DELETE)
         return payload_fail(err, errlen, seq, "unknown record kind");
-    uint64_t dim = kind == JOURNAL_RENORM ? 0 : (uint64_t)table_dim(t);
+    if (kind == JOURNAL_DELETE && !table_is_keyed(t))
+        return payload_fail(err, errlen, seq, "a delete of keys on a table that is not keyed");
+    if (kind == JOURNAL_RENORM && table_is_keyed(t))
+        return payload_fail(err, errlen, seq, "a renormalization on a keyed table");
+    uint64_t dim = kind == JOURNAL_RENORM || kind == JOURNAL_DELETE ? 0 : (uint64_t)table_dim(t);
     if (h.dim != dim)
         return payload_fail(err, errlen, seq, "its row length is not the table's embedding_dim");
     uint64_t body = len - sizeof h; /* n < 2^31 and dim < 2^31 here: no overflow */
@@ -582,9 +635,16 @@ int journal_apply_payload(struct table *t, uint64_t seq, uint32_t kind, const vo
     }
     const float *values = dim ? (const float *)(const void *)(p + h.n * sizeof(int64_t)) : NULL;
     uint64_t v = 0;
-    size_t r = 0;
-    int rc = apply_record(t, (enum journal_op)kind, &h, ids, values, &v, &r);
+    size_t r = 0, ins = 0;
+    int rc = apply_record(t, (enum journal_op)kind, &h, ids, values, &v, &r, &ins);
     free(copy);
+    bool refusal = rc == CORE_ECAPACITY && table_log_seq(t) == seq;
+    if (refused != NULL)
+        *refused = refusal;
+    if (inserted != NULL)
+        *inserted = ins;
+    if (refusal)
+        rc = CORE_OK;
     if (rc != CORE_OK) {
         char what[96];
         snprintf(what, sizeof what, "cannot be applied: %s", core_strerror(rc));

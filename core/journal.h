@@ -17,10 +17,18 @@
  * does not depend on the configuration of the run that replays:
  *   gradients  ids[n] (int64), grads[n x dim] (float32), optimizer config
  *   rows       ids[n], vectors[n x dim]
+ *   delete     keys[n] (keyed tables): DELETE /v1/tables/{t}/rows
  *   renorm     ids[m]: a max_norm renormalization done by a lookup; needs no
  *              sync of its own (a later durable record carries it), so it
  *              is the one write seen before it is durable: lost in a crash,
  *              the next lookup of the row redoes it to the same bits.
+ *
+ * On a keyed table (table.h) ids are keys, and inserts, evictions (ttl at
+ * the head's time_ms, lru) and deletes happen inside these records, so the
+ * log orders them too; rows records of keyed tables carry the optimizer
+ * config as well (a reused row's fresh adagrad state needs it). A keyed
+ * write refused for capacity at apply keeps its seq and answers
+ * CORE_ECAPACITY without breaking the journal: replay refuses it the same.
  *
  * Durability modes: JOURNAL_SYNC (durable before done), JOURNAL_INTERVAL
  * (applied at once, synced every interval_ms), JOURNAL_NONE (no log file;
@@ -47,6 +55,7 @@ enum journal_op {
     JOURNAL_GRADIENTS = 1, /* table_apply_gradients */
     JOURNAL_ROWS = 2,      /* table_assign_rows */
     JOURNAL_RENORM = 3,    /* table_renorm, from lookups with max_norm */
+    JOURNAL_DELETE = 4,    /* keyed tables: ids[n] are keys to remove (dim 0) */
 };
 
 /* The fixed head of every record's payload (host byte order, which is
@@ -81,6 +90,7 @@ struct journal_write {
     uint64_t seq;     /* the record's seq (0 when it never got one) */
     uint64_t version; /* the table's version after it */
     size_t rows;      /* distinct rows changed */
+    size_t inserted;  /* keyed tables: keys new to the table */
     char err[320];
     /* Called exactly once, from the committer thread, or from the
      * submitting thread when the write fails before it is queued. */
@@ -88,6 +98,7 @@ struct journal_write {
     void *ud;
     struct journal_write *next; /* the journal's */
     struct wal_mark mark;       /* the journal's: the log's end before this record */
+    uint64_t time_ms;           /* the journal's: the record's time_ms */
 };
 
 /* Opens t's journal with its log in wal_dir (unused with JOURNAL_NONE),
@@ -154,6 +165,14 @@ int journal_record_parts(const struct table *t, const struct journal_write *w,
 int journal_apply_payload(struct table *t, uint64_t seq, uint32_t kind, const void *payload,
                           size_t len, uint64_t *version, size_t *rows, char *err,
                           size_t errlen);
+
+/* journal_apply_payload that also says whether the record was a keyed write
+ * refused for capacity (*refused; it applied as a refusal: CORE_OK) and how
+ * many keys it inserted (*inserted). Either may be NULL. */
+int journal_apply_payload_keyed(struct table *t, uint64_t seq, uint32_t kind,
+                                const void *payload, size_t len, uint64_t *version,
+                                size_t *rows, size_t *inserted, bool *refused, char *err,
+                                size_t errlen);
 
 /* Applies to t every record of the log in wal_dir after table_log_seq(t),
  * in order, through the same code as live writes (frozen tables too: the

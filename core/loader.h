@@ -77,6 +77,17 @@ int safetensors_load(const char *path, const struct loader_opts *o, struct matri
  * float32 .npy file to an open file descriptor. CORE_EIO on failure. */
 int npy_write_fd(int fd, const float *data, int64_t rows, int64_t dim, int64_t stride);
 
+/* Writes rows x cols int64 (cols 0: a 1-D array of rows) as a C-order
+ * '<i8' .npy file to an open file descriptor (keyed tables' keys.npy).
+ * CORE_EIO on failure. */
+int npy_write_i64_fd(int fd, const int64_t *data, int64_t rows, int64_t cols);
+
+/* Reads the file npy_write_i64_fd writes, with exactly that header for
+ * rows x cols, into out[rows * max(cols, 1)]. CORE_ENOTFOUND, CORE_EIO,
+ * or CORE_EFORMAT (a header or size other than expected), err naming path. */
+int npy_read_i64_exact(const char *path, int64_t rows, int64_t cols, int64_t *out, char *err,
+                       size_t errlen);
+
 /* Converts IEEE half / bfloat16 bits to float (exact). */
 float half_to_float(uint16_t h);
 float bf16_to_float(uint16_t b);

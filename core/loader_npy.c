@@ -365,6 +365,63 @@ static int write_header(int fd, int64_t rows, int64_t dim)
     return write_all(fd, head, padded);
 }
 
+/* The header npy_write_i64_fd writes; returns its length (a multiple of 64). */
+static size_t i64_header(char head[256], int64_t rows, int64_t cols)
+{
+    char dict[160];
+    int n = cols > 0 ? snprintf(dict, sizeof(dict),
+                                "{'descr': '<i8', 'fortran_order': False, 'shape': (%lld, %lld), }",
+                                (long long)rows, (long long)cols)
+                     : snprintf(dict, sizeof(dict),
+                                "{'descr': '<i8', 'fortran_order': False, 'shape': (%lld,), }",
+                                (long long)rows);
+    size_t total = 10 + (size_t)n + 1;
+    size_t padded = (total + 63) / 64 * 64;
+    memcpy(head, NPY_MAGIC, NPY_MAGIC_LEN);
+    head[6] = 1;
+    head[7] = 0;
+    size_t hlen = padded - 10;
+    head[8] = (char)(hlen & 0xff);
+    head[9] = (char)(hlen >> 8);
+    memcpy(head + 10, dict, (size_t)n);
+    memset(head + 10 + n, ' ', padded - total);
+    head[padded - 1] = '\n';
+    return padded;
+}
+
+int npy_write_i64_fd(int fd, const int64_t *data, int64_t rows, int64_t cols)
+{
+    if (fd < 0 || rows < 0 || cols < 0 || loader_host_big_endian())
+        return CORE_EINVAL;
+    char head[256];
+    size_t hlen = i64_header(head, rows, cols);
+    int rc = write_all(fd, head, hlen);
+    if (rc == CORE_OK)
+        rc = write_all(fd, data, (size_t)rows * (size_t)(cols > 0 ? cols : 1) * sizeof(int64_t));
+    return rc;
+}
+
+int npy_read_i64_exact(const char *path, int64_t rows, int64_t cols, int64_t *out, char *err,
+                       size_t errlen)
+{
+    char want[256], got[256];
+    size_t hlen = i64_header(want, rows, cols);
+    size_t bytes = (size_t)rows * (size_t)(cols > 0 ? cols : 1) * sizeof(int64_t);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return core_fail(err, errlen, errno == ENOENT ? CORE_ENOTFOUND : CORE_EIO, "%s: %s",
+                         path, strerror(errno));
+    int rc = CORE_OK;
+    if (fread(got, 1, hlen, f) != hlen || memcmp(got, want, hlen) != 0)
+        rc = core_fail(err, errlen, CORE_EFORMAT, "%s: not an int64 array of shape (%lld%s%lld)",
+                       path, (long long)rows, cols > 0 ? ", " : ",", (long long)cols);
+    else if (fread(out, 1, bytes, f) != bytes || fgetc(f) != EOF)
+        rc = core_fail(err, errlen, CORE_EFORMAT, "%s: holds other than %zu bytes of data", path,
+                       bytes);
+    fclose(f);
+    return rc;
+}
+
 int npy_write_fd(int fd, const float *data, int64_t rows, int64_t dim, int64_t stride)
 {
     if (fd < 0 || rows < 0 || dim < 1 || stride < dim || (rows > 0 && data == NULL))

@@ -891,23 +891,13 @@ int table_check_gradients(const struct table *t, const int64_t *ids, size_t n,
     return check_request(t, ids, n, grads, lr, bad);
 }
 
-/* The step itself, after validation; cfg is the optimizer to step with (lr
- * included), or NULL for the table's effective one with lr > 0 overriding
- * its lr. Takes the write lock. */
-static int apply_step(struct table *t, const struct optim_config *cfg_in, double lr,
-                      uint64_t *version_out, size_t *rows_out, const int64_t *ids, size_t n,
-                      const float *grads)
+/* The step itself, after validation and with the write lock held, with the
+ * optimizer cfg (lr included). */
+int table_step_locked(struct table *t, const struct optim_config *cfg_in, const int64_t *ids,
+                      size_t n, const float *grads, uint64_t *version_out, size_t *rows_out)
 {
     struct plan plan;
-    pthread_mutex_lock(&t->write_lock);
-    struct optim_config cfg;
-    if (cfg_in != NULL) {
-        cfg = *cfg_in;
-    } else {
-        effective_config(&t->optim, &cfg);
-        if (lr > 0)
-            cfg.lr = lr;
-    }
+    struct optim_config cfg = *cfg_in;
     enum walk walk = t->s.scale_grad_by_freq ? WALK_IN_ORDER
                      : cfg.kind == OPTIM_SGD ? WALK_ENTRIES
                                              : WALK_COALESCED;
@@ -917,10 +907,8 @@ static int apply_step(struct table *t, const struct optim_config *cfg_in, double
         if (rc != CORE_OK)
             plan_free(&plan);
     }
-    if (rc != CORE_OK) {
-        pthread_mutex_unlock(&t->write_lock);
+    if (rc != CORE_OK)
         return rc;
-    }
     struct step s = {.t = t, .cfg = &cfg, .grads = grads, .scale = t->s.scale_grad_by_freq};
     t->optim.step++;
     step_consts_init(&s.k, &cfg, cfg.lr, t->optim.step);
@@ -930,13 +918,33 @@ static int apply_step(struct table *t, const struct optim_config *cfg_in, double
         apply_plan(&s, &plan);
     uint64_t version = atomic_fetch_add_explicit(&t->version, 1, memory_order_acq_rel) + 1;
     atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
-    pthread_mutex_unlock(&t->write_lock);
     if (version_out != NULL)
         *version_out = version;
     if (rows_out != NULL)
         *rows_out = plan.rows;
     plan_free(&plan);
     return CORE_OK;
+}
+
+/* The step itself, after validation; cfg is the optimizer to step with (lr
+ * included), or NULL for the table's effective one with lr > 0 overriding
+ * its lr. Takes the write lock. */
+static int apply_step(struct table *t, const struct optim_config *cfg_in, double lr,
+                      uint64_t *version_out, size_t *rows_out, const int64_t *ids, size_t n,
+                      const float *grads)
+{
+    pthread_mutex_lock(&t->write_lock);
+    struct optim_config cfg;
+    if (cfg_in != NULL) {
+        cfg = *cfg_in;
+    } else {
+        effective_config(&t->optim, &cfg);
+        if (lr > 0)
+            cfg.lr = lr;
+    }
+    int rc = table_step_locked(t, &cfg, ids, n, grads, version_out, rows_out);
+    pthread_mutex_unlock(&t->write_lock);
+    return rc;
 }
 
 int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const float *grads,

@@ -114,6 +114,9 @@ struct copy {
     const float *mat[MANIFEST_NFILES]; /* into buf, for the npy files held */
     const struct vocab *vocab;
     uint64_t lock_us; /* time the write lock was held */
+    /* keyed tables: keymap_export's arrays, or NULL */
+    int64_t *keys, *key_state;
+    int64_t capacity;
 };
 
 /* The table's matrix behind an npy file of the manifest. */
@@ -175,6 +178,9 @@ static int copy_alloc(struct copy *c, size_t bytes)
 
 static void copy_free(struct copy *c)
 {
+    free(c->keys);
+    free(c->key_state);
+    c->keys = c->key_state = NULL;
     if (c->buf != NULL)
         munmap(c->buf, c->buf_bytes);
     c->buf = NULL;
@@ -204,6 +210,8 @@ static void copy_fill(const struct table *t, struct copy *c)
         dst += rows * dim;
     }
     c->vocab = t->vocab;
+    if (c->keys != NULL)
+        keymap_export(t->km, c->keys, c->key_state);
 }
 
 /* Sizing the buffer means looking at the state under the lock, then
@@ -219,6 +227,16 @@ static int copy_take(struct table *t, struct copy *c, char *err, size_t errlen)
     /* the shape never changes: no lock needed for it */
     size_t per_file = (size_t)t->w.rows * (size_t)t->w.dim * sizeof(float);
     for (int attempt = 1;; attempt++) {
+        if (t->km != NULL && c->keys == NULL) { /* a keyed table's keys, sized by its capacity */
+            c->capacity = t->w.rows;
+            c->keys = malloc((size_t)c->capacity * sizeof(int64_t) + 1);
+            c->key_state = malloc(((size_t)c->capacity * 2 + 2) * sizeof(int64_t));
+            if (c->keys == NULL || c->key_state == NULL) {
+                copy_free(c);
+                return core_fail(err, errlen, CORE_ENOMEM, "table %s: no memory for its keys",
+                                 t->name);
+            }
+        }
         bool last = attempt == COPY_ATTEMPTS;
         pthread_mutex_lock(&t->write_lock);
         uint64_t t0 = now_us();
@@ -253,8 +271,8 @@ static int copy_take(struct table *t, struct copy *c, char *err, size_t errlen)
 /* The files of one snapshot being written, open until they are fsynced. */
 struct out_files {
     const char *dir;
-    int fd[MANIFEST_NFILES + 1]; /* and manifest.json */
-    const char *name[MANIFEST_NFILES + 1];
+    int fd[MANIFEST_NFILES + 3]; /* and keys.npy, key_state.npy, manifest.json */
+    const char *name[MANIFEST_NFILES + 3];
     int n;
     uint64_t bytes; /* sizes of the files synced */
 };
@@ -332,6 +350,31 @@ static int write_manifest(struct out_files *f, const struct manifest *m, char *e
     return rc;
 }
 
+static int write_i64(struct out_files *f, const char *name, const int64_t *data, int64_t rows,
+                     int64_t cols, char *err, size_t errlen)
+{
+    int fd;
+    int rc = create_file(f, name, &fd, err, errlen);
+    if (rc == CORE_OK && (rc = npy_write_i64_fd(fd, data, rows, cols)) != CORE_OK)
+        return core_fail(err, errlen, rc, "%s/%s: write failed: %s", f->dir, name,
+                         rc == CORE_EIO ? strerror(errno) : core_strerror(rc));
+    return rc;
+}
+
+/* A keyed table's keys.npy (int64 [capacity], the key of each row of
+ * weight.npy, INT64_MIN for a free row) and key_state.npy (int64
+ * [capacity + 1, 2]: each row's place in the write order, -1 when free,
+ * and its write second; then the key map's clock and evictions). */
+static int write_keys(const struct copy *c, struct out_files *f, char *err, size_t errlen)
+{
+    if (c->keys == NULL)
+        return CORE_OK;
+    int rc = write_i64(f, SNAPSHOT_KEYS, c->keys, c->capacity, 0, err, errlen);
+    if (rc == CORE_OK)
+        rc = write_i64(f, SNAPSHOT_KEY_STATE, c->key_state, c->capacity + 1, 2, err, errlen);
+    return rc;
+}
+
 /* Every file of the copy, the manifest last. */
 static int write_files(const struct copy *c, struct out_files *f, char *err, size_t errlen)
 {
@@ -346,6 +389,8 @@ static int write_files(const struct copy *c, struct out_files *f, char *err, siz
         else
             rc = write_vocab(f, c->vocab, err, errlen);
     }
+    if (rc == CORE_OK)
+        rc = write_keys(c, f, err, errlen);
     return rc == CORE_OK ? write_manifest(f, &c->m, err, errlen) : rc;
 }
 
@@ -611,6 +656,37 @@ static int require_files(const char *dir, const struct manifest *m, char *err, s
     return CORE_OK;
 }
 
+/* A keyed table's keys, when the snapshot has them (write_keys). */
+static int load_keys(const char *dir, struct table *t, char *err, size_t errlen)
+{
+    char path[PATH_MAX], state_path[PATH_MAX];
+    struct stat st;
+    int rc = path_join(path, sizeof(path), dir, SNAPSHOT_KEYS, err, errlen);
+    if (rc == CORE_OK)
+        rc = path_join(state_path, sizeof(state_path), dir, SNAPSHOT_KEY_STATE, err, errlen);
+    if (rc != CORE_OK || stat(path, &st) != 0)
+        return rc; /* a dense table */
+    size_t c = (size_t)t->w.rows;
+    int64_t *keys = malloc(c * sizeof *keys + 1), *state = malloc((2 * c + 2) * sizeof *state);
+    if (keys == NULL || state == NULL)
+        rc = core_fail(err, errlen, CORE_ENOMEM, "%s: no memory for %zu keys", path, c);
+    if (rc == CORE_OK)
+        rc = npy_read_i64_exact(path, t->w.rows, 0, keys, err, errlen);
+    if (rc == CORE_OK)
+        rc = npy_read_i64_exact(state_path, t->w.rows + 1, 2, state, err, errlen);
+    if (rc == CORE_ENOTFOUND)
+        rc = core_fail(err, errlen, CORE_EFORMAT, "%s: missing next to %s", state_path, path);
+    if (rc == CORE_OK) {
+        char why[200] = "";
+        rc = table_keyed_attach(t, keys, state, why, sizeof why);
+        if (rc != CORE_OK)
+            rc = core_fail(err, errlen, rc, "%s: %s", path, why);
+    }
+    free(keys);
+    free(state);
+    return rc;
+}
+
 static int load_once(const char *dir, const char *name, struct table **out, char *err,
                      size_t errlen)
 {
@@ -636,6 +712,10 @@ static int load_once(const char *dir, const char *name, struct table **out, char
     }
     l.vocab = NULL; /* the table's now */
     adopt(t, &m, &l);
+    if ((rc = load_keys(dir, t, err, errlen)) != CORE_OK) {
+        table_free(t);
+        return rc;
+    }
     *out = t;
     return CORE_OK;
 }

@@ -7,6 +7,10 @@
  *       exp_avg.npy     sparse_adam state, float32 [N, D]   (once allocated)
  *       exp_avg_sq.npy  sparse_adam state
  *       sum.npy         adagrad state
+ *       keys.npy        keyed tables: int64 [N], the key of each row (INT64_MIN: free)
+ *       key_state.npy   keyed tables: int64 [N + 1, 2], each row's place in the
+ *                       write order (-1: free) and write second; then the key
+ *                       map's clock (ms) and evictions
  *       manifest.json   format version, name, shape, settings, optimizer
  *                       config, step, version, log seq (manifest.h)
  *
@@ -34,6 +38,9 @@
 
 /* 2 adds log_seq; format 1 snapshots still load, at log seq 0. */
 #define SNAPSHOT_FORMAT_VERSION MANIFEST_FORMAT_VERSION
+
+#define SNAPSHOT_KEYS "keys.npy"
+#define SNAPSHOT_KEY_STATE "key_state.npy"
 
 /* What snapshot_write did. */
 struct snapshot_info {

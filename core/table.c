@@ -309,6 +309,7 @@ void table_free(struct table *t)
     matrix_deinit(&t->optim.exp_avg_sq);
     matrix_deinit(&t->optim.sum);
     matrix_deinit(&t->w);
+    keymap_free(t->km);
     vocab_free(t->vocab);
     pthread_mutex_destroy(&t->write_lock);
     free((void *)t->seq);
@@ -658,6 +659,8 @@ int table_lookup(struct table *t, const int64_t *ids, size_t n, float *out, size
     int rc = table_check_ids(t, ids, n, bad);
     if (rc != CORE_OK)
         return rc;
+    if (t->km != NULL)
+        return table_keyed_lookup(t, ids, n, out, bad);
     if (t->s.has_max_norm)
         return lookup_renorm(t, ids, n, out);
     gather_rows(t, ids, n, out);
@@ -681,7 +684,7 @@ static int check_offsets(const size_t *offsets, size_t nbags)
  * strictly greater, as embedding_bag_cpu_max_out. All bit-exact against
  * torch in tests/test_bag.c. */
 static void pool_bag(const struct table *t, const int64_t *ids, size_t n, const float *weights,
-                     enum bag_mode mode, float *row, float *out)
+                     enum bag_mode mode, const float *gathered, float *row, float *out)
 {
     int64_t dim = t->w.dim;
     bool has_pad = t->s.has_padding;
@@ -689,9 +692,13 @@ static void pool_bag(const struct table *t, const int64_t *ids, size_t n, const 
     for (size_t i = 0; i < n; i++) {
         if (has_pad && ids[i] == t->s.padding_idx)
             continue;
-        if (i + PREFETCH_AHEAD < n)
-            prefetch_row(t, ids[i + PREFETCH_AHEAD]);
-        copy_row(t, ids[i], row);
+        if (gathered != NULL) {
+            memcpy(row, gathered + i * (size_t)dim, (size_t)dim * sizeof(float));
+        } else {
+            if (i + PREFETCH_AHEAD < n)
+                prefetch_row(t, ids[i + PREFETCH_AHEAD]);
+            copy_row(t, ids[i], row);
+        }
         if (mode == BAG_MAX) {
             for (int64_t j = 0; j < dim; j++)
                 if (kept == 0 || row[j] > out[j])
@@ -727,14 +734,26 @@ int table_bag(struct table *t, const int64_t *ids, const size_t *offsets, size_t
         return rc;
     size_t dim = (size_t)t->w.dim;
     float *row = malloc(dim * sizeof(float));
-    if (row == NULL)
+    /* a keyed table's rows are found (or made up, for missing keys) first */
+    float *gathered = t->km != NULL ? malloc(n * dim * sizeof(float) + 1) : NULL;
+    if (row == NULL || (t->km != NULL && gathered == NULL)) {
+        free(row);
+        free(gathered);
         return CORE_ENOMEM;
+    }
+    if (t->km != NULL && (rc = table_keyed_lookup(t, ids, n, gathered, bad)) != CORE_OK) {
+        free(row);
+        free(gathered);
+        return rc;
+    }
     memset(out, 0, nbags * dim * sizeof(float));
     for (size_t b = 0; b < nbags; b++) {
         const float *w = per_sample_weights != NULL ? per_sample_weights + offsets[b] : NULL;
-        pool_bag(t, ids + offsets[b], offsets[b + 1] - offsets[b], w, mode, row, out + b * dim);
+        pool_bag(t, ids + offsets[b], offsets[b + 1] - offsets[b], w, mode,
+                 gathered != NULL ? gathered + offsets[b] * dim : NULL, row, out + b * dim);
     }
     free(row);
+    free(gathered);
     return CORE_OK;
 }
 
@@ -785,11 +804,20 @@ int table_check_rows(const struct table *t, const int64_t *ids, size_t n, const 
 int table_assign_rows(struct table *t, const int64_t *ids, size_t n, const float *vectors,
                       size_t *bad, uint64_t *version_out)
 {
-    size_t dim = (size_t)t->w.dim;
     int rc = table_check_rows(t, ids, n, vectors, bad);
     if (rc != CORE_OK)
         return rc;
     pthread_mutex_lock(&t->write_lock);
+    uint64_t v = table_assign_locked(t, ids, n, vectors);
+    pthread_mutex_unlock(&t->write_lock);
+    if (version_out != NULL)
+        *version_out = v;
+    return CORE_OK;
+}
+
+uint64_t table_assign_locked(struct table *t, const int64_t *ids, size_t n, const float *vectors)
+{
+    size_t dim = (size_t)t->w.dim;
     for (size_t i = 0; i < n; i++) {
         int64_t stripe = table_stripe_of(ids[i]);
         table_write_begin(t, stripe);
@@ -799,8 +827,5 @@ int table_assign_rows(struct table *t, const int64_t *ids, size_t n, const float
     }
     uint64_t v = atomic_fetch_add_explicit(&t->version, 1, memory_order_acq_rel) + 1;
     atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
-    pthread_mutex_unlock(&t->write_lock);
-    if (version_out != NULL)
-        *version_out = v;
-    return CORE_OK;
+    return v;
 }

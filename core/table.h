@@ -147,6 +147,107 @@ int table_renorm(struct table *t, const int64_t *ids, size_t m);
 typedef int (*table_renorm_hook)(void *ud, const int64_t *ids, size_t m);
 void table_set_renorm_hook(struct table *t, table_renorm_hook fn, void *ud);
 
+/* ---- keyed tables (keyed.c) -------------------------------------------
+ *
+ * A keyed table's ids are arbitrary int64 keys (every value but INT64_MIN),
+ * mapped to rows by a key map (keymap.h): a write with a key the table has
+ * not seen inserts it (a row of N(0, std) drawn from the seed and the key,
+ * fresh optimizer state), a full table evicts the least recently written
+ * key or refuses, keys expire after ttl_seconds without a write. All of it
+ * happens inside journal records, in log order, timed by the record's
+ * clock: replay gives the same keys in the same rows, bit for bit. */
+
+enum table_missing {
+    TABLE_MISSING_ERROR, /* 404 unknown_key */
+    TABLE_MISSING_ZEROS, /* a row of zeros */
+    TABLE_MISSING_INIT,  /* the row the key would get, not inserted */
+};
+
+enum table_evict { TABLE_EVICT_LRU, TABLE_EVICT_NONE };
+
+struct table_keyed_settings {
+    int64_t capacity;     /* rows reserved, 1..2^31-1 */
+    double std;           /* init rows from N(0, std); finite, >= 0 */
+    uint64_t seed;
+    enum table_missing missing;
+    uint32_t ttl_seconds; /* 0 = keys never expire */
+    enum table_evict evict;
+};
+
+/* Fills *k with the defaults: capacity 0 (unset), std 1, seed 0, missing
+ * error, no ttl, lru. */
+void table_keyed_settings_init(struct table_keyed_settings *k);
+
+/* What a keyed apply did, for the answer. */
+struct table_keyed_result {
+    uint64_t version;
+    size_t rows;     /* distinct rows changed (deleted keys for a delete) */
+    size_t inserted; /* keys new to the table */
+};
+
+/* Creates an empty keyed table of k->capacity zero rows of dim floats.
+ * Refuses padding_idx and max_norm in s (CORE_EINVAL, err says why). */
+int table_new_keyed(struct table **out, const char *name, int64_t dim,
+                    const struct table_keyed_settings *k, const struct table_settings *s,
+                    char *err, size_t errlen);
+
+/* Makes a table loaded from a snapshot keyed with settings k: the snapshot
+ * must have carried its keys (table_keyed_attach), capacity == its rows.
+ * CORE_EINVAL with err otherwise. Before serving. */
+int table_keyed_configure(struct table *t, const struct table_keyed_settings *k, char *err,
+                          size_t errlen);
+
+/* For snapshot.c: gives t (not keyed) the key map rebuilt from keys and
+ * state (keymap_export's arrays, capacity = t's rows), default settings
+ * until table_keyed_configure. CORE_EFORMAT / CORE_ENOMEM with err. */
+int table_keyed_attach(struct table *t, const int64_t *keys, const int64_t *state, char *err,
+                       size_t errlen);
+
+/* True when t's ids are keys. Settings: NULL for a dense table, else
+ * borrowed for t's lifetime. */
+bool table_is_keyed(const struct table *t);
+const struct table_keyed_settings *table_keyed_settings(const struct table *t);
+
+/* rows_used and evictions for <info>; any thread. */
+void table_keyed_counts(const struct table *t, int64_t *rows_used, uint64_t *evictions);
+
+/* Bytes of the key map, for benchmarks. */
+size_t table_keyed_bytes(const struct table *t);
+
+/* Reader side: copies the row of key into out (dim floats) consistently,
+ * following the missing policy when key is unseen or expired at now_ms
+ * (missing error: returns false and writes nothing). *row_out (may be
+ * NULL) gets the row, or -1 when the key is missing. Any thread. */
+bool table_keyed_read(const struct table *t, int64_t key, uint64_t now_ms, float *out,
+                      int64_t *row_out);
+
+/* The live key of row, or KEYMAP_NO_KEY; any thread. */
+int64_t table_keyed_key_of(const struct table *t, int64_t row);
+
+/* The checks before a keyed write is logged: keys are not INT64_MIN
+ * (CORE_ERANGE, *bad), at most capacity distinct keys, and with evict none
+ * and no ttl the new keys fit (else CORE_ECAPACITY); values are checked by
+ * the dense checks. The state can change before the record applies: the
+ * apply decides again, and the same way at replay. Any thread. */
+int table_keyed_check(struct table *t, const int64_t *keys, size_t n, size_t *bad);
+
+enum table_keyed_op { TABLE_KEYED_GRADIENTS, TABLE_KEYED_ROWS, TABLE_KEYED_DELETE };
+
+/* Applies one keyed record (the journal's apply path, live and at replay):
+ * first keys expired at the record's clock are evicted, then the request's
+ * keys are resolved (known keys become the most recently written, in order
+ * of first appearance, then new keys are inserted in that order, evicting
+ * the least recently written key when the table is full and evict is lru),
+ * then the gradient step (cfg) or the row assignment runs on their rows, or
+ * the keys are deleted. When the new keys cannot fit (evict none, or more
+ * distinct keys than capacity) nothing changes but the log seq, and the
+ * result is CORE_ECAPACITY: the record stays in the log and replays to the
+ * same refusal. Also CORE_ERANGE / CORE_EINVAL (*bad) for keys or values
+ * that the checks should have refused, CORE_ENOMEM. Takes the write lock. */
+int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct optim_config *cfg,
+                      uint64_t time_ms, const int64_t *keys, size_t n, const float *values,
+                      size_t *bad, struct table_keyed_result *res);
+
 /* ---- training (optim.c) ------------------------------------------------ */
 
 /* Sets t's optimizer (validated with optim_config_check; CORE_EINVAL and

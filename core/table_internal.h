@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "error.h"
+#include "keymap.h"
 #include "optim.h"
 #include "table.h"
 
@@ -32,6 +33,9 @@ struct table {
     table_renorm_hook renorm_fn; /* or NULL: renormalize directly */
     void *renorm_ud;
     struct optim optim;         /* optimizer config + state (optim.h) */
+    /* keyed tables (keyed.c): the key map, or NULL for a dense table */
+    struct keymap *km;
+    struct table_keyed_settings ks;
 };
 
 static inline int64_t table_stripe_of(int64_t row)
@@ -76,6 +80,16 @@ static inline void table_write_end(struct table *t, int64_t stripe)
 static inline int table_check_ids(const struct table *t, const int64_t *ids, size_t n,
                                   size_t *bad)
 {
+    if (t->km != NULL) { /* keys: every int64 but KEYMAP_NO_KEY */
+        for (size_t i = 0; i < n; i++) {
+            if (ids[i] == KEYMAP_NO_KEY) {
+                if (bad != NULL)
+                    *bad = i;
+                return CORE_ERANGE;
+            }
+        }
+        return CORE_OK;
+    }
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->w.rows) {
             if (bad != NULL)
@@ -85,6 +99,20 @@ static inline int table_check_ids(const struct table *t, const int64_t *ids, siz
     }
     return CORE_OK;
 }
+
+/* The gradient step of optim.c on rows ids[0..n) (checked), with the write
+ * lock already held: keyed tables resolve keys to rows under the same hold. */
+int table_step_locked(struct table *t, const struct optim_config *cfg, const int64_t *ids,
+                      size_t n, const float *grads, uint64_t *version_out, size_t *rows_out);
+
+/* The forward of a keyed table (keyed.c): rows of keys[0..n) into out,
+ * missing keys by the table's policy (CORE_ENOTFOUND, *bad, for "error"). */
+int table_keyed_lookup(const struct table *t, const int64_t *keys, size_t n, float *out,
+                       size_t *bad);
+
+/* table_assign_rows on checked rows with the write lock held. */
+uint64_t table_assign_locked(struct table *t, const int64_t *ids, size_t n,
+                             const float *vectors);
 
 /* Recomputes norms[row] from the stored row; writer side. */
 void table_update_norm(struct table *t, int64_t row);

@@ -185,8 +185,12 @@ static void select_block(struct scan *sc, int64_t b, int nrows)
             int i = __builtin_ctzll(pass);
             pass &= pass - 1;
             int64_t id = b + i;
-            if (id != skip && id != sc->padding)
-                heap_push(hp, s[i], id);
+            if (id == skip || id == sc->padding)
+                continue;
+            /* a keyed table's free rows hold no key */
+            if (sc->t->km != NULL && keymap_key_of(sc->t->km, id) == KEYMAP_NO_KEY)
+                continue;
+            heap_push(hp, s[i], id);
         }
     }
 }

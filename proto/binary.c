@@ -247,7 +247,11 @@ static bool read_ids(struct ctx *c, const unsigned char *p, struct request_ids *
         return no_memory(c);
     for (size_t i = 0; i < r->n; i++) {
         int64_t id = load_i64(p + i * ID_BYTES);
-        if ((uint64_t)id >= limit) /* negative ids wrap past the limit */
+        if (c->lim->keyed && id == INT64_MIN)
+            return fail(c, STATUS_OUT_OF_RANGE, "%s: key %lld is the one int64 that is not a "
+                        "key (it marks free rows)",
+                        request_index_name(r, "ids", i, where, sizeof where), (long long)id);
+        if (!c->lim->keyed && (uint64_t)id >= limit) /* negative ids wrap past the limit */
             return fail(c, STATUS_OUT_OF_RANGE, "%s: id %lld is out of range [0, %lld)",
                         request_index_name(r, "ids", i, where, sizeof where), (long long)id,
                         (long long)limit);

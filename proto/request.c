@@ -152,6 +152,61 @@ static double number_of(struct json_value v)
     return neg ? -(double)n : (double)n;
 }
 
+/* A keyed table's key from the integer text itself: a double would round
+ * keys above 2^53. Other number forms (1.0, 1e3) go through the double and
+ * must be exact integers below 2^53. False when the text is not an int64
+ * key (INT64_MIN marks free rows, so it is not one either). */
+static bool key_of(struct json_value v, int64_t *out, bool *range)
+{
+    const char *p = v.p, *end = v.p + v.len;
+    bool neg = p < end && *p == '-';
+    uint64_t n = 0, limit = neg ? (uint64_t)INT64_MAX : (uint64_t)INT64_MAX;
+    *range = false;
+    if (neg)
+        p++;
+    const char *digits = p;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (n > (limit - d) / 10) {
+            *range = true;
+            return false;
+        }
+        n = n * 10 + d;
+    }
+    if (p == end && p > digits) {
+        *out = neg ? -(int64_t)n : (int64_t)n;
+        return true;
+    }
+    double d = json_number(v);
+    if (!isfinite(d) || d != floor(d))
+        return false;
+    if (fabs(d) >= 9007199254740992.0) { /* 2^53: no longer exact */
+        *range = true;
+        return false;
+    }
+    *out = (int64_t)d;
+    return true;
+}
+
+static bool leaf_key(struct ctx *c, struct json_value v, const struct path *p, int64_t *out)
+{
+    char where[PATH_MAX_TEXT];
+    int64_t key = 0;
+    bool range = false;
+    if (key_of(v, &key, &range)) {
+        if (out != NULL)
+            *out = key;
+        return true;
+    }
+    int n = v.len < 40 ? (int)v.len : 40;
+    if (range)
+        return fail(c, STATUS_OUT_OF_RANGE,
+                    "%s: key %.*s is out of range: keys are int64 in [-2^63 + 1, 2^63 - 1], "
+                    "written as plain integers", path_text(p, where, sizeof where), n, v.p);
+    return fail(c, STATUS_INVALID_ARGUMENT, "%s: %.*s is not an integer key",
+                path_text(p, where, sizeof where), n, v.p);
+}
+
 /* Checks id v; stores it when out is non-NULL. */
 static bool leaf_id(struct ctx *c, struct json_value v, const struct path *p, int64_t *out)
 {
@@ -160,6 +215,8 @@ static bool leaf_id(struct ctx *c, struct json_value v, const struct path *p, in
 
     if (json_type_of(v) != JSON_NUMBER)
         return wrong_type(c, p, "an integer id", v);
+    if (c->lim->keyed)
+        return leaf_key(c, v, p, out);
     d = number_of(v);
     if (!isfinite(d) || d != floor(d)) {
         response_format_double(d, num);
@@ -946,6 +1003,20 @@ static bool parse_rows(struct ctx *c, struct json_value root, struct rows_reques
     return parse_vectors(c, k[2].value, r->ids.n, s, &r->vectors, &rows);
 }
 
+/* ---- delete (keyed tables) ---- */
+
+static bool parse_delete(struct ctx *c, struct json_value root, struct delete_request *r)
+{
+    struct key_slot k[] = {{.name = "ids"}};
+    struct request_size s = {.kind = REQUEST_ROWS};
+
+    if (!match_keys(c, root, k, 1))
+        return false;
+    if (!k[0].present)
+        return fail(c, STATUS_INVALID_ARGUMENT, "body: missing \"ids\"");
+    return parse_list(c, k[0].value, "ids", false, s, &r->ids);
+}
+
 /* ---- public entry points: parse, clean up on failure ---- */
 
 #define DEFINE_PARSER(kind, type)                                                        \
@@ -970,6 +1041,7 @@ DEFINE_PARSER(similarity, similarity_request)
 DEFINE_PARSER(neighbors, neighbors_request)
 DEFINE_PARSER(gradients, gradients_request)
 DEFINE_PARSER(rows, rows_request)
+DEFINE_PARSER(delete, delete_request)
 
 /* ---- tokens to ids ---- */
 
@@ -1092,6 +1164,11 @@ void request_gradients_deinit(struct gradients_request *r)
     if (!r->grads_borrowed)
         free(r->grads);
     memset(r, 0, sizeof *r);
+}
+
+void request_delete_deinit(struct delete_request *r)
+{
+    request_ids_deinit(&r->ids);
 }
 
 void request_rows_deinit(struct rows_request *r)

@@ -39,6 +39,7 @@ struct request_limits {
     uint64_t max_answer_bytes; /* bound on an answer's length; 0 = none */
     bool binary;            /* the answer of a lookup is raw float32 */
     size_t max_token_len;   /* the table's longest token in bytes; 0 = no vocabulary */
+    bool keyed;             /* ids are int64 keys (read exactly), not rows in [0, N) */
 };
 
 /* Ids or tokens as the client sent them, flattened in row-major order, with
@@ -107,6 +108,11 @@ struct rows_request {
     bool vectors_borrowed;  /* binary.h: vectors point into the body, not freed */
 };
 
+/* DELETE /v1/tables/{t}/rows (keyed tables): {"ids": [keys...]}. */
+struct delete_request {
+    struct request_ids ids; /* ndim 1, n >= 1 */
+};
+
 /* Each parser: body[0..len) (need not be NUL-terminated) -> *out. Returns
  * STATUS_OK or the code of the first problem (invalid_json,
  * invalid_argument, out_of_range, payload_too_large, internal on memory),
@@ -131,6 +137,10 @@ enum status_code request_parse_rows(const char *body, size_t len,
                                     const struct request_limits *lim,
                                     struct rows_request *out,
                                     char *err, size_t errlen);
+enum status_code request_parse_delete(const char *body, size_t len,
+                                      const struct request_limits *lim,
+                                      struct delete_request *out,
+                                      char *err, size_t errlen);
 
 /* Turns tokens into ids with t's vocabulary (a no-op for ids): allow_oov
  * true for reads (the table's oov id stands in for unknown tokens), false
@@ -160,5 +170,6 @@ void request_similarity_deinit(struct similarity_request *r);
 void request_neighbors_deinit(struct neighbors_request *r);
 void request_gradients_deinit(struct gradients_request *r);
 void request_rows_deinit(struct rows_request *r);
+void request_delete_deinit(struct delete_request *r);
 
 #endif

@@ -371,6 +371,39 @@ static void put_settings(struct buf *b, const struct table_settings *s)
     put_bool(b, s->scale_grad_by_freq);
 }
 
+/* The keyed table's part of <info>: its settings and how full it is. */
+static void put_keyed(struct buf *b, const struct table *t)
+{
+    static const char *const missing[] = {
+        [TABLE_MISSING_ERROR] = "\"error\"",
+        [TABLE_MISSING_ZEROS] = "\"zeros\"",
+        [TABLE_MISSING_INIT] = "\"init\"",
+    };
+    const struct table_keyed_settings *k = table_keyed_settings(t);
+    if (k == NULL)
+        return;
+    int64_t used = 0;
+    uint64_t evictions = 0;
+    table_keyed_counts(t, &used, &evictions);
+    put_key(b, "keys");
+    buf_puts(b, "\"int64\"");
+    put_key(b, "capacity");
+    buf_put_i64(b, k->capacity);
+    put_key(b, "rows_used");
+    buf_put_i64(b, used);
+    put_key(b, "evictions");
+    buf_put_u64(b, evictions);
+    put_key(b, "missing");
+    buf_puts(b, missing[k->missing]);
+    put_key(b, "ttl_seconds");
+    if (k->ttl_seconds > 0)
+        buf_put_u64(b, k->ttl_seconds);
+    else
+        buf_puts(b, "null");
+    put_key(b, "evict");
+    buf_puts(b, k->evict == TABLE_EVICT_LRU ? "\"lru\"" : "\"none\"");
+}
+
 void response_table_info(struct buf *b, const struct table *t, const struct optim_config *opt)
 {
     const char *name = table_name(t);
@@ -392,6 +425,7 @@ void response_table_info(struct buf *b, const struct table *t, const struct opti
     buf_put_u64(b, table_version(t));
     put_key(b, "seq");
     buf_put_u64(b, table_log_seq(t));
+    put_keyed(b, t);
     buf_putc(b, '}');
 }
 
@@ -439,6 +473,22 @@ void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_
     buf_put_u64(b, rows);
     buf_puts(b, ",\"seq\":");
     buf_put_u64(b, seq);
+    buf_putc(b, '}');
+}
+
+void response_keyed_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq,
+                           const char *count, size_t n)
+{
+    buf_puts(b, "{\"version\":");
+    buf_put_u64(b, version);
+    buf_puts(b, ",\"rows\":");
+    buf_put_u64(b, rows);
+    buf_puts(b, ",\"seq\":");
+    buf_put_u64(b, seq);
+    buf_puts(b, ",\"");
+    buf_puts(b, count);
+    buf_puts(b, "\":");
+    buf_put_u64(b, n);
     buf_putc(b, '}');
 }
 

@@ -105,6 +105,11 @@ void response_table_list(struct buf *b, const struct table *const *tables,
  * the write's position in the table's log. */
 void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq);
 
+/* A keyed table's write answer: response_write_result's fields plus
+ * "<count>": n ("inserted" for gradients and rows, "deleted" for a delete). */
+void response_keyed_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq,
+                           const char *count, size_t n);
+
 /* {"path":"<path>","version":n,"seq":s}: the answer of snapshot. */
 void response_snapshot(struct buf *b, const char *path, uint64_t version, uint64_t seq);
 

@@ -30,6 +30,7 @@ static const enum status_code from_core[CORE_ERR_COUNT] = {
     [CORE_EEXISTS] = STATUS_INVALID_ARGUMENT,
     [CORE_ETOOBIG] = STATUS_PAYLOAD_TOO_LARGE,
     [CORE_EUNAVAILABLE] = STATUS_UNAVAILABLE,
+    [CORE_ECAPACITY] = STATUS_CAPACITY_EXCEEDED,
 };
 
 static bool valid(enum status_code code)

@@ -22,7 +22,9 @@
     X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415)     \
     X(INTERNAL, "internal", 500)                                 \
     X(NOT_READY, "not_ready", 503)                               \
-    X(UNAVAILABLE, "unavailable", 503)
+    X(UNAVAILABLE, "unavailable", 503)                           \
+    X(UNKNOWN_KEY, "unknown_key", 404)                           \
+    X(CAPACITY_EXCEEDED, "capacity_exceeded", 507)
 
 enum status_code {
 #define STATUS_CODE_ENUM(name, json, http) STATUS_##name,

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "binary.h"
 #include "cost.h"
@@ -78,6 +79,7 @@ static struct request_limits limits_of(const struct handler_ctx *c)
         .max_answer_bytes = cfg->max_answer_bytes,
         .binary = c->binary,
         .max_token_len = v != NULL ? vocab_max_len(v) : 0,
+        .keyed = table_is_keyed(c->table),
     };
 }
 
@@ -219,6 +221,23 @@ static int gather(const struct handler_ctx *c, struct lookup_request *rq, float 
     return table_lookup(c->table, rq->in.ids, rq->in.n, out, bad);
 }
 
+/* A failed lookup: an unknown key of a keyed table (missing: error) is
+ * 404 unknown_key naming it; anything else as core says. */
+static void lookup_failed(const struct handler_ctx *c, const struct request_ids *in,
+                          const char *field, int rc, size_t bad, struct answer *a)
+{
+    if (rc == CORE_ENOTFOUND && table_is_keyed(c->table) && bad < in->n) {
+        char where[96];
+        request_index_name(in, field, bad, where, sizeof where);
+        answer_error(a, STATUS_UNKNOWN_KEY,
+                     "%s: unknown key %lld (never written, deleted, evicted or expired)", where,
+                     (long long)in->ids[bad]);
+        return;
+    }
+    answer_error(a, status_from_core(rc), "lookup failed at index %zu: %s", bad,
+                 core_strerror(rc));
+}
+
 struct lookup_fetch {
     struct table *table;
     const int64_t *ids;
@@ -247,8 +266,7 @@ static void write_lookup_chunked(const struct handler_ctx *c, struct lookup_requ
                              fetch_rows, &f)) {
         atomic_fetch_add_explicit(&c->entry->rows_served, rq->in.n, memory_order_relaxed);
     } else if (f.rc != CORE_OK) {
-        answer_error(a, status_from_core(f.rc), "lookup failed at index %zu: %s", f.bad,
-                     core_strerror(f.rc));
+        lookup_failed(c, &rq->in, "ids", f.rc, f.bad, a);
     }
 }
 
@@ -280,8 +298,7 @@ static void write_lookup(const struct handler_ctx *c, struct lookup_request *rq,
     size_t bad = 0;
     int rc = gather(c, rq, rows, &bad);
     if (rc != CORE_OK) {
-        answer_error(a, status_from_core(rc), "lookup failed at index %zu: %s", bad,
-                     core_strerror(rc));
+        lookup_failed(c, &rq->in, rq->is_bags ? "bags" : "ids", rc, bad, a);
     } else if (c->binary) {
         if (in_place)
             a->body.len += bytes;
@@ -321,6 +338,23 @@ static void handle_lookup(const struct handler_ctx *c, struct answer *a)
 
 /* ---- similarity and neighbours ------------------------------------- */
 
+/* similarity_pairs on a keyed table: the rows of both keys (missing ones
+ * by the table's policy), then the same score. */
+static int keyed_pairs(struct table *t, const int64_t *keys, size_t npairs, enum metric m,
+                       float *scores, size_t *bad)
+{
+    int64_t dim = table_dim(t);
+    float *rows = alloc_floats(2 * npairs, dim);
+    if (rows == NULL)
+        return CORE_ENOMEM;
+    int rc = table_lookup(t, keys, 2 * npairs, rows, bad);
+    for (size_t i = 0; rc == CORE_OK && i < npairs; i++)
+        scores[i] = similarity_vec(rows + 2 * i * (size_t)dim, rows + (2 * i + 1) * (size_t)dim,
+                                   dim, m);
+    free(rows);
+    return rc;
+}
+
 static void handle_similarity(const struct handler_ctx *c, struct answer *a)
 {
     struct request_limits lim = limits_of(c);
@@ -336,9 +370,16 @@ static void handle_similarity(const struct handler_ctx *c, struct answer *a)
     }
     float *scores = malloc(rq.npairs * sizeof *scores + 1);
     size_t bad = 0;
-    int rc = scores ? similarity_pairs(c->table, rq.pairs.ids, rq.npairs, rq.metric, scores,
-                                       &bad)
-                    : CORE_ENOMEM;
+    int rc = !scores ? CORE_ENOMEM
+             : table_is_keyed(c->table)
+                 ? keyed_pairs(c->table, rq.pairs.ids, rq.npairs, rq.metric, scores, &bad)
+                 : similarity_pairs(c->table, rq.pairs.ids, rq.npairs, rq.metric, scores, &bad);
+    if (rc == CORE_ENOTFOUND) {
+        lookup_failed(c, &rq.pairs, "pairs", rc, bad, a);
+        free(scores);
+        request_similarity_deinit(&rq);
+        return;
+    }
     if (rc == CORE_OK) {
         response_scores(&a->body, scores, rq.npairs);
     } else {
@@ -362,11 +403,60 @@ static float *query_rows(const struct handler_ctx *c, const struct neighbors_req
     return q;
 }
 
+/* A keyed table's query rows by key (missing keys by its policy; NULL with
+ * *missing the index of one when the policy is error) and each key's row
+ * to leave out (-1 for a missing key). */
+static float *keyed_query_rows(const struct handler_ctx *c, const struct neighbors_request *rq,
+                               int64_t *exclude, size_t *missing)
+{
+    int64_t dim = table_dim(c->table);
+    float *q = alloc_floats(rq->nq, dim);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    for (size_t i = 0; q != NULL && i < rq->nq; i++) {
+        if (!table_keyed_read(c->table, rq->queries.ids[i], now, q + i * (size_t)dim,
+                              &exclude[i])) {
+            *missing = i;
+            free(q);
+            return NULL;
+        }
+    }
+    return q;
+}
+
+/* Hits of a keyed table name keys, not rows. */
+static void hits_to_keys(const struct table *t, struct topk_hit *hits, const size_t *counts,
+                         size_t nq, size_t k)
+{
+    for (size_t q = 0; q < nq; q++)
+        for (size_t i = 0; i < counts[q]; i++)
+            hits[q * k + i].id = table_keyed_key_of(t, hits[q * k + i].id);
+}
+
 static void search(const struct handler_ctx *c, struct neighbors_request *rq,
                    struct answer *a)
 {
+    bool keyed = table_is_keyed(c->table);
+    int64_t *rows = NULL;
+    size_t missing = SIZE_MAX;
+    if (keyed && !rq->by_vectors) {
+        rows = malloc(rq->nq * sizeof *rows + 1);
+        float *q = rows != NULL ? keyed_query_rows(c, rq, rows, &missing) : NULL;
+        if (q == NULL) {
+            if (missing != SIZE_MAX)
+                lookup_failed(c, &rq->queries, "ids", CORE_ENOTFOUND, missing, a);
+            else
+                answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
+            free(rows);
+            return;
+        }
+        free(rq->vectors);
+        rq->vectors = q;
+        rq->by_vectors = true; /* the query rows are vectors now; rows are excluded below */
+    }
     float *queries = rq->by_vectors ? rq->vectors : query_rows(c, rq);
-    const int64_t *exclude = rq->by_vectors ? NULL : rq->queries.ids;
+    const int64_t *exclude = rows != NULL ? rows : rq->by_vectors ? NULL : rq->queries.ids;
     struct topk_hit *hits = NULL;
     size_t *counts = NULL;
     if (queries != NULL && rq->k <= SIZE_MAX / sizeof *hits / rq->nq) {
@@ -377,6 +467,8 @@ static void search(const struct handler_ctx *c, struct neighbors_request *rq,
                                           hits, counts)
                             : CORE_ENOMEM;
     uint64_t limit = c->srv->cfg->max_answer_bytes;
+    if (rc == CORE_OK && keyed)
+        hits_to_keys(c->table, hits, counts, rq->nq, rq->k);
     if (rc == CORE_OK) {
         /* the cost check bounded tokens by their bytes; escapes (control
          * bytes, U+FFFD for broken UTF-8) can still make them longer */
@@ -390,6 +482,7 @@ static void search(const struct handler_ctx *c, struct neighbors_request *rq,
         answer_error(a, status_from_core(rc), "neighbour search failed: %s", core_strerror(rc));
     if (!rq->by_vectors)
         free(queries);
+    free(rows);
     free(hits);
     free(counts);
 }
@@ -400,7 +493,8 @@ static void handle_neighbors(const struct handler_ctx *c, struct answer *a)
     struct neighbors_request rq = {0};
     char err[STATUS_ERR_MAX];
     enum status_code sc = request_parse_neighbors(c->body, c->len, &lim, &rq, err, sizeof err);
-    if (sc == STATUS_OK && !rq.by_vectors)
+    if (sc == STATUS_OK && !rq.by_vectors &&
+        (!table_is_keyed(c->table) || rq.queries.is_tokens))
         sc = request_resolve(c->table, &rq.queries, true,
                              rq.queries.is_tokens ? "tokens" : "ids", err, sizeof err);
     if (sc != STATUS_OK)
@@ -429,6 +523,15 @@ static bool writes_open(const struct handler_ctx *c, bool need_trainable, struct
     return true;
 }
 
+static const char *capacity_message(const struct table *t)
+{
+    return table_keyed_settings(t)->evict == TABLE_EVICT_NONE
+               ? "the keyed table is full and evicts nothing (evict: none): the request's new "
+                 "keys do not fit; nothing was changed"
+               : "the request holds more distinct keys than the table's capacity; nothing was "
+                 "changed";
+}
+
 static void gradient_error(const struct handler_ctx *c, const struct gradients_request *rq,
                            int rc, size_t bad, struct answer *a)
 {
@@ -436,6 +539,9 @@ static void gradient_error(const struct handler_ctx *c, const struct gradients_r
     switch (rc) {
     case CORE_EFROZEN:
         answer_error(a, STATUS_TABLE_FROZEN, "table \"%s\" is frozen", table_name(c->table));
+        return;
+    case CORE_ECAPACITY:
+        answer_error(a, STATUS_CAPACITY_EXCEEDED, "%s", capacity_message(c->table));
         return;
     case CORE_ERANGE:
         request_index_name(&rq->ids, rq->ids.is_tokens ? "tokens" : "ids", bad, where,
@@ -485,9 +591,12 @@ struct pending_write {
     void *io;
     size_t rows; /* distinct rows of a row assignment */
     bool is_rows;
+    bool is_delete; /* keyed tables */
+    bool keyed;
     union {
         struct gradients_request grads;
         struct rows_request rows;
+        struct delete_request del;
     } rq;
 };
 
@@ -498,15 +607,24 @@ static void write_done(struct journal_write *w)
     struct pending_write *p = (struct pending_write *)(void *)w;
     struct answer *a = p->a;
     if (w->rc == CORE_OK) {
-        size_t rows = p->is_rows ? p->rows : w->rows;
+        size_t rows = p->is_rows && !p->keyed ? p->rows : w->rows;
         atomic_fetch_add_explicit(&p->entry->updates, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->entry->rows_updated, rows, memory_order_relaxed);
-        response_write_result(&a->body, w->version, rows, w->seq);
+        if (p->is_delete)
+            response_keyed_result(&a->body, w->version, rows, w->seq, "deleted", w->rows);
+        else if (p->keyed)
+            response_keyed_result(&a->body, w->version, rows, w->seq, "inserted", w->inserted);
+        else
+            response_write_result(&a->body, w->version, rows, w->seq);
+    } else if (w->rc == CORE_ECAPACITY) {
+        answer_error(a, STATUS_CAPACITY_EXCEEDED, "%s", w->err);
     } else {
         answer_error(a, status_from_core(w->rc), "the write was not applied: %s",
                      w->err[0] ? w->err : core_strerror(w->rc));
     }
-    if (p->is_rows)
+    if (p->is_delete)
+        request_delete_deinit(&p->rq.del);
+    else if (p->is_rows)
         request_rows_deinit(&p->rq.rows);
     else
         request_gradients_deinit(&p->rq.grads);
@@ -521,6 +639,7 @@ static void submit_write(const struct handler_ctx *c, struct pending_write *p,
                          struct answer *a)
 {
     p->entry = c->entry;
+    p->keyed = table_is_keyed(c->table);
     p->a = a;
     p->complete = c->complete;
     p->io = c->io;
@@ -549,6 +668,8 @@ static void handle_gradients(const struct handler_ctx *c, struct answer *a)
     int rc = sc == STATUS_OK ? table_check_gradients(c->table, rq->ids.ids, rq->ids.n, rq->grads,
                                                      rq->has_lr ? rq->lr : 0.0, &bad)
                              : CORE_OK;
+    if (sc == STATUS_OK && rc == CORE_OK && table_is_keyed(c->table))
+        rc = table_keyed_check(c->table, rq->ids.ids, rq->ids.n, &bad);
     if (sc != STATUS_OK || rc != CORE_OK) {
         if (sc != STATUS_OK)
             answer_error(a, sc, "%s", err);
@@ -583,9 +704,13 @@ static void handle_rows(const struct handler_ctx *c, struct answer *a)
     int rc = sc == STATUS_OK ? table_check_rows(c->table, rq->ids.ids, rq->ids.n, rq->vectors,
                                                 &bad)
                              : CORE_OK;
+    if (sc == STATUS_OK && rc == CORE_OK && table_is_keyed(c->table))
+        rc = table_keyed_check(c->table, rq->ids.ids, rq->ids.n, &bad);
     if (sc != STATUS_OK || rc != CORE_OK) {
         if (sc != STATUS_OK) {
             answer_error(a, sc, "%s", err);
+        } else if (rc == CORE_ECAPACITY) {
+            answer_error(a, STATUS_CAPACITY_EXCEEDED, "%s", capacity_message(c->table));
         } else {
             char where[96];
             request_index_name(&rq->ids, rq->ids.is_tokens ? "tokens" : "ids", bad, where,
@@ -599,6 +724,36 @@ static void handle_rows(const struct handler_ctx *c, struct answer *a)
     p->rows = count_distinct(rq->ids.ids, rq->ids.n);
     p->w = (struct journal_write){.op = JOURNAL_ROWS, .ids = rq->ids.ids, .n = rq->ids.n,
                                   .values = rq->vectors};
+    submit_write(c, p, a);
+}
+
+/* DELETE /v1/tables/{t}/rows: keys out of a keyed table, through the log. */
+static void handle_delete_rows(const struct handler_ctx *c, struct answer *a)
+{
+    if (!writes_open(c, false, a))
+        return;
+    if (!table_is_keyed(c->table)) {
+        answer_error(a, STATUS_INVALID_ARGUMENT,
+                     "table \"%s\" is not keyed: only keyed tables (\"keys\": \"int64\") "
+                     "delete rows", table_name(c->table));
+        return;
+    }
+    struct request_limits lim = limits_of(c);
+    struct pending_write *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
+        return;
+    }
+    p->is_delete = true;
+    struct delete_request *rq = &p->rq.del;
+    char err[STATUS_ERR_MAX];
+    enum status_code sc = request_parse_delete(c->body, c->len, &lim, rq, err, sizeof err);
+    if (sc != STATUS_OK) {
+        answer_error(a, sc, "%s", err);
+        free(p);
+        return;
+    }
+    p->w = (struct journal_write){.op = JOURNAL_DELETE, .ids = rq->ids.ids, .n = rq->ids.n};
     submit_write(c, p, a);
 }
 
@@ -654,7 +809,7 @@ static const handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_TABLE] = handle_table,           [ROUTE_LOOKUP] = handle_lookup,
     [ROUTE_SIMILARITY] = handle_similarity, [ROUTE_NEIGHBORS] = handle_neighbors,
     [ROUTE_GRADIENTS] = handle_gradients,   [ROUTE_ROWS] = handle_rows,
-    [ROUTE_SNAPSHOT] = handle_snapshot,
+    [ROUTE_SNAPSHOT] = handle_snapshot,     [ROUTE_DELETE_ROWS] = handle_delete_rows,
     [ROUTE_TOKENS] = tokens_handle,
     [ROUTE_EXPLORER] = explorer_handle,     [ROUTE_EXPLORER_ASSET] = explorer_handle,
 };

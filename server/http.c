@@ -909,7 +909,7 @@ static bool defer_final_call(struct request *rq)
     if (rq->deferred)
         return false;
     bool write = rq->route == ROUTE_GRADIENTS || rq->route == ROUTE_ROWS ||
-                 rq->route == ROUTE_SNAPSHOT;
+                 rq->route == ROUTE_DELETE_ROWS || rq->route == ROUTE_SNAPSHOT;
     struct handler_ctx c;
     bool unused;
     handler_ctx_of(rq, &c, &unused);

@@ -149,10 +149,27 @@ static int check_resumed_shape(const struct config_table *ct, const struct table
                      (long long)ct->num_embeddings, (long long)ct->embedding_dim);
 }
 
+/* A resumed keyed table gets its settings from the config; a snapshot and
+ * a config must agree on whether the table is keyed. */
+static int check_resumed_keys(const struct config_table *ct, struct table *t, const char *dir,
+                              char *err, size_t errlen)
+{
+    if (ct->keyed)
+        return table_keyed_configure(t, &ct->keyed_settings, err, errlen);
+    if (table_is_keyed(t))
+        return core_fail(err, errlen, CORE_EINVAL,
+                         "snapshot %s holds a keyed table (keys.npy) but the config's table is "
+                         "not keyed; add \"keys\": \"int64\" or move the snapshot away", dir);
+    return CORE_OK;
+}
+
 /* The table as the config describes it, before any write. */
 static int load_source(const struct config_table *ct, struct table **t,
                        struct registry_loaded *res, char *err, size_t errlen)
 {
+    if (ct->keyed)
+        return table_new_keyed(t, ct->name, ct->embedding_dim, &ct->keyed_settings,
+                               &ct->settings, err, errlen);
     if (ct->has_init)
         return table_new_init(t, ct->name, ct->num_embeddings, ct->embedding_dim, ct->seed,
                               &ct->settings, err, errlen);
@@ -180,7 +197,8 @@ static int load_base(const struct config_table *ct, const struct registry_load_o
     if (rc != CORE_OK)
         return rc;
     log_info("table %s: resuming from %s", ct->name, dir);
-    if ((rc = check_resumed_shape(ct, *t, dir, err, errlen)) != CORE_OK) {
+    if ((rc = check_resumed_shape(ct, *t, dir, err, errlen)) != CORE_OK ||
+        (rc = check_resumed_keys(ct, *t, dir, err, errlen)) != CORE_OK) {
         table_free(*t);
         return rc;
     }

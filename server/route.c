@@ -15,6 +15,7 @@ static const struct route routes[] = {
     {ROUTE_NEIGHBORS, "POST", "/v1/tables/{t}/neighbors", ACCESS_READ, true},
     {ROUTE_GRADIENTS, "POST", "/v1/tables/{t}/gradients", ACCESS_WRITE, true},
     {ROUTE_ROWS, "PUT", "/v1/tables/{t}/rows", ACCESS_WRITE, true},
+    {ROUTE_DELETE_ROWS, "DELETE", "/v1/tables/{t}/rows", ACCESS_WRITE, true},
     {ROUTE_SNAPSHOT, "POST", "/v1/tables/{t}/snapshot", ACCESS_WRITE, true},
     {ROUTE_TOKENS, "GET", "/v1/tables/{t}/tokens", ACCESS_READ, true},
     /* the page is open so it can ask for the read token; its API calls are not */

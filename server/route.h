@@ -28,6 +28,7 @@ enum route_id {
     ROUTE_TOKENS,          /* completion: a table's tokens by prefix */
     ROUTE_EXPLORER,        /* the explorer page at / */
     ROUTE_EXPLORER_ASSET,  /* its scripts and style sheet */
+    ROUTE_DELETE_ROWS,     /* keyed tables: DELETE /v1/tables/{t}/rows */
     ROUTE_UNMATCHED, /* 404 / 405: counted in metrics under this label */
     ROUTE_COUNT
 };

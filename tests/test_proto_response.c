@@ -93,6 +93,8 @@ START_TEST(status_table)
         {STATUS_NOT_READY, "not_ready", 503},
         {STATUS_UNAVAILABLE, "unavailable", 503},
         {STATUS_INTERNAL, "internal", 500},
+        {STATUS_UNKNOWN_KEY, "unknown_key", 404},
+        {STATUS_CAPACITY_EXCEEDED, "capacity_exceeded", 507},
     };
     ck_assert_int_eq(sizeof want / sizeof want[0], STATUS_CODE_COUNT);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {

@@ -1,0 +1,306 @@
+/* test_keymap.c - the key map (core/keymap.c) and keyed tables
+ * (core/keyed.c): insert, find, delete, reuse, a full map, readers racing
+ * a writer that inserts and evicts, lru order, ttl by the record clock,
+ * refusals at capacity, and replay of the same records giving the same
+ * bits. */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "journal.h"
+#include "keymap.h"
+#include "table.h"
+#include "table_internal.h"
+#include "testutil.h"
+
+/* ---- the map alone ---- */
+
+static void put(struct keymap *m, int64_t key, uint64_t ms)
+{
+    int64_t row = keymap_lowest_free(m);
+    ck_assert_int_ge(row, 0);
+    keymap_set_key(m, row, key);
+    keymap_insert(m, key, row, ms);
+}
+
+START_TEST(insert_find_delete_reuse)
+{
+    struct keymap *m = NULL;
+    ck_assert_int_eq(keymap_new(&m, 1000), CORE_OK);
+    for (int64_t k = 0; k < 1000; k++)
+        put(m, k * 7919 - 500000 + (k % 2 ? INT64_MAX / 3 : 0), 0);
+    ck_assert_int_eq(keymap_used(m), 1000);
+    ck_assert_int_eq(keymap_lowest_free(m), -1); /* full */
+    for (int64_t k = 0; k < 1000; k++) {
+        int64_t key = k * 7919 - 500000 + (k % 2 ? INT64_MAX / 3 : 0);
+        ck_assert_int_eq(keymap_find(m, key), k);
+        ck_assert_int_eq(keymap_find_reader(m, key), k);
+    }
+    ck_assert_int_eq(keymap_find(m, 424242424242), -1);
+    /* delete every third key: the others stay findable after the shifts */
+    for (int64_t k = 0; k < 1000; k += 3) {
+        int64_t key = k * 7919 - 500000 + (k % 2 ? INT64_MAX / 3 : 0);
+        keymap_remove(m, key, k, false);
+        keymap_set_key(m, k, KEYMAP_NO_KEY);
+    }
+    for (int64_t k = 0; k < 1000; k++) {
+        int64_t key = k * 7919 - 500000 + (k % 2 ? INT64_MAX / 3 : 0);
+        ck_assert_int_eq(keymap_find(m, key), k % 3 == 0 ? -1 : k);
+    }
+    /* freed rows are reused lowest first */
+    ck_assert_int_eq(keymap_lowest_free(m), 0);
+    put(m, -1, 0);
+    ck_assert_int_eq(keymap_find(m, -1), 0);
+    ck_assert_int_eq(keymap_lowest_free(m), 3);
+    ck_assert_int_eq(keymap_evictions(m), 0);
+    keymap_free(m);
+}
+END_TEST
+
+START_TEST(lru_order_and_export_import)
+{
+    struct keymap *m = NULL, *n = NULL;
+    ck_assert_int_eq(keymap_new(&m, 4), CORE_OK);
+    put(m, 10, 1000);
+    put(m, 20, 2000);
+    put(m, 30, 3000);
+    keymap_touch(m, keymap_find(m, 10), 4000); /* 20 is now the oldest */
+    ck_assert_int_eq(keymap_key_of(m, keymap_lru(m)), 20);
+    ck_assert_int_eq(keymap_key_of(m, keymap_newer(m, keymap_lru(m))), 30);
+    ck_assert(keymap_expired(m, keymap_find(m, 20), 2, 4000));
+    ck_assert(!keymap_expired(m, keymap_find(m, 20), 3, 4000));
+    ck_assert(!keymap_expired(m, keymap_find(m, 20), 0, 1u << 30));
+    keymap_set_clock(m, 4000);
+    int64_t keys[4], state[10];
+    keymap_export(m, keys, state);
+    ck_assert_int_eq(keymap_new(&n, 4), CORE_OK);
+    char err[128] = "";
+    ck_assert_int_eq(keymap_import(n, keys, state, err, sizeof err), CORE_OK);
+    ck_assert_int_eq(keymap_clock(n), 4000);
+    ck_assert_int_eq(keymap_used(n), 3);
+    for (int64_t r = keymap_lru(m), s = keymap_lru(n); r >= 0 || s >= 0;
+         r = keymap_newer(m, r), s = keymap_newer(n, s))
+        ck_assert_int_eq(r, s);
+    keymap_free(n);
+    /* a key held twice does not load */
+    keys[1] = keys[0];
+    ck_assert_int_eq(keymap_new(&n, 4), CORE_OK);
+    ck_assert_int_eq(keymap_import(n, keys, state, err, sizeof err), CORE_EFORMAT);
+    keymap_free(n);
+    keymap_free(m);
+}
+END_TEST
+
+/* ---- keyed tables ---- */
+
+static struct table *keyed(int64_t cap, int64_t dim, enum table_evict evict, uint32_t ttl)
+{
+    struct table_keyed_settings k;
+    table_keyed_settings_init(&k);
+    k.capacity = cap;
+    k.seed = 5;
+    k.evict = evict;
+    k.ttl_seconds = ttl;
+    struct table_settings s;
+    table_settings_init(&s);
+    struct table *t = NULL;
+    char err[256] = "";
+    ck_assert_msg(table_new_keyed(&t, "k", dim, &k, &s, err, sizeof err) == CORE_OK, "%s", err);
+    return t;
+}
+
+static int rows_write(struct table *t, const int64_t *keys, size_t n, uint64_t ms)
+{
+    float v[64 * 4];
+    for (size_t i = 0; i < n * 4; i++)
+        v[i] = (float)i;
+    struct table_keyed_result r;
+    return table_keyed_apply(t, TABLE_KEYED_ROWS, NULL, ms, keys, n, v, NULL, &r);
+}
+
+START_TEST(config_errors_name_the_setting)
+{
+    struct table_keyed_settings k;
+    table_keyed_settings_init(&k);
+    k.capacity = 8;
+    struct table_settings s;
+    table_settings_init(&s);
+    s.has_padding = true;
+    struct table *t = NULL;
+    char err[256] = "";
+    ck_assert_int_eq(table_new_keyed(&t, "k", 4, &k, &s, err, sizeof err), CORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "padding_idx"));
+}
+END_TEST
+
+START_TEST(lru_eviction_and_refusals)
+{
+    struct table *t = keyed(3, 4, TABLE_EVICT_LRU, 0);
+    int64_t a[] = {1, 2, 3}, b[] = {1}, c[] = {4}, big[] = {5, 6, 7, 8};
+    ck_assert_int_eq(rows_write(t, a, 3, 1000), CORE_OK);
+    ck_assert_int_eq(rows_write(t, b, 1, 2000), CORE_OK); /* 2 is now the oldest */
+    ck_assert_int_eq(rows_write(t, c, 1, 3000), CORE_OK);
+    ck_assert_int_eq(keymap_find(t->km, 2), -1);
+    ck_assert_int_ge(keymap_find(t->km, 1), 0);
+    ck_assert_int_eq(keymap_find(t->km, 4), 1); /* 2's row, reused */
+    uint64_t seq = table_log_seq(t);
+    ck_assert_int_eq(rows_write(t, big, 4, 4000), CORE_ECAPACITY);
+    ck_assert_int_eq(table_log_seq(t), seq + 1); /* the refusal keeps its seq */
+    ck_assert_int_eq(keymap_used(t->km), 3);
+    table_free(t);
+
+    t = keyed(2, 4, TABLE_EVICT_NONE, 0);
+    ck_assert_int_eq(rows_write(t, a, 2, 1000), CORE_OK);
+    size_t bad = 0;
+    ck_assert_int_eq(table_keyed_check(t, c, 1, &bad), CORE_ECAPACITY);
+    ck_assert_int_eq(rows_write(t, c, 1, 1000), CORE_ECAPACITY);
+    ck_assert_int_eq(keymap_find(t->km, 4), -1);
+    table_free(t);
+}
+END_TEST
+
+START_TEST(ttl_follows_the_record_clock)
+{
+    struct table *t = keyed(4, 4, TABLE_EVICT_NONE, 10);
+    int64_t a[] = {1, 2}, b[] = {2}, c[] = {3};
+    ck_assert_int_eq(rows_write(t, a, 2, 1000000), CORE_OK);
+    ck_assert_int_eq(rows_write(t, b, 1, 1005000), CORE_OK);
+    /* 10 s after the first write (to the second, rounded up) key 1 goes */
+    ck_assert_int_eq(rows_write(t, c, 1, 1011000), CORE_OK);
+    ck_assert_int_eq(keymap_find(t->km, 1), -1);
+    ck_assert_int_ge(keymap_find(t->km, 2), 0);
+    ck_assert_int_eq(keymap_evictions(t->km), 1);
+    /* a record stamped earlier does not move the clock back */
+    ck_assert_int_eq(rows_write(t, c, 1, 5), CORE_OK);
+    ck_assert_int_eq(keymap_clock(t->km), 1011000);
+    table_free(t);
+}
+END_TEST
+
+/* The same records onto two tables give the same bits, keys and order. */
+START_TEST(same_records_same_table)
+{
+    struct table *x = keyed(16, 8, TABLE_EVICT_LRU, 3), *y = keyed(16, 8, TABLE_EVICT_LRU, 3);
+    struct optim_config cfg;
+    optim_config_defaults(&cfg, OPTIM_SPARSE_ADAM);
+    uint64_t rnd = 42;
+    for (int step = 0; step < 200; step++) {
+        int64_t keys[12];
+        float g[12 * 8];
+        for (int i = 0; i < 12; i++) {
+            rnd = rnd * 6364136223846793005ull + 1442695040888963407ull;
+            keys[i] = (int64_t)(rnd >> 40) % 40 - 20;
+        }
+        for (int i = 0; i < 12 * 8; i++)
+            g[i] = (float)((int)(i * 37 + step) % 17 - 8) / 8.0f;
+        struct table_keyed_result r1, r2;
+        uint64_t ms = 1000u * (uint64_t)step / 3;
+        ck_assert_int_eq(table_keyed_apply(x, TABLE_KEYED_GRADIENTS, &cfg, ms, keys, 12, g, NULL,
+                                           &r1), CORE_OK);
+        ck_assert_int_eq(table_keyed_apply(y, TABLE_KEYED_GRADIENTS, &cfg, ms, keys, 12, g, NULL,
+                                           &r2), CORE_OK);
+        ck_assert_int_eq(r1.inserted, r2.inserted);
+    }
+    ck_assert_int_gt(keymap_evictions(x->km), 0);
+    for (int64_t r = 0; r < 16; r++) {
+        ck_assert_int_eq(keymap_key_of(x->km, r), keymap_key_of(y->km, r));
+        ck_assert_int_eq(memcmp(matrix_row(&x->w, r), matrix_row(&y->w, r), 8 * sizeof(float)),
+                         0);
+        ck_assert_int_eq(memcmp(matrix_row(&x->optim.exp_avg_sq, r),
+                                matrix_row(&y->optim.exp_avg_sq, r), 8 * sizeof(float)), 0);
+    }
+    table_free(x);
+    table_free(y);
+}
+END_TEST
+
+/* Readers look up keys while a writer inserts, evicts and rewrites rows:
+ * every row read is whole and the key's (all its floats equal the key's
+ * value), or the key is missing; never another key's row. */
+struct race {
+    struct table *t;
+    _Atomic bool stop;
+    _Atomic long reads, hits;
+};
+
+static void *reader(void *arg)
+{
+    struct race *r = arg;
+    float row[16];
+    while (!atomic_load(&r->stop)) {
+        for (int64_t key = 0; key < 64; key++) {
+            if (table_keyed_read(r->t, key, 0, row, NULL)) {
+                for (int j = 0; j < 16; j++)
+                    ck_assert_float_eq(row[j], (float)key);
+                atomic_fetch_add(&r->hits, 1);
+            }
+            atomic_fetch_add(&r->reads, 1);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(readers_never_see_torn_or_foreign_rows)
+{
+    struct table_keyed_settings k;
+    table_keyed_settings_init(&k);
+    k.capacity = 24; /* fewer rows than keys: constant eviction and reuse */
+    k.missing = TABLE_MISSING_ERROR;
+    struct table_settings s;
+    table_settings_init(&s);
+    struct race r = {.stop = false};
+    char err[128];
+    ck_assert_int_eq(table_new_keyed(&r.t, "race", 16, &k, &s, err, sizeof err), CORE_OK);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, reader, &r);
+    float v[4 * 16];
+    for (int it = 0; it < 20000; it++) {
+        int64_t keys[4];
+        for (int i = 0; i < 4; i++) {
+            keys[i] = (it * 7 + i * 13) % 64;
+            for (int j = 0; j < 16; j++)
+                v[i * 16 + j] = (float)keys[i];
+        }
+        struct table_keyed_result res;
+        ck_assert_int_eq(table_keyed_apply(r.t, TABLE_KEYED_ROWS, NULL, 0, keys, 4, v, NULL, &res),
+                         CORE_OK);
+        if (it % 5 == 0)
+            table_keyed_apply(r.t, TABLE_KEYED_DELETE, NULL, 0, keys, 1, NULL, NULL, &res);
+    }
+    atomic_store(&r.stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_gt(r.hits, 0);
+    table_free(r.t);
+}
+END_TEST
+
+static Suite *keymap_suite(void)
+{
+    Suite *s = suite_create("keymap");
+    TCase *tc = tcase_create("map");
+    tcase_add_test(tc, insert_find_delete_reuse);
+    tcase_add_test(tc, lru_order_and_export_import);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("keyed");
+    tcase_add_test(tc, config_errors_name_the_setting);
+    tcase_add_test(tc, lru_eviction_and_refusals);
+    tcase_add_test(tc, ttl_follows_the_record_clock);
+    tcase_add_test(tc, same_records_same_table);
+    tcase_add_test(tc, readers_never_see_torn_or_foreign_rows);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(keymap_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
