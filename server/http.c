@@ -124,6 +124,13 @@ enum conn_state {
     CONN_BUSY,    /* request complete: computing or sending the answer */
 };
 
+/* Where a request still arriving stands: a new request or more body bytes
+ * change it. */
+struct progress {
+    int state;
+    uint64_t since_ms, body_bytes;
+};
+
 struct conn {
     struct conn *prev, *next;
     MHD_socket fd;
@@ -133,7 +140,7 @@ struct conn {
     _Atomic uint64_t body_bytes; /* of the request in CONN_BODY */
     /* the sweeper's alone, under the lock */
     uint64_t hup_since;          /* first sweep that saw the half-close, 0: none */
-    uint64_t hup_mark;           /* progress then */
+    struct progress hup_mark;    /* where the request stood then */
     bool closing;
 };
 
@@ -270,12 +277,18 @@ static void close_conn(struct conn *c, const char *why)
     log_info("closing a connection from %s: %s", c->addr, why);
 }
 
-/* Progress of a request still arriving: changes when a new request starts
- * or body bytes come. */
-static uint64_t progress_of(const struct conn *c)
+static struct progress progress_of(const struct conn *c)
 {
-    return atomic_load(&c->since_ms) * 31u + atomic_load(&c->body_bytes) +
-           (uint64_t)atomic_load(&c->state);
+    struct progress p;
+    p.state = atomic_load_explicit(&c->state, memory_order_acquire);
+    p.since_ms = atomic_load_explicit(&c->since_ms, memory_order_relaxed);
+    p.body_bytes = atomic_load_explicit(&c->body_bytes, memory_order_relaxed);
+    return p;
+}
+
+static bool same_progress(struct progress a, struct progress b)
+{
+    return a.state == b.state && a.since_ms == b.since_ms && a.body_bytes == b.body_bytes;
 }
 
 /* Half-closed connections whose request is still incomplete. fds has room
@@ -290,8 +303,8 @@ static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, u
             c->hup_since = 0;
             continue;
         }
-        uint64_t mark = progress_of(c);
-        if (c->hup_since == 0 || c->hup_mark != mark) {
+        struct progress mark = progress_of(c);
+        if (c->hup_since == 0 || !same_progress(c->hup_mark, mark)) {
             c->hup_since = now;
             c->hup_mark = mark;
         } else if (now - c->hup_since >= HUP_GRACE_MS) {
