@@ -325,6 +325,63 @@ START_TEST(accepted_requests_cost_their_answer)
 }
 END_TEST
 
+/* The JSON rows, flattened, equal the binary answer's floats exactly. */
+static void ck_json_equals_binary(const char *path, const char *body, size_t len)
+{
+    struct reply j, b;
+    const char *binary[] = {"Accept: application/octet-stream", NULL};
+    http_do(&srv, "POST", path, "application/json", body, len, NULL, &j);
+    ck_reply(&j, 200, NULL);
+    http_do(&srv, "POST", path, "application/json", body, len, binary, &b);
+    ck_reply(&b, 200, NULL);
+    size_t n = b.len / sizeof(float), got = 0;
+    const float *want = (const float *)(const void *)b.body;
+    /* the floats are the numbers after "embeddings": in order */
+    const char *p = strstr(j.body, "\"embeddings\":");
+    ck_assert_ptr_nonnull(p);
+    p += strlen("\"embeddings\":");
+    while (*p != '\0') {
+        if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            char *end;
+            float f = (float)strtod(p, &end);
+            ck_assert_uint_lt(got, n);
+            ck_assert_msg(memcmp(&f, &want[got], sizeof f) == 0, "%s: float %zu differs", path,
+                          got);
+            got++;
+            p = end;
+        } else {
+            p++;
+        }
+    }
+    ck_assert_uint_eq(got, n);
+    reply_free(&j);
+    reply_free(&b);
+}
+
+/* Lookups and bags written a chunk of rows at a time (16384 rows of the
+ * 4-wide table) give the rows of one gather: across chunk boundaries too. */
+START_TEST(chunked_answers_are_whole)
+{
+    size_t len;
+    char *body = ids_body("{\"ids\":[", 40000, 2999, "]}", &len);
+    ck_json_equals_binary("/v1/tables/wide/lookup", body, len);
+    free(body);
+    /* 20000 bags of 2 ids, weighted */
+    size_t cap = 20000 * 40 + 64, used = 0;
+    body = malloc(cap);
+    used += (size_t)snprintf(body + used, cap - used, "{\"mode\": \"sum\", \"bags\": [");
+    for (int i = 0; i < 20000; i++)
+        used += (size_t)snprintf(body + used, cap - used, "%s[%d,%d]", i ? "," : "", i % 3000,
+                                 (i * 7) % 3000);
+    used += (size_t)snprintf(body + used, cap - used, "], \"per_sample_weights\": [");
+    for (int i = 0; i < 20000; i++)
+        used += (size_t)snprintf(body + used, cap - used, "%s[0.5,%d]", i ? "," : "", i % 5);
+    used += (size_t)snprintf(body + used, cap - used, "]}");
+    ck_json_equals_binary("/v1/tables/wide/lookup", body, used);
+    free(body);
+}
+END_TEST
+
 /* max_answer_bytes bounds an answer from the request's counts, before any
  * work: queries x k for neighbours, rows x dim for lookups. */
 START_TEST(answers_are_bounded_before_any_work)
@@ -737,6 +794,7 @@ static Suite *http_limits_suite(void)
     tcase_add_test(tc, refused_requests_cost_their_body);
     tcase_add_test(tc, accepted_requests_cost_their_answer);
     tcase_add_test(tc, answers_are_bounded_before_any_work);
+    tcase_add_test(tc, chunked_answers_are_whole);
     tcase_add_test(tc, health_answers_while_the_pool_is_busy);
     tcase_add_test(tc, connection_limit_closes_at_once);
     tcase_add_test(tc, trickled_headers_are_closed);
