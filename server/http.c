@@ -270,11 +270,30 @@ static const char *overdue(const struct conn *c, uint64_t now, char *why, size_t
     return NULL;
 }
 
-static void close_conn(struct conn *c, const char *why)
+/* What one sweep closed, logged after the lock is released (a slow log
+ * must not hold up libmicrohttpd's threads, which take the lock). */
+#define SWEEP_LOG_MAX 4
+struct sweep_log {
+    size_t closed;
+    char lines[SWEEP_LOG_MAX][INET6_ADDRSTRLEN + 2 + 160];
+};
+
+static void close_conn(struct conn *c, const char *why, struct sweep_log *log)
 {
     c->closing = true;
     shutdown(c->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
-    log_info("closing a connection from %s: %s", c->addr, why);
+    if (log->closed < SWEEP_LOG_MAX)
+        snprintf(log->lines[log->closed], sizeof log->lines[0], "%s: %s", c->addr, why);
+    log->closed++;
+}
+
+static void sweep_log_write(const struct sweep_log *log)
+{
+    for (size_t i = 0; i < log->closed && i < SWEEP_LOG_MAX; i++)
+        log_info("closing a connection from %s", log->lines[i]);
+    if (log->closed > SWEEP_LOG_MAX)
+        log_info("closing %zu more connections for the same reasons",
+                 log->closed - SWEEP_LOG_MAX);
 }
 
 static struct progress progress_of(const struct conn *c)
@@ -293,7 +312,8 @@ static bool same_progress(struct progress a, struct progress b)
 
 /* Half-closed connections whose request is still incomplete. fds has room
  * for every connection; called under the lock. */
-static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, uint64_t now)
+static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, uint64_t now,
+                              struct sweep_log *log)
 {
     if (n == 0 || poll(fds, (nfds_t)n, 0) <= 0)
         return;
@@ -308,7 +328,7 @@ static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, u
             c->hup_since = now;
             c->hup_mark = mark;
         } else if (now - c->hup_since >= HUP_GRACE_MS) {
-            close_conn(c, "it half-closed with its request incomplete");
+            close_conn(c, "it half-closed with its request incomplete", log);
         }
     }
 }
@@ -318,13 +338,14 @@ static void sweep(struct pollfd **fds, struct conn ***who, size_t *cap)
     uint64_t now = now_ms();
     size_t n = 0;
     char why[160];
+    struct sweep_log log = {0};
 
     pthread_mutex_lock(&conns.lock);
     for (struct conn *c = conns.head; c != NULL; c = c->next) {
         if (c->closing)
             continue;
         if (overdue(c, now, why, sizeof why) != NULL) {
-            close_conn(c, why);
+            close_conn(c, why, &log);
             continue;
         }
         if (atomic_load(&c->state) == CONN_BUSY)
@@ -343,8 +364,9 @@ static void sweep(struct pollfd **fds, struct conn ***who, size_t *cap)
         (*fds)[n] = (struct pollfd){.fd = c->fd, .events = POLLRDHUP};
         (*who)[n++] = c;
     }
-    sweep_half_closed(*fds, *who, n, now);
+    sweep_half_closed(*fds, *who, n, now, &log);
     pthread_mutex_unlock(&conns.lock);
+    sweep_log_write(&log);
 }
 
 static void *sweeper_main(void *arg)
