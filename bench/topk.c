@@ -18,6 +18,7 @@
 
 #include "error.h"
 #include "similarity.h"
+#include "topk.h"
 #include "table.h"
 
 #define BATCH 64

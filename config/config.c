@@ -30,7 +30,7 @@ const struct config_option config_options[] = {
     {"listen.port", "PORT", "--port", "PORT", OPT_INT, OFF(port), 0, 65535,
      "8080", "TCP port; 0 picks a free port (the log says which)."},
     {"data_dir", "DATA_DIR", "--data-dir", "DIR", OPT_STRING, OFF(data_dir), 0, 0,
-     "./data", "Directory for snapshots (<data_dir>/<table>/snapshot-<version>/)."},
+     "./data", "Directory for logs and snapshots (<data_dir>/<table>/wal/, snapshot-<seq>/)."},
     {"limits.max_body_bytes", "MAX_BODY_BYTES", "--max-body-bytes", "BYTES", OPT_U64,
      OFF(max_body_bytes), 1, INT64_C(1) << 40,
      "67108864", "Largest request body accepted; larger ones get 413."},
@@ -63,7 +63,17 @@ const struct config_option config_options[] = {
      OPT_BOOL, OFF(snapshot_on_shutdown), 0, 0,
      "true", "Snapshot tables that took writes on SIGINT/SIGTERM."},
     {"snapshot.keep", "SNAPSHOT_KEEP", "--snapshot-keep", "N", OPT_INT, OFF(snapshot_keep), 1,
-     1000000, "3", "Automatic snapshots keep the newest N of each table, removing older ones."},
+     1000000, "3", "Snapshots keep the newest N of each table, removing older ones."},
+    {"durability", "DURABILITY", "--durability", "MODE", OPT_DURABILITY, OFF(durability), 0, 0,
+     "sync", "sync: a write is on disk before its answer (group commit); interval: synced "
+     "every durability_interval_ms; none: no log, snapshots only."},
+    {"durability_interval_ms", "DURABILITY_INTERVAL_MS", "--durability-interval-ms", "MS",
+     OPT_INT, OFF(durability_interval_ms), 1, 3600000,
+     "1000", "With durability interval: most milliseconds of answered writes a crash can lose."},
+    {"log_max_bytes", "LOG_MAX_BYTES", "--log-max-bytes", "BYTES", OPT_U64, OFF(log_max_bytes),
+     INT64_C(1) << 20, INT64_C(1) << 44,
+     "268435456", "A table's log this long since its last snapshot triggers a snapshot, "
+     "which lets older log segments go."},
     {"limits.max_answer_bytes", "MAX_ANSWER_BYTES", "--max-answer-bytes", "BYTES", OPT_U64,
      OFF(max_answer_bytes), 1024, INT64_C(1) << 40,
      "268435456", "Largest answer a request may ask for (its bound, counted before any work); "
@@ -89,6 +99,8 @@ static const struct {
     {"--version", "-V", CONFIG_VERSION, "Print the version and exit."},
     {"--check-config", NULL, CONFIG_CHECK,
      "Validate the configuration, load every table, and exit (0 when all is well)."},
+    {"--repair-log", NULL, CONFIG_REPAIR_LOG,
+     "Cut each table's log at damage that stops startup, print what is dropped, and exit."},
 };
 #define NACTION_FLAGS (sizeof action_flags / sizeof action_flags[0])
 
@@ -99,22 +111,52 @@ static const char *const log_level_names[] = {
     [CONFIG_LOG_DEBUG] = "debug",
 };
 
+#define NNAMES(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The index of s in names[0..n), or -1: the one parser of named options. */
+static int name_index(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; s != NULL && i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static const char *name_of(const char *const *names, size_t n, unsigned i)
+{
+    return i < n ? names[i] : "?";
+}
+
 bool config_log_level_parse(const char *s, enum config_log_level *out)
 {
-    for (size_t i = 0; i < sizeof log_level_names / sizeof log_level_names[0]; i++) {
-        if (s && strcmp(s, log_level_names[i]) == 0) {
-            *out = (enum config_log_level)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_index(log_level_names, NNAMES(log_level_names), s);
+    if (i >= 0)
+        *out = (enum config_log_level)i;
+    return i >= 0;
 }
 
 const char *config_log_level_name(enum config_log_level l)
 {
-    if ((unsigned)l >= sizeof log_level_names / sizeof log_level_names[0])
-        return "?";
-    return log_level_names[l];
+    return name_of(log_level_names, NNAMES(log_level_names), (unsigned)l);
+}
+
+static const char *const durability_names[] = {
+    [CONFIG_DURABILITY_SYNC] = "sync",
+    [CONFIG_DURABILITY_INTERVAL] = "interval",
+    [CONFIG_DURABILITY_NONE] = "none",
+};
+
+bool config_durability_parse(const char *s, enum config_durability *out)
+{
+    int i = name_index(durability_names, NNAMES(durability_names), s);
+    if (i >= 0)
+        *out = (enum config_durability)i;
+    return i >= 0;
+}
+
+const char *config_durability_name(enum config_durability d)
+{
+    return name_of(durability_names, NNAMES(durability_names), (unsigned)d);
 }
 
 const struct config_option *config_option_by_key(const char *key, size_t len)
@@ -223,6 +265,11 @@ int config_option_set_text(struct config *c, const struct config_option *o,
             return core_fail(err, errlen, CORE_EINVAL,
                              "%s: must be error, warn, info or debug, got \"%s\"", where, text);
         return CORE_OK;
+    case OPT_DURABILITY:
+        if (!config_durability_parse(text, (enum config_durability *)field(c, o)))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "%s: must be sync, interval or none, got \"%s\"", where, text);
+        return CORE_OK;
     }
     return core_fail(err, errlen, CORE_EINVAL, "%s: unhandled option type", where);
 }
@@ -260,6 +307,11 @@ int config_option_set_json(struct config *c, const struct config_option *o,
         if (!cJSON_IsString(v))
             return core_fail(err, errlen, CORE_EINVAL,
                              "%s: must be one of \"error\", \"warn\", \"info\", \"debug\"", where);
+        return config_option_set_text(c, o, v->valuestring, where, err, errlen);
+    case OPT_DURABILITY:
+        if (!cJSON_IsString(v))
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "%s: must be one of \"sync\", \"interval\", \"none\"", where);
         return config_option_set_text(c, o, v->valuestring, where, err, errlen);
     }
     return core_fail(err, errlen, CORE_EINVAL, "%s: unhandled option type", where);

@@ -37,6 +37,13 @@ enum config_log_level {
     CONFIG_LOG_DEBUG,
 };
 
+/* When an answered write is on disk (API.md, "Durability"). */
+enum config_durability {
+    CONFIG_DURABILITY_SYNC,     /* fdatasync'ed (group commit) before the answer */
+    CONFIG_DURABILITY_INTERVAL, /* synced every durability_interval_ms */
+    CONFIG_DURABILITY_NONE,     /* no log: snapshots only */
+};
+
 /* One entry of "tables". Exactly one of path / init is set. */
 struct config_table {
     char name[TABLE_NAME_MAX + 1];
@@ -86,7 +93,11 @@ struct config {
     char *write_token;          /* auth.write_token, or NULL: writes open */
     int snapshot_interval_s;    /* snapshot.interval, 0 = off (default) */
     bool snapshot_on_shutdown;  /* snapshot.on_shutdown, default true */
-    int snapshot_keep;          /* snapshot.keep, default 3: newest kept by automatic snapshots */
+    int snapshot_keep;          /* snapshot.keep, default 3: newest kept of each table */
+    enum config_durability durability; /* durability, default sync */
+    int durability_interval_ms; /* durability_interval_ms, default 1000 */
+    uint64_t log_max_bytes;     /* log_max_bytes: a table's log this long since its last
+                                   snapshot triggers one; default 256 MiB */
     size_t ntables;
     struct config_table *tables;
     bool builtin_default;       /* tables[] is the built-in "words" table */
@@ -98,6 +109,7 @@ enum config_action {
     CONFIG_HELP,    /* --help: call config_print_help and exit 0 */
     CONFIG_VERSION, /* --version: print ES_VERSION and exit 0 */
     CONFIG_CHECK,   /* --check-config: config is valid; load tables, exit */
+    CONFIG_REPAIR_LOG, /* --repair-log: cut damaged logs, say what went, exit */
 };
 
 /* Fills *c with the built-in defaults (no tables). Strings are allocated;
@@ -157,5 +169,9 @@ const struct config_table *config_find_table(const struct config *c, const char 
 /* "error" | "warn" | "info" | "debug" <-> enum; parse returns false otherwise. */
 bool config_log_level_parse(const char *s, enum config_log_level *out);
 const char *config_log_level_name(enum config_log_level l);
+
+/* "sync" | "interval" | "none" <-> enum; parse returns false otherwise. */
+bool config_durability_parse(const char *s, enum config_durability *out);
+const char *config_durability_name(enum config_durability d);
 
 #endif

@@ -13,6 +13,7 @@ enum config_opt_type {
     OPT_U64,       /* uint64_t in [min, max] */
     OPT_BOOL,      /* bool */
     OPT_LOG_LEVEL, /* enum config_log_level */
+    OPT_DURABILITY, /* enum config_durability */
 };
 
 /* One scalar setting: where it lives in struct config and in each source.

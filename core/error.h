@@ -18,7 +18,8 @@
     X(FROZEN, "table is frozen")                                       \
     X(NOTFOUND, "not found")                                           \
     X(EXISTS, "already exists")                                        \
-    X(TOOBIG, "size over a limit")
+    X(TOOBIG, "size over a limit")                                     \
+    X(UNAVAILABLE, "the write could not be made durable")
 
 enum core_err {
 #define CORE_ERR_ENUM(name, msg) CORE_E##name,

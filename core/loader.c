@@ -438,6 +438,7 @@ struct dense_read {
     enum loader_dtype t;
     size_t esize;
     bool swap;
+    bool check; /* refuse non-finite values */
     struct matrix *m;
     struct loader_progress *prog;
     char *err;
@@ -460,8 +461,8 @@ static int dense_short(const struct dense_read *d, uint64_t at, int64_t got)
 }
 
 /* The file's bytes are the matrix's bytes: read() them straight in, chunk
- * by chunk, checking each chunk for non-finite values while it is still in
- * the cache. */
+ * by chunk, checking each chunk (when asked) for non-finite values while it
+ * is still in the cache. */
 static int dense_direct(const struct dense_read *d)
 {
     struct matrix *m = d->m;
@@ -473,7 +474,8 @@ static int dense_direct(const struct dense_read *d)
         int64_t got = loader_pread(d->fd, dst + done, n, d->off + done);
         if (got != (int64_t)n)
             return dense_short(d, d->off + done + (got > 0 ? (uint64_t)got : 0), got);
-        int64_t bad = loader_find_nonfinite((const float *)(dst + done), (int64_t)(n / 4));
+        const float *chunk = (const float *)(dst + done);
+        int64_t bad = d->check ? loader_find_nonfinite(chunk, (int64_t)(n / 4)) : -1;
         if (bad >= 0) {
             int64_t at = (int64_t)(done / 4) + bad;
             return dense_nonfinite(d, at / m->dim, at % m->dim);
@@ -510,7 +512,7 @@ static int dense_converted(const struct dense_read *d)
         for (int64_t i = 0; i < count && rc == CORE_OK; i++) {
             float *row = matrix_row(m, r + i);
             convert_row(d->t, buf + (size_t)i * row_bytes, row, m->dim);
-            int64_t j = loader_find_nonfinite(row, m->dim);
+            int64_t j = d->check ? loader_find_nonfinite(row, m->dim) : -1;
             if (j >= 0)
                 rc = dense_nonfinite(d, r + i, j);
         }
@@ -521,12 +523,13 @@ static int dense_converted(const struct dense_read *d)
 }
 
 int loader_read_dense(const char *path, int fd, uint64_t off, enum loader_dtype t,
-                      bool big_endian, struct matrix *m, struct loader_progress *prog,
-                      char *err, size_t errlen)
+                      bool big_endian, enum loader_finite finite, struct matrix *m,
+                      struct loader_progress *prog, char *err, size_t errlen)
 {
     struct dense_read d = {
         .path = path, .fd = fd, .off = off, .t = t, .esize = loader_dtype_size(t),
         .swap = big_endian != loader_host_big_endian() && loader_dtype_size(t) > 1,
+        .check = finite == LOADER_FINITE_ONLY,
         .m = m, .prog = prog, .err = err, .errlen = errlen,
     };
     bool direct = t == LOADER_F32 && !d.swap && m->stride == m->dim;

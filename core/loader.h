@@ -6,7 +6,8 @@
  * numpy .npy (float32/float64/float16, C order, 2-D), safetensors
  * (F32/F16/BF16). Every malformed input is an error value whose message
  * names the file and the line (text) or byte offset (binary); nothing is
- * returned partially. Non-finite values and duplicated tokens are errors. */
+ * returned partially. Non-finite values and duplicated tokens are errors
+ * (npy_load_exact, for snapshots, keeps non-finite values). */
 #ifndef CORE_LOADER_H
 #define CORE_LOADER_H
 
@@ -63,6 +64,12 @@ int w2v_bin_load(const char *path, const struct loader_opts *o, struct matrix *m
                  struct vocab **vocab, char *err, size_t errlen);
 int npy_load(const char *path, const struct loader_opts *o, struct matrix *m,
              char *err, size_t errlen);
+/* As npy_load, but NaN and infinities are kept, not refused: float32 data
+ * loads bit for bit (NaN payloads, -0, subnormals). For the service's own
+ * snapshots, whose optimizer state or weights training may have driven
+ * there; pretrained files go through npy_load. */
+int npy_load_exact(const char *path, const struct loader_opts *o, struct matrix *m,
+                   char *err, size_t errlen);
 int safetensors_load(const char *path, const struct loader_opts *o, struct matrix *m,
                      char *err, size_t errlen);
 

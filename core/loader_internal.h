@@ -74,16 +74,23 @@ bool loader_host_big_endian(void);
 /* Reverses the bytes of each esize-byte element of p[0..n). */
 void loader_swap_bytes(void *p, size_t n, size_t esize);
 
+/* How loader_read_dense treats NaN and infinities. */
+enum loader_finite {
+    LOADER_FINITE_ONLY, /* pretrained files: CORE_EFORMAT naming offset and [row, col] */
+    LOADER_ANY_BITS,    /* the service's own snapshots: every value kept, bit for bit */
+};
+
 /* Reads m->rows x m->dim elements of type t, stored C-order from file offset
  * off (little-endian, or big-endian when big_endian), into the initialized
- * matrix m, converting exactly (float64 rounds to nearest). float32 in host
- * order with rows exactly a stride wide is read straight into m; the rest
- * passes through a bounce buffer. Non-finite results (NaN, inf, a float64
- * beyond float32) are CORE_EFORMAT naming the byte offset and [row, col];
- * the caller has checked that the file holds the data. */
+ * matrix m, converting exactly (float64 rounds to nearest; float32 keeps its
+ * bits, NaN payloads too). float32 in host order with rows exactly a stride
+ * wide is read straight into m; the rest passes through a bounce buffer.
+ * With LOADER_FINITE_ONLY, non-finite results (NaN, inf, a float64 beyond
+ * float32) are CORE_EFORMAT naming the byte offset and [row, col]. The
+ * caller has checked that the file holds the data. */
 int loader_read_dense(const char *path, int fd, uint64_t off, enum loader_dtype t,
-                      bool big_endian, struct matrix *m, struct loader_progress *prog,
-                      char *err, size_t errlen);
+                      bool big_endian, enum loader_finite finite, struct matrix *m,
+                      struct loader_progress *prog, char *err, size_t errlen);
 
 /* Returns the index of the first NaN or infinity in v[0..n), or -1. */
 int64_t loader_find_nonfinite(const float *v, int64_t n);

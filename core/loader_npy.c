@@ -5,7 +5,9 @@
  * The header is a Python dict literal; we read exactly the three keys numpy
  * writes and refuse anything else, as numpy does. The data is read by
  * loader_read_dense: float32 straight into the matrix, other dtypes
- * converted exactly; big-endian ('>') arrays are byte-swapped. */
+ * converted exactly; big-endian ('>') arrays are byte-swapped. Pretrained
+ * files (npy_load) must be finite; snapshot files (npy_load_exact) keep
+ * whatever training made of them. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,8 +279,8 @@ static int check_shape(const char *path, uint64_t size, struct npy_header *h, ch
     return CORE_OK;
 }
 
-int npy_load(const char *path, const struct loader_opts *o, struct matrix *m, char *err,
-             size_t errlen)
+static int load(const char *path, const struct loader_opts *o, enum loader_finite finite,
+                struct matrix *m, char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
     int fd;
@@ -299,8 +301,8 @@ int npy_load(const char *path, const struct loader_opts *o, struct matrix *m, ch
     if (rc == CORE_OK) {
         struct loader_progress prog;
         loader_progress_init(&prog, o, size);
-        rc = loader_read_dense(path, fd, h.data_off, h.dtype, h.big_endian, m, &prog, err,
-                               errlen);
+        rc = loader_read_dense(path, fd, h.data_off, h.dtype, h.big_endian, finite, m, &prog,
+                               err, errlen);
         if (rc == CORE_OK)
             loader_progress_done(&prog);
     }
@@ -308,6 +310,18 @@ int npy_load(const char *path, const struct loader_opts *o, struct matrix *m, ch
     if (rc != CORE_OK)
         matrix_deinit(m);
     return rc;
+}
+
+int npy_load(const char *path, const struct loader_opts *o, struct matrix *m, char *err,
+             size_t errlen)
+{
+    return load(path, o, LOADER_FINITE_ONLY, m, err, errlen);
+}
+
+int npy_load_exact(const char *path, const struct loader_opts *o, struct matrix *m, char *err,
+                   size_t errlen)
+{
+    return load(path, o, LOADER_ANY_BITS, m, err, errlen);
 }
 
 /* ---- writing ------------------------------------------------------------ */

@@ -628,8 +628,8 @@ static int st_steps(struct st_json *j, int fd, uint64_t size, uint64_t hlen,
                          core_strerror(rc));
     struct loader_progress prog;
     loader_progress_init(&prog, o, size);
-    rc = loader_read_dense(j->path, fd, data_off + t->begin, st_dtypes[t->dtype].t, false, m,
-                           &prog, j->err, j->errlen);
+    rc = loader_read_dense(j->path, fd, data_off + t->begin, st_dtypes[t->dtype].t, false,
+                           LOADER_FINITE_ONLY, m, &prog, j->err, j->errlen);
     if (rc == CORE_OK)
         loader_progress_done(&prog);
     return rc;

@@ -34,7 +34,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "error.h"
 #include "table_internal.h"
@@ -550,22 +549,6 @@ static int check_request(const struct table *t, const int64_t *ids, size_t n, co
 
 /* ---- state -------------------------------------------------------------- */
 
-/* Rows of a step are scattered: on 4 KB pages nearly every row costs a TLB
- * miss, and huge pages made steps 2-3x faster on a 1M x 64 table here. The
- * state is advised before its first touch, so the kernel can back it with
- * huge pages from the start; a refusal only costs speed. */
-#define HUGE_PAGE_BYTES (2u << 20)
-
-static void advise_huge(struct matrix *m)
-{
-#ifdef MADV_HUGEPAGE
-    if (m->bytes >= HUGE_PAGE_BYTES)
-        madvise(m->data, m->bytes, MADV_HUGEPAGE);
-#else
-    (void)m;
-#endif
-}
-
 static int ensure_matrix(struct matrix *m, const struct matrix *w, float fill)
 {
     if (m->data != NULL)
@@ -573,7 +556,7 @@ static int ensure_matrix(struct matrix *m, const struct matrix *w, float fill)
     int rc = matrix_init(m, w->rows, w->dim);
     if (rc != CORE_OK)
         return rc;
-    advise_huge(m);
+    /* matrix_init asked for huge pages: rows of a step are scattered */
     if (fill == 0.0f)
         return CORE_OK;
     for (int64_t r = 0; r < m->rows; r++) {
@@ -902,20 +885,33 @@ static void apply_plan(struct step *s, const struct plan *p)
     }
 }
 
-int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const float *grads,
-                          double lr, size_t *bad, uint64_t *version_out, size_t *rows_out)
+int table_check_gradients(const struct table *t, const int64_t *ids, size_t n,
+                          const float *grads, double lr, size_t *bad)
 {
-    int rc = check_request(t, ids, n, grads, lr, bad);
-    if (rc != CORE_OK)
-        return rc;
+    return check_request(t, ids, n, grads, lr, bad);
+}
+
+/* The step itself, after validation; cfg is the optimizer to step with (lr
+ * included), or NULL for the table's effective one with lr > 0 overriding
+ * its lr. Takes the write lock. */
+static int apply_step(struct table *t, const struct optim_config *cfg_in, double lr,
+                      uint64_t *version_out, size_t *rows_out, const int64_t *ids, size_t n,
+                      const float *grads)
+{
     struct plan plan;
     pthread_mutex_lock(&t->write_lock);
     struct optim_config cfg;
-    effective_config(&t->optim, &cfg);
+    if (cfg_in != NULL) {
+        cfg = *cfg_in;
+    } else {
+        effective_config(&t->optim, &cfg);
+        if (lr > 0)
+            cfg.lr = lr;
+    }
     enum walk walk = t->s.scale_grad_by_freq ? WALK_IN_ORDER
                      : cfg.kind == OPTIM_SGD ? WALK_ENTRIES
                                              : WALK_COALESCED;
-    rc = plan_build(t, ids, n, walk, &plan);
+    int rc = plan_build(t, ids, n, walk, &plan);
     if (rc == CORE_OK) {
         rc = ensure_state(t, &cfg);
         if (rc != CORE_OK)
@@ -927,7 +923,7 @@ int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const f
     }
     struct step s = {.t = t, .cfg = &cfg, .grads = grads, .scale = t->s.scale_grad_by_freq};
     t->optim.step++;
-    step_consts_init(&s.k, &cfg, lr > 0 ? lr : cfg.lr, t->optim.step);
+    step_consts_init(&s.k, &cfg, cfg.lr, t->optim.step);
     if (walk == WALK_ENTRIES)
         apply_entries(&s, &plan);
     else
@@ -941,4 +937,31 @@ int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const f
         *rows_out = plan.rows;
     plan_free(&plan);
     return CORE_OK;
+}
+
+int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const float *grads,
+                          double lr, size_t *bad, uint64_t *version_out, size_t *rows_out)
+{
+    int rc = check_request(t, ids, n, grads, lr, bad);
+    if (rc != CORE_OK)
+        return rc;
+    return apply_step(t, NULL, lr, version_out, rows_out, ids, n, grads);
+}
+
+int table_apply_logged_gradients(struct table *t, const struct optim_config *cfg,
+                                 const int64_t *ids, size_t n, const float *grads,
+                                 size_t *bad, uint64_t *version_out, size_t *rows_out)
+{
+    int rc = optim_config_check(cfg, NULL, 0);
+    if (rc != CORE_OK) {
+        if (bad != NULL)
+            *bad = SIZE_MAX;
+        return rc;
+    }
+    rc = table_check_ids(t, ids, n, bad);
+    if (rc == CORE_OK)
+        rc = check_grads(grads, n * (size_t)t->w.dim, bad);
+    if (rc != CORE_OK)
+        return rc;
+    return apply_step(t, cfg, 0.0, version_out, rows_out, ids, n, grads);
 }

@@ -15,8 +15,6 @@
 #include "error.h"
 #include "table_internal.h"
 
-/* torch's eps default, clamped in float32 as clamp_min_ on a float tensor */
-#define COSINE_EPS 1e-8f
 
 static const char *const metric_names[] = {
     [METRIC_COSINE] = "cosine",
@@ -56,8 +54,8 @@ static float norm2(const float *x, int64_t n)
 static float cosine(const float *x, const float *y, int64_t n)
 {
     float nx = norm2(x, n), ny = norm2(y, n);
-    float cx = nx > COSINE_EPS ? nx : COSINE_EPS;
-    float cy = ny > COSINE_EPS ? ny : COSINE_EPS;
+    float cx = nx > SIMILARITY_COSINE_EPS ? nx : SIMILARITY_COSINE_EPS;
+    float cy = ny > SIMILARITY_COSINE_EPS ? ny : SIMILARITY_COSINE_EPS;
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) {
         float p = (x[i] / cx) * (y[i] / cy); /* float32 elementwise, as ATen */

@@ -1,4 +1,5 @@
-/* similarity.h - pair scores and exact top-k neighbour search over a table.
+/* similarity.h - metrics and pair scores over a table (top-k search is
+ * topk.h).
  *
  * cosine(x, y) = x.y / (max(|x|, 1e-8) * max(|y|, 1e-8)), as
  * torch.nn.functional.cosine_similarity; dot = x.y; l2 = |x - y|_2 (a
@@ -16,7 +17,9 @@
 
 enum metric { METRIC_COSINE, METRIC_DOT, METRIC_L2 };
 
-#define TOPK_MAX 1000
+/* torch.nn.functional.cosine_similarity's default eps, as float32 (each
+ * norm is clamped to it, as clamp_min_ on a float tensor). */
+#define SIMILARITY_COSINE_EPS 1e-8f
 
 /* Parses "cosine" | "dot" | "l2"; false for anything else. */
 bool metric_parse(const char *name, enum metric *m);
@@ -29,26 +32,5 @@ float similarity_vec(const float *x, const float *y, int64_t dim, enum metric m)
  * *bad = index into pairs (element index, 0..2n) for an out-of-range id. */
 int similarity_pairs(const struct table *t, const int64_t *pairs, size_t n,
                      enum metric m, float *scores, size_t *bad);
-
-struct topk_hit {
-    int64_t id;
-    float score;
-};
-
-/* Exact top-k over every row for nq query vectors (queries: nq * dim
- * floats, dense). exclude[q] is a row id to leave out for query q (its own
- * row) or -1; exclude may be NULL. The padding row is always left out.
- * hits: nq * k entries; query q's list starts at hits + q * k, best first
- * (highest cosine/dot, lowest l2), ties by lower id; counts[q] receives how
- * many were found (< k only when the table has fewer eligible rows).
- * k in [1, TOPK_MAX] else CORE_EINVAL. Batches are scanned block by block so
- * each row is read once per batch, and large tables use both cores. */
-int topk_search(const struct table *t, const float *queries, size_t nq,
-                const int64_t *exclude, size_t k, enum metric m,
-                struct topk_hit *hits, size_t *counts);
-
-/* Sets how many threads topk_search may use (default: online CPUs, at most
- * 8). Call before serving; not thread-safe against running searches. */
-void topk_set_threads(int n);
 
 #endif

@@ -1,17 +1,20 @@
-/* snapshot.c - writing a table to <data_dir>/<table>/snapshot-<version>/ and
- * loading it back: weights, vocabulary, settings, optimizer config and state,
- * step and version.
+/* snapshot.c - a table's snapshot directories (snapshot.h): writing one
+ * atomically and loading it back (weights, vocabulary, settings, optimizer
+ * config and state, step, version, log seq); naming, listing, pruning and
+ * cleaning them. What manifest.json says, and how, is manifest.c's.
  *
- * Consistency without a second copy of the table: the files are written
- * while the table's write lock is held, which only copies the rows into the
- * page cache (memory speed); the slow part, fsync, runs after the lock is
- * released, when the files' contents can no longer change. Readers never
- * take the write lock, so lookups and searches keep running throughout; only
- * other writers wait for the copy.
+ * Copy, then write: under the table's write lock a snapshot only copies the
+ * weights and optimizer state into one private buffer (sized and faulted in
+ * before the lock is taken, so the copy is a memcpy) with the step, version
+ * and log seq; the vocabulary never changes and is borrowed. The files are
+ * written and fsynced after the lock is released: writers wait for a
+ * memcpy, never for the disk, and readers, who never take the write lock,
+ * do not wait at all. The extra memory is that one copy, freed once the
+ * files are written.
  *
  * Atomicity: everything goes to a hidden temporary sibling directory that is
  * fsynced and then renamed to its final name (or exchanged with an existing
- * snapshot of the same version by renameat2(RENAME_EXCHANGE), falling back
+ * snapshot of the same name by renameat2(RENAME_EXCHANGE), falling back
  * to rename-away-then-rename where the filesystem cannot exchange), and the
  * parent directory is fsynced. A reader sees the old snapshot or the new
  * one, never part of one.
@@ -29,18 +32,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "loader.h"
+#include "manifest.h"
 #include "table_internal.h"
 
 #define MANIFEST "manifest.json"
-#define WEIGHT "weight.npy"
-#define VOCAB "vocab.txt"
-#define MANIFEST_MAX_BYTES (1u << 20)
 #define PREFIX "snapshot-"
+/* Snapshots being written, and (with ".old") ones being replaced. */
+#define TMP_PREFIX ".tmp-" PREFIX
 
 /* ---- small filesystem helpers ----------------------------------------- */
 
@@ -89,15 +94,169 @@ static int remove_flat_dir(const char *path)
     return rmdir(path);
 }
 
-/* ---- writing ----------------------------------------------------------- */
+/* ---- the copy ------------------------------------------------------------ */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A table copied out under its write lock: what the manifest records and,
+ * for every .npy file, rows x dim floats packed (no row padding) in one
+ * private mapping. The vocabulary is borrowed: it never changes and lives
+ * as long as the table. */
+struct copy {
+    struct manifest m;
+    float *buf; /* mmap'd, buf_bytes */
+    size_t buf_bytes;
+    const float *mat[MANIFEST_NFILES]; /* into buf, for the npy files held */
+    const struct vocab *vocab;
+    uint64_t lock_us; /* time the write lock was held */
+};
+
+/* The table's matrix behind an npy file of the manifest. */
+static const struct matrix *file_matrix(const struct table *t, enum manifest_file f)
+{
+    switch (f) {
+    case MANIFEST_WEIGHT: return &t->w;
+    case MANIFEST_EXP_AVG: return &t->optim.exp_avg;
+    case MANIFEST_EXP_AVG_SQ: return &t->optim.exp_avg_sq;
+    case MANIFEST_SUM: return &t->optim.sum;
+    default: return NULL;
+    }
+}
+
+/* What the manifest records; caller holds the write lock. */
+static void describe(const struct table *t, struct manifest *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->format_version = MANIFEST_FORMAT_VERSION;
+    strcpy(m->name, t->name);
+    m->rows = t->w.rows;
+    m->dim = t->w.dim;
+    m->settings = t->s;
+    m->configured = t->optim.configured;
+    m->optimizer = t->optim.cfg;
+    m->step = t->optim.step;
+    m->version = atomic_load(&t->version);
+    m->log_seq = atomic_load(&t->log_seq);
+    for (int f = 0; f < MANIFEST_NFILES; f++)
+        m->files[f] = manifest_file_is_npy((enum manifest_file)f)
+                          ? file_matrix(t, (enum manifest_file)f)->data != NULL
+                          : t->vocab != NULL;
+}
+
+/* How many npy files (all rows x dim) t holds now; caller holds the lock. */
+static size_t npy_files_held(const struct table *t)
+{
+    size_t n = 0;
+    for (int f = 0; f < MANIFEST_NFILES; f++)
+        n += manifest_file_is_npy((enum manifest_file)f) &&
+             file_matrix(t, (enum manifest_file)f)->data != NULL;
+    return n;
+}
+
+/* Faulted in now, outside the lock, so that the copy under it is a memcpy
+ * and not a page fault per 4 KiB. */
+static int copy_alloc(struct copy *c, size_t bytes)
+{
+    if (bytes == 0)
+        return CORE_OK;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED)
+        return CORE_ENOMEM;
+    c->buf = p;
+    c->buf_bytes = bytes;
+    return CORE_OK;
+}
+
+static void copy_free(struct copy *c)
+{
+    if (c->buf != NULL)
+        munmap(c->buf, c->buf_bytes);
+    c->buf = NULL;
+    c->buf_bytes = 0;
+    memset(c->mat, 0, sizeof(c->mat));
+}
+
+/* Copies the state of t into c's buffer, which has room for every npy file
+ * t holds; caller holds the write lock. Rows and state change only under
+ * it, so plain copies are consistent. */
+static void copy_fill(const struct table *t, struct copy *c)
+{
+    describe(t, &c->m);
+    size_t dim = (size_t)t->w.dim, rows = (size_t)t->w.rows;
+    float *dst = c->buf;
+    for (int i = 0; i < MANIFEST_NFILES; i++) {
+        enum manifest_file f = (enum manifest_file)i;
+        if (!c->m.files[f] || !manifest_file_is_npy(f))
+            continue;
+        const struct matrix *m = file_matrix(t, f);
+        if ((size_t)m->stride == dim)
+            memcpy(dst, m->data, rows * dim * sizeof(float));
+        else
+            for (size_t r = 0; r < rows; r++)
+                memcpy(dst + r * dim, matrix_row(m, (int64_t)r), dim * sizeof(float));
+        c->mat[f] = dst;
+        dst += rows * dim;
+    }
+    c->vocab = t->vocab;
+}
+
+/* Sizing the buffer means looking at the state under the lock, then
+ * allocating without it; if the state grew meanwhile (a first step
+ * allocated it, a new optimizer changed it) that is done again, and the
+ * last attempt sizes and copies in one hold. */
+#define COPY_ATTEMPTS 4
+
+/* Takes the copy: the only part of a snapshot that holds t's write lock. */
+static int copy_take(struct table *t, struct copy *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    /* the shape never changes: no lock needed for it */
+    size_t per_file = (size_t)t->w.rows * (size_t)t->w.dim * sizeof(float);
+    for (int attempt = 1;; attempt++) {
+        bool last = attempt == COPY_ATTEMPTS;
+        pthread_mutex_lock(&t->write_lock);
+        uint64_t t0 = now_us();
+        size_t n = npy_files_held(t);
+        if (!last) {
+            c->lock_us += now_us() - t0;
+            pthread_mutex_unlock(&t->write_lock);
+        }
+        int rc = copy_alloc(c, n * per_file);
+        if (rc == CORE_OK && !last) {
+            pthread_mutex_lock(&t->write_lock);
+            t0 = now_us();
+        }
+        bool fits = rc == CORE_OK && npy_files_held(t) <= n;
+        if (fits)
+            copy_fill(t, c);
+        if (rc == CORE_OK || last) {
+            c->lock_us += now_us() - t0;
+            pthread_mutex_unlock(&t->write_lock);
+        }
+        if (rc != CORE_OK)
+            return core_fail(err, errlen, rc, "table %s: cannot allocate %zu bytes to copy it",
+                             t->name, n * per_file);
+        if (fits)
+            return CORE_OK;
+        copy_free(c);
+    }
+}
+
+/* ---- writing the files ------------------------------------------------------ */
 
 /* The files of one snapshot being written, open until they are fsynced. */
-#define MAX_FILES 5
 struct out_files {
     const char *dir;
-    int fd[MAX_FILES];
-    const char *name[MAX_FILES];
+    int fd[MANIFEST_NFILES + 1]; /* and manifest.json */
+    const char *name[MANIFEST_NFILES + 1];
     int n;
+    uint64_t bytes; /* sizes of the files synced */
 };
 
 static int create_file(struct out_files *f, const char *name, int *fd, char *err, size_t errlen)
@@ -115,14 +274,14 @@ static int create_file(struct out_files *f, const char *name, int *fd, char *err
     return CORE_OK;
 }
 
-static int write_npy(struct out_files *f, const char *name, const struct matrix *m, char *err,
-                     size_t errlen)
+static int write_npy(struct out_files *f, const char *name, const float *data, int64_t rows,
+                     int64_t dim, char *err, size_t errlen)
 {
     int fd;
     int rc = create_file(f, name, &fd, err, errlen);
     if (rc != CORE_OK)
         return rc;
-    rc = npy_write_fd(fd, m->data, m->rows, m->dim, m->stride);
+    rc = npy_write_fd(fd, data, rows, dim, dim);
     if (rc != CORE_OK)
         return core_fail(err, errlen, rc, "%s/%s: write failed: %s", f->dir, name,
                          rc == CORE_EIO ? strerror(errno) : core_strerror(rc));
@@ -132,7 +291,8 @@ static int write_npy(struct out_files *f, const char *name, const struct matrix 
 static int write_vocab(struct out_files *f, const struct vocab *v, char *err, size_t errlen)
 {
     int fd;
-    int rc = create_file(f, VOCAB, &fd, err, errlen);
+    const char *name = manifest_file_name(MANIFEST_VOCAB);
+    int rc = create_file(f, name, &fd, err, errlen);
     if (rc != CORE_OK)
         return rc;
     int dup_fd = dup(fd);
@@ -140,44 +300,65 @@ static int write_vocab(struct out_files *f, const struct vocab *v, char *err, si
     if (s == NULL) {
         if (dup_fd >= 0)
             close(dup_fd);
-        return core_fail(err, errlen, CORE_EIO, "%s/%s: %s", f->dir, VOCAB, strerror(errno));
+        return core_fail(err, errlen, CORE_EIO, "%s/%s: %s", f->dir, name, strerror(errno));
     }
     rc = vocab_write(v, s);
     if (fclose(s) != 0)
         rc = CORE_EIO;
     if (rc != CORE_OK)
-        return core_fail(err, errlen, CORE_EIO, "%s/%s: write failed", f->dir, VOCAB);
+        return core_fail(err, errlen, CORE_EIO, "%s/%s: write failed", f->dir, name);
     return CORE_OK;
 }
 
-static int write_text(struct out_files *f, const char *name, const char *text, char *err,
-                      size_t errlen)
+static int write_manifest(struct out_files *f, const struct manifest *m, char *err,
+                          size_t errlen)
 {
-    int fd;
-    int rc = create_file(f, name, &fd, err, errlen);
+    char *text;
+    size_t len;
+    int rc = manifest_dump(m, &text, &len);
     if (rc != CORE_OK)
-        return rc;
-    size_t len = strlen(text);
-    while (len > 0) {
-        ssize_t w = write(fd, text, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return core_fail(err, errlen, CORE_EIO, "%s/%s: write failed: %s", f->dir, name,
-                             strerror(errno));
-        text += w;
-        len -= (size_t)w;
+        return core_fail(err, errlen, rc, "%s/" MANIFEST ": %s", f->dir, core_strerror(rc));
+    int fd;
+    rc = create_file(f, MANIFEST, &fd, err, errlen);
+    for (size_t done = 0; rc == CORE_OK && done < len;) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno != EINTR)
+            rc = core_fail(err, errlen, CORE_EIO, "%s/" MANIFEST ": write failed: %s", f->dir,
+                           strerror(errno));
+        else if (w > 0)
+            done += (size_t)w;
     }
-    return CORE_OK;
+    free(text);
+    return rc;
+}
+
+/* Every file of the copy, the manifest last. */
+static int write_files(const struct copy *c, struct out_files *f, char *err, size_t errlen)
+{
+    int rc = CORE_OK;
+    for (int i = 0; i < MANIFEST_NFILES && rc == CORE_OK; i++) {
+        enum manifest_file file = (enum manifest_file)i;
+        if (!c->m.files[file])
+            continue;
+        if (manifest_file_is_npy(file))
+            rc = write_npy(f, manifest_file_name(file), c->mat[file], c->m.rows, c->m.dim, err,
+                           errlen);
+        else
+            rc = write_vocab(f, c->vocab, err, errlen);
+    }
+    return rc == CORE_OK ? write_manifest(f, &c->m, err, errlen) : rc;
 }
 
 static int sync_and_close(struct out_files *f, char *err, size_t errlen)
 {
     int rc = CORE_OK;
     for (int i = 0; i < f->n; i++) {
+        struct stat st;
         if (rc == CORE_OK && fsync(f->fd[i]) != 0)
             rc = core_fail(err, errlen, CORE_EIO, "%s/%s: fsync: %s", f->dir, f->name[i],
                            strerror(errno));
+        if (rc == CORE_OK && fstat(f->fd[i], &st) == 0)
+            f->bytes += (uint64_t)st.st_size;
         if (close(f->fd[i]) != 0 && rc == CORE_OK)
             rc = core_fail(err, errlen, CORE_EIO, "%s/%s: close: %s", f->dir, f->name[i],
                            strerror(errno));
@@ -186,173 +367,10 @@ static int sync_and_close(struct out_files *f, char *err, size_t errlen)
     return rc;
 }
 
-/* What the manifest records, captured under the write lock. */
-struct meta {
-    char name[TABLE_NAME_MAX + 1];
-    int64_t rows, dim;
-    uint64_t version;
-    int64_t step;
-    struct table_settings s;
-    bool has_vocab;
-    bool configured;
-    struct optim_config cfg;
-    bool has_adam_state, has_sum;
-};
-
-/* Copies rows, state and vocabulary into the temporary directory's files;
- * caller holds the write lock. */
-static int write_table_files(struct table *t, struct out_files *f, char *err, size_t errlen)
-{
-    int rc = write_npy(f, WEIGHT, &t->w, err, errlen);
-    if (rc == CORE_OK && t->optim.exp_avg.data != NULL)
-        rc = write_npy(f, "exp_avg.npy", &t->optim.exp_avg, err, errlen);
-    if (rc == CORE_OK && t->optim.exp_avg_sq.data != NULL)
-        rc = write_npy(f, "exp_avg_sq.npy", &t->optim.exp_avg_sq, err, errlen);
-    if (rc == CORE_OK && t->optim.sum.data != NULL)
-        rc = write_npy(f, "sum.npy", &t->optim.sum, err, errlen);
-    if (rc == CORE_OK && t->vocab != NULL)
-        rc = write_vocab(f, t->vocab, err, errlen);
-    return rc;
-}
-
-static void capture_meta(const struct table *t, struct meta *m)
-{
-    memset(m, 0, sizeof(*m));
-    strcpy(m->name, t->name);
-    m->rows = t->w.rows;
-    m->dim = t->w.dim;
-    m->version = atomic_load(&t->version);
-    m->step = t->optim.step;
-    m->s = t->s;
-    m->has_vocab = t->vocab != NULL;
-    m->configured = t->optim.configured;
-    m->cfg = t->optim.cfg;
-    m->has_adam_state = t->optim.exp_avg.data != NULL && t->optim.exp_avg_sq.data != NULL;
-    m->has_sum = t->optim.sum.data != NULL;
-}
-
-/* A growing text buffer for the manifest. */
-struct text {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static void text_printf(struct text *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void text_printf(struct text *b, const char *fmt, ...)
-{
-    if (b->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        /* the first call has no buffer yet: NULL + 0 is undefined, NULL is not */
-        int n = vsnprintf(b->p != NULL ? b->p + b->len : NULL, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
-/* The shortest of %.15g..%.17g that parses back to x exactly: 0.9 stays
- * "0.9" for people reading the manifest, and every double round-trips. */
-static const char *num(char buf[32], double x)
-{
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, 32, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x)
-            break;
-    }
-    return buf;
-}
-
-static void manifest_optimizer(struct text *b, const struct meta *m)
-{
-    char n1[32], n2[32], n3[32];
-    if (!m->configured) {
-        text_printf(b, "  \"optimizer\": null,\n");
-        return;
-    }
-    const struct optim_config *c = &m->cfg;
-    text_printf(b, "  \"optimizer\": {\"name\": \"%s\", \"lr\": %s", optim_kind_name(c->kind),
-                num(n1, c->lr));
-    if (c->kind == OPTIM_SPARSE_ADAM)
-        text_printf(b, ", \"betas\": [%s, %s], \"eps\": %s", num(n1, c->beta1),
-                    num(n2, c->beta2), num(n3, c->eps));
-    if (c->kind == OPTIM_ADAGRAD)
-        text_printf(b, ", \"lr_decay\": %s, \"initial_accumulator_value\": %s, \"eps\": %s",
-                    num(n1, c->lr_decay), num(n2, c->initial_accumulator_value),
-                    num(n3, c->eps));
-    text_printf(b, "},\n");
-}
-
-static void manifest_settings(struct text *b, const struct table_settings *s)
-{
-    char n1[32];
-    text_printf(b, "  \"settings\": {");
-    if (s->has_padding)
-        text_printf(b, "\"padding_idx\": %" PRId64, s->padding_idx);
-    else
-        text_printf(b, "\"padding_idx\": null");
-    if (s->has_max_norm)
-        text_printf(b, ", \"max_norm\": %s", num(n1, s->max_norm));
-    else
-        text_printf(b, ", \"max_norm\": null");
-    if (isinf(s->norm_type))
-        text_printf(b, ", \"norm_type\": \"inf\"");
-    else
-        text_printf(b, ", \"norm_type\": %s", num(n1, s->norm_type));
-    text_printf(b, ", \"scale_grad_by_freq\": %s, \"freeze\": %s",
-                s->scale_grad_by_freq ? "true" : "false", s->freeze ? "true" : "false");
-    if (s->oov_id >= 0)
-        text_printf(b, ", \"oov\": %" PRId64 "},\n", s->oov_id);
-    else
-        text_printf(b, ", \"oov\": \"error\"},\n");
-}
-
-static char *manifest_text(const struct meta *m)
-{
-    struct text b = {0};
-    text_printf(&b, "{\n  \"format\": \"embedding-server snapshot\",\n");
-    text_printf(&b, "  \"format_version\": %d,\n", SNAPSHOT_FORMAT_VERSION);
-    text_printf(&b, "  \"name\": \"%s\",\n", m->name); /* names are [A-Za-z0-9_.-] */
-    text_printf(&b, "  \"shape\": [%" PRId64 ", %" PRId64 "],\n", m->rows, m->dim);
-    text_printf(&b, "  \"dtype\": \"float32\",\n");
-    text_printf(&b, "  \"version\": %" PRIu64 ",\n  \"step\": %" PRId64 ",\n", m->version,
-                m->step);
-    manifest_settings(&b, &m->s);
-    manifest_optimizer(&b, m);
-    text_printf(&b, "  \"vocab\": %s,\n", m->has_vocab ? "\"" VOCAB "\"" : "null");
-    text_printf(&b, "  \"weight\": \"" WEIGHT "\",\n  \"state\": [");
-    if (m->has_adam_state)
-        text_printf(&b, "\"exp_avg.npy\", \"exp_avg_sq.npy\"");
-    else if (m->has_sum)
-        text_printf(&b, "\"sum.npy\"");
-    text_printf(&b, "]\n}\n");
-    if (b.failed) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
-}
+/* ---- publishing ------------------------------------------------------------ */
 
 /* Moves the finished temporary directory to final, replacing a snapshot of
- * the same version if there is one. */
+ * the same seq if there is one. */
 static int publish(const char *tmp, const char *final, char *err, size_t errlen)
 {
     if (rename(tmp, final) == 0)
@@ -369,7 +387,7 @@ static int publish(const char *tmp, const char *final, char *err, size_t errlen)
         return core_fail(err, errlen, CORE_EIO, "exchange %s <-> %s: %s", tmp, final,
                          strerror(errno));
     /* no exchange here: move the old one away, then the new one in; a reader
-     * may briefly find no snapshot of this version, never a partial one */
+     * may briefly find no snapshot of this seq, never a partial one */
     char old[PATH_MAX];
     int n = snprintf(old, sizeof(old), "%s.old", tmp);
     if (n < 0 || (size_t)n >= sizeof(old))
@@ -388,6 +406,25 @@ static int publish(const char *tmp, const char *final, char *err, size_t errlen)
 
 static _Atomic unsigned tmp_counter;
 
+/* Creates a new hidden TMP_PREFIX directory in table_dir. A crashed run
+ * with our pid may have left one of the same name: the next number is
+ * tried then. */
+static int make_tmp_dir(const char *table_dir, char *tmp, size_t len, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int n = snprintf(tmp, len, "%s/" TMP_PREFIX "%ld-%u", table_dir, (long)getpid(),
+                         atomic_fetch_add(&tmp_counter, 1));
+        if (n < 0 || (size_t)n >= len)
+            return core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
+        if (mkdir(tmp, 0755) == 0)
+            return CORE_OK;
+        if (errno != EEXIST)
+            break;
+    }
+    return core_fail(err, errlen, CORE_EIO, "%s: cannot create directory: %s", tmp,
+                     strerror(errno));
+}
+
 /* <data_dir>/<name> exists afterwards; table_dir receives its path. */
 static int prepare_dirs(const char *data_dir, const char *name, char *table_dir, size_t len,
                         char *err, size_t errlen)
@@ -400,51 +437,48 @@ static int prepare_dirs(const char *data_dir, const char *name, char *table_dir,
     return rc;
 }
 
-/* Writes every file into tmp; the copy of rows happens under the lock. */
-static int fill_tmp_dir(struct table *t, const char *tmp, struct meta *m, char *err,
-                        size_t errlen)
+/* Copies t, then writes the copy into tmp and syncs it, without the lock. */
+static int fill_tmp_dir(struct table *t, const char *tmp, struct manifest *m,
+                        struct snapshot_info *info, char *err, size_t errlen)
 {
+    struct copy c;
+    int rc = copy_take(t, &c, err, errlen);
+    info->lock_us = c.lock_us;
+    if (rc != CORE_OK)
+        return rc;
     struct out_files f = {.dir = tmp};
-    pthread_mutex_lock(&t->write_lock);
-    int rc = write_table_files(t, &f, err, errlen);
-    capture_meta(t, m);
-    pthread_mutex_unlock(&t->write_lock);
-    char *text = NULL;
-    if (rc == CORE_OK) {
-        text = manifest_text(m);
-        rc = text != NULL ? write_text(&f, MANIFEST, text, err, errlen)
-                          : core_fail(err, errlen, CORE_ENOMEM, "manifest: out of memory");
-    }
-    free(text);
+    rc = write_files(&c, &f, err, errlen);
+    *m = c.m;
+    copy_free(&c); /* the page cache holds the bytes now */
     int rc2 = sync_and_close(&f, err, errlen);
     if (rc == CORE_OK)
         rc = rc2;
+    info->bytes = f.bytes;
     if (rc == CORE_OK)
         rc = fsync_path(tmp, err, errlen);
     return rc;
 }
 
 int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t path_len,
-                   uint64_t *version_out, char *err, size_t errlen)
+                   struct snapshot_info *info, char *err, size_t errlen)
 {
+    struct snapshot_info scratch;
+    if (info == NULL)
+        info = &scratch;
+    memset(info, 0, sizeof(*info));
+    uint64_t start = now_us();
     char table_dir[PATH_MAX], tmp[PATH_MAX], final[PATH_MAX];
     int rc = prepare_dirs(data_dir, t->name, table_dir, sizeof(table_dir), err, errlen);
     if (rc != CORE_OK)
         return rc;
-    int n = snprintf(tmp, sizeof(tmp), "%s/.tmp-" PREFIX "%ld-%u", table_dir, (long)getpid(),
-                     atomic_fetch_add(&tmp_counter, 1));
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
-    if (mkdir(tmp, 0755) != 0)
-        return core_fail(err, errlen, CORE_EIO, "%s: cannot create directory: %s", tmp,
-                         strerror(errno));
-    struct meta m;
-    rc = fill_tmp_dir(t, tmp, &m, err, errlen);
-    if (rc == CORE_OK) {
-        n = snprintf(final, sizeof(final), "%s/" PREFIX "%" PRIu64, table_dir, m.version);
-        if (n < 0 || (size_t)n >= sizeof(final))
-            rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
-    }
+    rc = make_tmp_dir(table_dir, tmp, sizeof(tmp), err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    struct manifest m;
+    rc = fill_tmp_dir(t, tmp, &m, info, err, errlen);
+    if (rc == CORE_OK &&
+        snapshot_path(data_dir, t->name, m.log_seq, final, sizeof(final)) != CORE_OK)
+        rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
     if (rc == CORE_OK)
         rc = publish(tmp, final, err, errlen);
     if (rc != CORE_OK) {
@@ -457,536 +491,29 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
     if (rc != CORE_OK)
         return rc;
     if (path_out != NULL && path_len > 0) {
-        n = snprintf(path_out, path_len, "%s", final);
+        int n = snprintf(path_out, path_len, "%s", final);
         if (n < 0 || (size_t)n >= path_len)
             return core_fail(err, errlen, CORE_ETOOBIG, "%s: longer than the caller's buffer",
                              final);
     }
-    if (version_out != NULL)
-        *version_out = m.version;
+    info->version = m.version;
+    info->log_seq = m.log_seq;
+    info->total_us = now_us() - start;
     return CORE_OK;
-}
-
-/* ---- the manifest reader: a small strict JSON parser ------------------ */
-
-enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-
-struct jval {
-    enum jtype type;
-    bool b;
-    const char *text; /* number token or string contents (unescaped in place) */
-    size_t len;
-    struct jval *items; /* array items or object values */
-    char **keys;        /* object keys, NUL-terminated */
-    size_t n;
-};
-
-struct jparser {
-    char *s;
-    size_t pos, len;
-    const char *file;
-    char *err;
-    size_t errlen;
-    int depth;
-};
-
-#define JSON_MAX_DEPTH 8
-
-static int jfail(struct jparser *p, const char *what)
-{
-    return core_fail(p->err, p->errlen, CORE_EFORMAT, "%s: offset %zu: %s", p->file, p->pos,
-                     what);
-}
-
-static void jskip_ws(struct jparser *p)
-{
-    while (p->pos < p->len) {
-        char c = p->s[p->pos];
-        if (c != ' ' && c != '\t' && c != '\r' && c != '\n')
-            return;
-        p->pos++;
-    }
-}
-
-static void jfree(struct jval *v)
-{
-    for (size_t i = 0; i < v->n && (v->type == J_ARR || v->type == J_OBJ); i++)
-        jfree(&v->items[i]);
-    free(v->items);
-    free(v->keys);
-    memset(v, 0, sizeof(*v));
-}
-
-static int jparse_value(struct jparser *p, struct jval *v);
-
-/* Strings: the manifest only holds ASCII names; escapes other than \" \\ \/
- * are refused rather than half supported. Unescapes in place. */
-static int jparse_string(struct jparser *p, const char **out, size_t *len)
-{
-    p->pos++; /* opening quote */
-    char *dst = p->s + p->pos;
-    *out = dst;
-    while (p->pos < p->len) {
-        char c = p->s[p->pos];
-        if (c == '"') {
-            *len = (size_t)(dst - *out);
-            *dst = '\0'; /* overwrites the closing quote: text stays NUL-terminated */
-            p->pos++;
-            return CORE_OK;
-        }
-        if ((unsigned char)c < 0x20)
-            return jfail(p, "control character in a string");
-        if (c == '\\') {
-            if (p->pos + 1 >= p->len || strchr("\"\\/", p->s[p->pos + 1]) == NULL ||
-                p->s[p->pos + 1] == '\0')
-                return jfail(p, "unsupported escape in a string");
-            p->pos++;
-            c = p->s[p->pos];
-        }
-        *dst++ = c;
-        p->pos++;
-    }
-    return jfail(p, "unterminated string");
-}
-
-static int jparse_number(struct jparser *p, struct jval *v)
-{
-    size_t start = p->pos;
-    if (p->s[p->pos] == '-')
-        p->pos++;
-    size_t digits = 0;
-    while (p->pos < p->len && strchr("0123456789.eE+-", p->s[p->pos]) != NULL &&
-           p->s[p->pos] != '\0') {
-        p->pos++;
-        digits++;
-    }
-    if (digits == 0)
-        return jfail(p, "expected a value");
-    v->type = J_NUM;
-    v->text = p->s + start;
-    v->len = p->pos - start;
-    return CORE_OK;
-}
-
-static int jexpect(struct jparser *p, char c, const char *what)
-{
-    jskip_ws(p);
-    if (p->pos >= p->len || p->s[p->pos] != c)
-        return jfail(p, what);
-    p->pos++;
-    return CORE_OK;
-}
-
-static int jpush(struct jval *v, size_t *cap)
-{
-    if (v->n < *cap)
-        return CORE_OK;
-    size_t ncap = *cap ? *cap * 2 : 8;
-    struct jval *items = realloc(v->items, ncap * sizeof(*items));
-    if (items == NULL)
-        return CORE_ENOMEM;
-    v->items = items;
-    if (v->type == J_OBJ) {
-        char **keys = realloc(v->keys, ncap * sizeof(*keys));
-        if (keys == NULL)
-            return CORE_ENOMEM;
-        v->keys = keys;
-    }
-    *cap = ncap;
-    return CORE_OK;
-}
-
-static int jparse_members(struct jparser *p, struct jval *v, char close)
-{
-    size_t cap = 0;
-    jskip_ws(p);
-    if (p->pos < p->len && p->s[p->pos] == close) {
-        p->pos++;
-        return CORE_OK;
-    }
-    for (;;) {
-        if (jpush(v, &cap) != CORE_OK)
-            return core_fail(p->err, p->errlen, CORE_ENOMEM, "%s: out of memory", p->file);
-        if (v->type == J_OBJ) {
-            jskip_ws(p);
-            if (p->pos >= p->len || p->s[p->pos] != '"')
-                return jfail(p, "expected a key");
-            const char *key;
-            size_t klen;
-            int rc = jparse_string(p, &key, &klen);
-            if (rc != CORE_OK)
-                return rc;
-            for (size_t i = 0; i < v->n; i++)
-                if (strcmp(v->keys[i], key) == 0)
-                    return jfail(p, "duplicate key");
-            v->keys[v->n] = (char *)key;
-            if ((rc = jexpect(p, ':', "expected ':'")) != CORE_OK)
-                return rc;
-        }
-        memset(&v->items[v->n], 0, sizeof(v->items[0]));
-        int rc = jparse_value(p, &v->items[v->n]);
-        v->n++;
-        if (rc != CORE_OK)
-            return rc;
-        jskip_ws(p);
-        if (p->pos < p->len && p->s[p->pos] == ',') {
-            p->pos++;
-            continue;
-        }
-        return jexpect(p, close, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-}
-
-static int jparse_value(struct jparser *p, struct jval *v)
-{
-    jskip_ws(p);
-    if (p->pos >= p->len)
-        return jfail(p, "unexpected end of file");
-    char c = p->s[p->pos];
-    static const struct {
-        const char *word;
-        enum jtype type;
-        bool b;
-    } words[] = {{"null", J_NULL, false}, {"true", J_BOOL, true}, {"false", J_BOOL, false}};
-    for (size_t i = 0; i < 3; i++) {
-        size_t wl = strlen(words[i].word);
-        if (p->len - p->pos >= wl && memcmp(p->s + p->pos, words[i].word, wl) == 0) {
-            v->type = words[i].type;
-            v->b = words[i].b;
-            p->pos += wl;
-            return CORE_OK;
-        }
-    }
-    if (c == '"') {
-        v->type = J_STR;
-        return jparse_string(p, &v->text, &v->len);
-    }
-    if (c == '[' || c == '{') {
-        if (++p->depth > JSON_MAX_DEPTH)
-            return jfail(p, "nested too deeply");
-        p->pos++;
-        v->type = c == '[' ? J_ARR : J_OBJ;
-        int rc = jparse_members(p, v, c == '[' ? ']' : '}');
-        p->depth--;
-        return rc;
-    }
-    return jparse_number(p, v);
-}
-
-static int jparse(char *s, size_t len, const char *file, struct jval *root, char *err,
-                  size_t errlen)
-{
-    struct jparser p = {.s = s, .len = len, .file = file, .err = err, .errlen = errlen};
-    memset(root, 0, sizeof(*root));
-    int rc = jparse_value(&p, root);
-    if (rc == CORE_OK) {
-        jskip_ws(&p);
-        if (p.pos != p.len)
-            rc = jfail(&p, "trailing bytes after the manifest");
-        else if (root->type != J_OBJ)
-            rc = core_fail(err, errlen, CORE_EFORMAT, "%s: not a JSON object", file);
-    }
-    if (rc != CORE_OK)
-        jfree(root);
-    return rc;
-}
-
-static const struct jval *jget(const struct jval *obj, const char *key)
-{
-    for (size_t i = 0; obj->type == J_OBJ && i < obj->n; i++)
-        if (strcmp(obj->keys[i], key) == 0)
-            return &obj->items[i];
-    return NULL;
-}
-
-/* ---- manifest fields ---------------------------------------------------- */
-
-struct mreader {
-    const char *file;
-    char *err;
-    size_t errlen;
-};
-
-static int field_fail(const struct mreader *r, const char *key, const char *what)
-{
-    return core_fail(r->err, r->errlen, CORE_EFORMAT, "%s: \"%s\" %s", r->file, key, what);
-}
-
-/* key is the dotted path used in messages. */
-static int get_double(const struct mreader *r, const struct jval *v, const char *key,
-                      double *out)
-{
-    if (v == NULL)
-        return field_fail(r, key, "is missing");
-    if (v->type != J_NUM)
-        return field_fail(r, key, "must be a number");
-    char buf[64];
-    if (v->len >= sizeof(buf))
-        return field_fail(r, key, "is not a valid number");
-    memcpy(buf, v->text, v->len);
-    buf[v->len] = '\0';
-    char *end;
-    errno = 0;
-    *out = strtod(buf, &end);
-    if (*end != '\0' || errno == ERANGE || !isfinite(*out))
-        return field_fail(r, key, "is not a valid finite number");
-    return CORE_OK;
-}
-
-static int get_int(const struct mreader *r, const struct jval *v, const char *key, int64_t min,
-                   int64_t *out)
-{
-    if (v == NULL)
-        return field_fail(r, key, "is missing");
-    if (v->type != J_NUM || v->len > 20)
-        return field_fail(r, key, "must be an integer");
-    char buf[32];
-    memcpy(buf, v->text, v->len);
-    buf[v->len] = '\0';
-    char *end;
-    errno = 0;
-    long long x = strtoll(buf, &end, 10);
-    if (*end != '\0' || errno == ERANGE || end == buf)
-        return field_fail(r, key, "must be an integer");
-    if (x < min)
-        return field_fail(r, key, "is out of range");
-    *out = x;
-    return CORE_OK;
-}
-
-static int get_bool(const struct mreader *r, const struct jval *v, const char *key, bool *out)
-{
-    if (v == NULL)
-        return field_fail(r, key, "is missing");
-    if (v->type != J_BOOL)
-        return field_fail(r, key, "must be true or false");
-    *out = v->b;
-    return CORE_OK;
-}
-
-static bool jstr_is(const struct jval *v, const char *s)
-{
-    return v != NULL && v->type == J_STR && strcmp(v->text, s) == 0;
-}
-
-static int read_header_fields(const struct mreader *r, const struct jval *root, struct meta *m)
-{
-    if (!jstr_is(jget(root, "format"), "embedding-server snapshot"))
-        return field_fail(r, "format", "must be \"embedding-server snapshot\"");
-    int64_t fv;
-    int rc = get_int(r, jget(root, "format_version"), "format_version", 0, &fv);
-    if (rc != CORE_OK)
-        return rc;
-    if (fv != SNAPSHOT_FORMAT_VERSION)
-        return core_fail(r->err, r->errlen, CORE_EUNSUPPORTED,
-                         "%s: format_version %lld is not supported (this build reads %d)",
-                         r->file, (long long)fv, SNAPSHOT_FORMAT_VERSION);
-    const struct jval *name = jget(root, "name");
-    if (name == NULL || name->type != J_STR || name->len == 0 || name->len > TABLE_NAME_MAX)
-        return field_fail(r, "name", "must be a table name");
-    memcpy(m->name, name->text, name->len + 1);
-    const struct jval *shape = jget(root, "shape");
-    if (shape == NULL || shape->type != J_ARR || shape->n != 2)
-        return field_fail(r, "shape", "must be [num_embeddings, embedding_dim]");
-    rc = get_int(r, &shape->items[0], "shape", 0, &m->rows);
-    if (rc == CORE_OK)
-        rc = get_int(r, &shape->items[1], "shape", 1, &m->dim);
-    if (rc == CORE_OK && !jstr_is(jget(root, "dtype"), "float32"))
-        rc = field_fail(r, "dtype", "must be \"float32\"");
-    int64_t version = 0;
-    if (rc == CORE_OK)
-        rc = get_int(r, jget(root, "version"), "version", 0, &version);
-    if (rc == CORE_OK)
-        rc = get_int(r, jget(root, "step"), "step", 0, &m->step);
-    m->version = (uint64_t)version;
-    return rc;
-}
-
-static int read_settings(const struct mreader *r, const struct jval *root, struct meta *m)
-{
-    const struct jval *s = jget(root, "settings");
-    if (s == NULL || s->type != J_OBJ)
-        return field_fail(r, "settings", "must be an object");
-    table_settings_init(&m->s);
-    const struct jval *v = jget(s, "padding_idx");
-    int rc = CORE_OK;
-    if (v == NULL)
-        return field_fail(r, "settings.padding_idx", "is missing");
-    m->s.has_padding = v->type != J_NULL;
-    if (m->s.has_padding)
-        rc = get_int(r, v, "settings.padding_idx", INT64_MIN, &m->s.padding_idx);
-    v = jget(s, "max_norm");
-    if (v == NULL)
-        return field_fail(r, "settings.max_norm", "is missing");
-    m->s.has_max_norm = v->type != J_NULL;
-    if (rc == CORE_OK && m->s.has_max_norm)
-        rc = get_double(r, v, "settings.max_norm", &m->s.max_norm);
-    if (rc == CORE_OK && jstr_is(jget(s, "norm_type"), "inf"))
-        m->s.norm_type = INFINITY;
-    else if (rc == CORE_OK)
-        rc = get_double(r, jget(s, "norm_type"), "settings.norm_type", &m->s.norm_type);
-    if (rc == CORE_OK)
-        rc = get_bool(r, jget(s, "scale_grad_by_freq"), "settings.scale_grad_by_freq",
-                      &m->s.scale_grad_by_freq);
-    if (rc == CORE_OK)
-        rc = get_bool(r, jget(s, "freeze"), "settings.freeze", &m->s.freeze);
-    v = jget(s, "oov");
-    if (rc == CORE_OK && jstr_is(v, "error"))
-        m->s.oov_id = -1;
-    else if (rc == CORE_OK)
-        rc = get_int(r, v, "settings.oov", 0, &m->s.oov_id);
-    return rc;
-}
-
-static int read_optimizer(const struct mreader *r, const struct jval *root, struct meta *m)
-{
-    const struct jval *o = jget(root, "optimizer");
-    if (o == NULL)
-        return field_fail(r, "optimizer", "is missing");
-    m->configured = o->type != J_NULL;
-    if (!m->configured)
-        return CORE_OK;
-    const struct jval *name = jget(o, "name");
-    enum optim_kind kind;
-    if (o->type != J_OBJ || name == NULL || name->type != J_STR ||
-        !optim_kind_parse(name->text, &kind))
-        return field_fail(r, "optimizer.name", "must be sgd, sparse_adam or adagrad");
-    optim_config_defaults(&m->cfg, kind);
-    int rc = get_double(r, jget(o, "lr"), "optimizer.lr", &m->cfg.lr);
-    if (rc == CORE_OK && kind == OPTIM_SPARSE_ADAM) {
-        const struct jval *betas = jget(o, "betas");
-        if (betas == NULL || betas->type != J_ARR || betas->n != 2)
-            return field_fail(r, "optimizer.betas", "must be [beta1, beta2]");
-        rc = get_double(r, &betas->items[0], "optimizer.betas[0]", &m->cfg.beta1);
-        if (rc == CORE_OK)
-            rc = get_double(r, &betas->items[1], "optimizer.betas[1]", &m->cfg.beta2);
-        if (rc == CORE_OK)
-            rc = get_double(r, jget(o, "eps"), "optimizer.eps", &m->cfg.eps);
-    }
-    if (rc == CORE_OK && kind == OPTIM_ADAGRAD) {
-        rc = get_double(r, jget(o, "lr_decay"), "optimizer.lr_decay", &m->cfg.lr_decay);
-        if (rc == CORE_OK)
-            rc = get_double(r, jget(o, "initial_accumulator_value"),
-                            "optimizer.initial_accumulator_value",
-                            &m->cfg.initial_accumulator_value);
-        if (rc == CORE_OK)
-            rc = get_double(r, jget(o, "eps"), "optimizer.eps", &m->cfg.eps);
-    }
-    if (rc == CORE_OK && optim_config_check(&m->cfg, NULL, 0) != CORE_OK) {
-        char why[160] = "";
-        optim_config_check(&m->cfg, why, sizeof(why));
-        return core_fail(r->err, r->errlen, CORE_EFORMAT, "%s: %s", r->file, why);
-    }
-    return rc;
-}
-
-/* Which state files the manifest lists; they must belong to its optimizer. */
-static int read_state_list(const struct mreader *r, const struct jval *root, struct meta *m)
-{
-    const struct jval *st = jget(root, "state");
-    if (st == NULL || st->type != J_ARR)
-        return field_fail(r, "state", "must be an array of file names");
-    bool exp_avg = false, exp_avg_sq = false;
-    for (size_t i = 0; i < st->n; i++) {
-        const struct jval *v = &st->items[i];
-        if (jstr_is(v, "exp_avg.npy"))
-            exp_avg = true;
-        else if (jstr_is(v, "exp_avg_sq.npy"))
-            exp_avg_sq = true;
-        else if (jstr_is(v, "sum.npy"))
-            m->has_sum = true;
-        else
-            return field_fail(r, "state", "lists an unknown file");
-    }
-    enum optim_kind kind = m->configured ? m->cfg.kind : OPTIM_SGD;
-    if (exp_avg != exp_avg_sq)
-        return field_fail(r, "state", "must list both exp_avg.npy and exp_avg_sq.npy");
-    m->has_adam_state = exp_avg;
-    if ((m->has_adam_state && kind != OPTIM_SPARSE_ADAM) || (m->has_sum && kind != OPTIM_ADAGRAD))
-        return field_fail(r, "state", "lists files of another optimizer");
-    return CORE_OK;
-}
-
-static int read_file_list(const struct mreader *r, const struct jval *root, struct meta *m)
-{
-    if (!jstr_is(jget(root, "weight"), WEIGHT))
-        return field_fail(r, "weight", "must be \"" WEIGHT "\"");
-    const struct jval *v = jget(root, "vocab");
-    if (v == NULL || (v->type != J_NULL && !jstr_is(v, VOCAB)))
-        return field_fail(r, "vocab", "must be \"" VOCAB "\" or null");
-    m->has_vocab = v->type != J_NULL;
-    return read_state_list(r, root, m);
-}
-
-static char *read_small_file(const char *path, size_t max, size_t *len, char *err,
-                             size_t errlen, int *rc)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        *rc = core_fail(err, errlen, errno == ENOENT ? CORE_ENOTFOUND : CORE_EIO,
-                        "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(max + 1);
-    size_t n = buf != NULL ? fread(buf, 1, max + 1, f) : 0;
-    bool bad = buf == NULL || ferror(f);
-    fclose(f);
-    if (bad || n > max) {
-        free(buf);
-        *rc = core_fail(err, errlen, bad ? CORE_EIO : CORE_ETOOBIG,
-                        bad ? "%s: cannot read" : "%s: larger than the 1 MiB a manifest may be",
-                        path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-static int read_manifest(const char *dir, struct meta *m, char *err, size_t errlen)
-{
-    char path[PATH_MAX];
-    int rc = path_join(path, sizeof(path), dir, MANIFEST, err, errlen);
-    if (rc != CORE_OK)
-        return rc;
-    size_t len = 0;
-    char *text = read_small_file(path, MANIFEST_MAX_BYTES, &len, err, errlen, &rc);
-    if (text == NULL)
-        return rc;
-    if (memchr(text, '\0', len) != NULL) {
-        free(text);
-        return core_fail(err, errlen, CORE_EFORMAT, "%s: holds a NUL byte", path);
-    }
-    struct jval root;
-    rc = jparse(text, len, path, &root, err, errlen);
-    if (rc == CORE_OK) {
-        struct mreader r = {path, err, errlen};
-        memset(m, 0, sizeof(*m));
-        rc = read_header_fields(&r, &root, m);
-        if (rc == CORE_OK)
-            rc = read_settings(&r, &root, m);
-        if (rc == CORE_OK)
-            rc = read_optimizer(&r, &root, m);
-        if (rc == CORE_OK)
-            rc = read_file_list(&r, &root, m);
-        jfree(&root);
-    }
-    free(text);
-    return rc;
 }
 
 /* ---- loading ------------------------------------------------------------ */
 
 /* Loads dir/file into *mat and checks it has the manifest's shape. */
-static int load_npy(const char *dir, const char *file, const struct meta *m, struct matrix *mat,
-                    char *err, size_t errlen)
+static int load_npy(const char *dir, enum manifest_file file, const struct manifest *m,
+                    struct matrix *mat, char *err, size_t errlen)
 {
     char path[PATH_MAX];
-    int rc = path_join(path, sizeof(path), dir, file, err, errlen);
+    int rc = path_join(path, sizeof(path), dir, manifest_file_name(file), err, errlen);
     if (rc != CORE_OK)
         return rc;
     struct loader_opts o = {.format = LOADER_NPY};
-    rc = npy_load(path, &o, mat, err, errlen);
+    rc = npy_load_exact(path, &o, mat, err, errlen);
     if (rc != CORE_OK)
         return rc;
     if (mat->rows != m->rows || mat->dim != m->dim) {
@@ -999,14 +526,14 @@ static int load_npy(const char *dir, const char *file, const struct meta *m, str
     return rc;
 }
 
-static int load_vocab(const char *dir, const struct meta *m, struct vocab **v, char *err,
+static int load_vocab(const char *dir, const struct manifest *m, struct vocab **v, char *err,
                       size_t errlen)
 {
     *v = NULL;
-    if (!m->has_vocab)
+    if (!m->files[MANIFEST_VOCAB])
         return CORE_OK;
     char path[PATH_MAX];
-    int rc = path_join(path, sizeof(path), dir, VOCAB, err, errlen);
+    int rc = path_join(path, sizeof(path), dir, manifest_file_name(MANIFEST_VOCAB), err, errlen);
     if (rc == CORE_OK)
         rc = vocab_load_file(v, path, err, errlen);
     if (rc == CORE_OK && vocab_size(*v) != m->rows) {
@@ -1018,66 +545,63 @@ static int load_vocab(const char *dir, const struct meta *m, struct vocab **v, c
     return rc;
 }
 
-/* The optimizer state files, all loaded before any is adopted. */
-struct state_mats {
-    struct matrix exp_avg, exp_avg_sq, sum;
+/* The matrices of a snapshot being loaded, indexed by manifest_file (the
+ * vocabulary's slot stays empty); all are read before any is adopted. */
+struct loaded {
+    struct matrix mat[MANIFEST_NFILES];
+    struct vocab *vocab;
 };
 
-static void state_mats_free(struct state_mats *s)
+static void loaded_free(struct loaded *l)
 {
-    matrix_deinit(&s->exp_avg);
-    matrix_deinit(&s->exp_avg_sq);
-    matrix_deinit(&s->sum);
+    for (int f = 0; f < MANIFEST_NFILES; f++)
+        matrix_deinit(&l->mat[f]);
+    vocab_free(l->vocab);
+    memset(l, 0, sizeof(*l));
 }
 
-static int load_state(const char *dir, const struct meta *m, struct state_mats *s, char *err,
+static int load_files(const char *dir, const struct manifest *m, struct loaded *l, char *err,
                       size_t errlen)
 {
-    memset(s, 0, sizeof(*s));
+    memset(l, 0, sizeof(*l));
     int rc = CORE_OK;
-    if (m->has_adam_state) {
-        rc = load_npy(dir, "exp_avg.npy", m, &s->exp_avg, err, errlen);
-        if (rc == CORE_OK)
-            rc = load_npy(dir, "exp_avg_sq.npy", m, &s->exp_avg_sq, err, errlen);
+    for (int i = 0; i < MANIFEST_NFILES && rc == CORE_OK; i++) {
+        enum manifest_file f = (enum manifest_file)i;
+        if (m->files[f] && manifest_file_is_npy(f))
+            rc = load_npy(dir, f, m, &l->mat[f], err, errlen);
     }
-    if (rc == CORE_OK && m->has_sum)
-        rc = load_npy(dir, "sum.npy", m, &s->sum, err, errlen);
+    if (rc == CORE_OK)
+        rc = load_vocab(dir, m, &l->vocab, err, errlen);
     if (rc != CORE_OK)
-        state_mats_free(s);
+        loaded_free(l);
     return rc;
 }
 
-static void adopt_optimizer(struct table *t, const struct meta *m, struct state_mats *s)
+/* Moves the optimizer state and counters into the new table t. */
+static void adopt(struct table *t, const struct manifest *m, struct loaded *l)
 {
     t->optim.configured = m->configured;
     if (m->configured)
-        t->optim.cfg = m->cfg;
-    matrix_move(&t->optim.exp_avg, &s->exp_avg);
-    matrix_move(&t->optim.exp_avg_sq, &s->exp_avg_sq);
-    matrix_move(&t->optim.sum, &s->sum);
+        t->optim.cfg = m->optimizer;
+    matrix_move(&t->optim.exp_avg, &l->mat[MANIFEST_EXP_AVG]);
+    matrix_move(&t->optim.exp_avg_sq, &l->mat[MANIFEST_EXP_AVG_SQ]);
+    matrix_move(&t->optim.sum, &l->mat[MANIFEST_SUM]);
     t->optim.step = m->step;
     atomic_store(&t->version, m->version);
+    atomic_store(&t->log_seq, m->log_seq);
 }
 
 /* Checks every file the manifest lists is there before reading any of them,
  * so a missing optimizer file is reported before a large weight is read. */
-static int require_files(const char *dir, const struct meta *m, char *err, size_t errlen)
+static int require_files(const char *dir, const struct manifest *m, char *err, size_t errlen)
 {
-    const char *names[4];
-    int n = 0;
-    names[n++] = WEIGHT;
-    if (m->has_vocab)
-        names[n++] = VOCAB;
-    if (m->has_adam_state) {
-        names[n++] = "exp_avg.npy";
-        names[n++] = "exp_avg_sq.npy";
-    }
-    if (m->has_sum)
-        names[n++] = "sum.npy";
-    for (int i = 0; i < n; i++) {
+    for (int f = 0; f < MANIFEST_NFILES; f++) {
+        if (!m->files[f])
+            continue;
         char path[PATH_MAX];
         struct stat st;
-        int rc = path_join(path, sizeof(path), dir, names[i], err, errlen);
+        int rc = path_join(path, sizeof(path), dir, manifest_file_name((enum manifest_file)f),
+                           err, errlen);
         if (rc != CORE_OK)
             return rc;
         if (stat(path, &st) != 0)
@@ -1090,34 +614,28 @@ static int require_files(const char *dir, const struct meta *m, char *err, size_
 static int load_once(const char *dir, const char *name, struct table **out, char *err,
                      size_t errlen)
 {
-    struct meta m;
-    int rc = read_manifest(dir, &m, err, errlen);
+    char path[PATH_MAX];
+    struct manifest m;
+    int rc = path_join(path, sizeof(path), dir, MANIFEST, err, errlen);
+    if (rc == CORE_OK)
+        rc = manifest_read(path, &m, err, errlen);
     if (rc == CORE_OK)
         rc = require_files(dir, &m, err, errlen);
+    struct loaded l;
+    if (rc == CORE_OK)
+        rc = load_files(dir, &m, &l, err, errlen);
     if (rc != CORE_OK)
         return rc;
-    struct matrix w = {0};
-    struct vocab *vocab = NULL;
-    struct state_mats state = {0};
-    rc = load_npy(dir, WEIGHT, &m, &w, err, errlen);
-    if (rc == CORE_OK)
-        rc = load_vocab(dir, &m, &vocab, err, errlen);
-    if (rc == CORE_OK)
-        rc = load_state(dir, &m, &state, err, errlen);
     struct table *t = NULL;
-    if (rc == CORE_OK) {
-        char why[256] = "";
-        rc = table_new(&t, name != NULL ? name : m.name, &w, vocab, &m.s, why, sizeof(why));
-        if (rc != CORE_OK)
-            core_fail(err, errlen, rc, "%s/" MANIFEST ": %s", dir, why);
-    }
+    char why[256] = "";
+    rc = table_new(&t, name != NULL ? name : m.name, &l.mat[MANIFEST_WEIGHT], l.vocab, &m.settings,
+                   why, sizeof(why));
     if (rc != CORE_OK) {
-        matrix_deinit(&w);
-        vocab_free(vocab);
-        state_mats_free(&state);
-        return rc;
+        loaded_free(&l);
+        return core_fail(err, errlen, rc, "%s: %s", path, why);
     }
-    adopt_optimizer(t, &m, &state);
+    l.vocab = NULL; /* the table's now */
+    adopt(t, &m, &l);
     *out = t;
     return CORE_OK;
 }
@@ -1128,7 +646,7 @@ static bool same_dir(const struct stat *a, const struct stat *b)
 }
 
 /* Files are opened by path (so messages name them); a snapshot of the same
- * version published meanwhile would swap the directory under us, so the
+ * seq published meanwhile would swap the directory under us, so the
  * directory's identity is compared before and after and the load repeated
  * if it changed. A published directory's files never change. */
 #define LOAD_ATTEMPTS 5
@@ -1153,11 +671,18 @@ int snapshot_load(const char *dir, const char *name, struct table **out, char *e
     }
 }
 
-/* ---- finding the newest snapshot ---------------------------------------- */
+/* ---- naming, listing, pruning, cleaning ---------------------------------- */
+
+int snapshot_path(const char *data_dir, const char *name, uint64_t seq, char *path_out,
+                  size_t len)
+{
+    int n = snprintf(path_out, len, "%s/%s/" PREFIX "%" PRIu64, data_dir, name, seq);
+    return n >= 0 && (size_t)n < len ? CORE_OK : CORE_ETOOBIG;
+}
 
 /* Parses "snapshot-<digits>" exactly; false for anything else (temporary and
  * replaced-away directories start with '.'). */
-static bool parse_snapshot_name(const char *s, uint64_t *version)
+static bool parse_snapshot_name(const char *s, uint64_t *num)
 {
     size_t plen = strlen(PREFIX);
     if (strncmp(s, PREFIX, plen) != 0 || s[plen] == '\0')
@@ -1168,70 +693,59 @@ static bool parse_snapshot_name(const char *s, uint64_t *version)
             return false;
         v = v * 10 + (uint64_t)(*p - '0');
     }
-    *version = v;
+    *num = v;
     return true;
 }
 
-static bool has_manifest(int dirfd_parent, const char *sub)
+/* One complete snapshot directory (it holds a manifest.json) of a table. */
+struct found {
+    uint64_t num;  /* the number in its name */
+    bool legacy;   /* format 1: named by version, written before the log */
+};
+
+/* The log seq a recovery from f would replay after. */
+static uint64_t found_seq(const struct found *f)
 {
-    char rel[NAME_MAX + sizeof(MANIFEST) + 2];
-    snprintf(rel, sizeof(rel), "%s/%s", sub, MANIFEST);
+    return f->legacy ? 0 : f->num;
+}
+
+/* Newest first: by seq, and every format-1 snapshot (named by version, so
+ * not comparable with seqs) older than any later one, which was
+ * necessarily written after the upgrade. */
+static int cmp_newest_first(const void *a, const void *b)
+{
+    const struct found *x = a, *y = b;
+    if (x->legacy != y->legacy)
+        return x->legacy ? 1 : -1;
+    return (x->num < y->num) - (x->num > y->num);
+}
+
+/* Looks at table_dir/sub: false when it holds no manifest.json; *legacy when
+ * that manifest reads as format 1. A manifest that does not read counts as
+ * current: the snapshot is listed and fails when loaded, so a caller falls
+ * back to an older one knowingly. */
+static bool inspect(const char *table_dir, const char *sub, bool *legacy)
+{
+    char path[PATH_MAX];
     struct stat st;
-    return fstatat(dirfd_parent, rel, &st, 0) == 0 && S_ISREG(st.st_mode);
+    int n = snprintf(path, sizeof(path), "%s/%s/" MANIFEST, table_dir, sub);
+    if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return false;
+    struct manifest m;
+    *legacy = manifest_read(path, &m, NULL, 0) == CORE_OK && m.format_version == 1;
+    return true;
 }
 
-int snapshot_find_latest(const char *data_dir, const char *name, char *path_out,
-                         size_t path_len, char *err, size_t errlen)
-{
-    char table_dir[PATH_MAX];
-    int rc = path_join(table_dir, sizeof(table_dir), data_dir, name, err, errlen);
-    if (rc != CORE_OK)
-        return rc;
-    DIR *d = opendir(table_dir);
-    if (d == NULL) {
-        if (errno == ENOENT || errno == ENOTDIR) /* nothing can be stored there */
-            return core_fail(err, errlen, CORE_ENOTFOUND, "%s: no snapshots", table_dir);
-        return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
-                         strerror(errno));
-    }
-    bool found = false;
-    uint64_t best = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        uint64_t v;
-        if (parse_snapshot_name(e->d_name, &v) && (!found || v > best) &&
-            has_manifest(dirfd(d), e->d_name)) {
-            best = v;
-            found = true;
-        }
-    }
-    closedir(d);
-    if (!found)
-        return core_fail(err, errlen, CORE_ENOTFOUND, "%s: no snapshots", table_dir);
-    int n = snprintf(path_out, path_len, "%s/" PREFIX "%" PRIu64, table_dir, best);
-    if (n < 0 || (size_t)n >= path_len)
-        return core_fail(err, errlen, CORE_ETOOBIG, "%s/" PREFIX "%" PRIu64 " is too long",
-                         table_dir, best);
-    return CORE_OK;
-}
-
-/* ---- pruning ------------------------------------------------------------ */
-
-static int cmp_u64_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x < y) - (x > y);
-}
-
-/* Versions of the complete snapshots in table_dir, newest first (malloc'd). */
-static int list_versions(const char *table_dir, uint64_t **out, size_t *count, char *err,
-                         size_t errlen)
+/* The complete snapshots in table_dir, newest first (*out malloc'd, NULL
+ * when none). A missing table_dir holds none. */
+static int scan(const char *table_dir, struct found **out, size_t *count, char *err,
+                size_t errlen)
 {
     *out = NULL;
     *count = 0;
     DIR *d = opendir(table_dir);
     if (d == NULL) {
-        if (errno == ENOENT)
+        if (errno == ENOENT || errno == ENOTDIR) /* nothing can be stored there */
             return CORE_OK;
         return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
                          strerror(errno));
@@ -1239,44 +753,147 @@ static int list_versions(const char *table_dir, uint64_t **out, size_t *count, c
     size_t cap = 0;
     int rc = CORE_OK;
     struct dirent *e;
-    while (rc == CORE_OK && (e = readdir(d)) != NULL) {
-        uint64_t v;
-        if (!parse_snapshot_name(e->d_name, &v) || !has_manifest(dirfd(d), e->d_name))
+    while ((e = readdir(d)) != NULL) {
+        struct found f;
+        if (!parse_snapshot_name(e->d_name, &f.num) || !inspect(table_dir, e->d_name, &f.legacy))
             continue;
         if (*count == cap) {
             cap = cap ? cap * 2 : 16;
-            uint64_t *grown = realloc(*out, cap * sizeof(**out));
+            struct found *grown = realloc(*out, cap * sizeof(**out));
             if (grown == NULL) {
                 rc = core_fail(err, errlen, CORE_ENOMEM, "%s: out of memory", table_dir);
                 break;
             }
             *out = grown;
         }
-        (*out)[(*count)++] = v;
+        (*out)[(*count)++] = f;
     }
     closedir(d);
-    if (rc == CORE_OK && *count > 1)
-        qsort(*out, *count, sizeof(**out), cmp_u64_desc);
+    if (rc != CORE_OK) {
+        free(*out);
+        *out = NULL;
+        *count = 0;
+    } else if (*count > 1) {
+        qsort(*out, *count, sizeof(**out), cmp_newest_first);
+    }
     return rc;
 }
 
+static int scan_table(const char *data_dir, const char *name, char *table_dir, size_t len,
+                      struct found **out, size_t *count, char *err, size_t errlen)
+{
+    *out = NULL;
+    *count = 0;
+    int rc = path_join(table_dir, len, data_dir, name, err, errlen);
+    return rc == CORE_OK ? scan(table_dir, out, count, err, errlen) : rc;
+}
+
+int snapshot_list(const char *data_dir, const char *name, uint64_t **seqs, size_t *n,
+                  char *err, size_t errlen)
+{
+    *seqs = NULL;
+    *n = 0;
+    char table_dir[PATH_MAX];
+    struct found *f;
+    size_t count;
+    int rc = scan_table(data_dir, name, table_dir, sizeof(table_dir), &f, &count, err, errlen);
+    if (rc != CORE_OK || count == 0)
+        return rc;
+    *seqs = malloc(count * sizeof(**seqs));
+    if (*seqs == NULL) {
+        free(f);
+        return core_fail(err, errlen, CORE_ENOMEM, "%s: out of memory", table_dir);
+    }
+    for (size_t i = 0; i < count; i++)
+        (*seqs)[i] = f[i].num;
+    *n = count;
+    free(f);
+    return CORE_OK;
+}
+
+int snapshot_find_latest(const char *data_dir, const char *name, char *path_out,
+                         size_t path_len, char *err, size_t errlen)
+{
+    char table_dir[PATH_MAX];
+    struct found *f;
+    size_t count;
+    int rc = scan_table(data_dir, name, table_dir, sizeof(table_dir), &f, &count, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    if (count == 0)
+        return core_fail(err, errlen, CORE_ENOTFOUND, "%s: no snapshots", table_dir);
+    uint64_t num = f[0].num;
+    free(f);
+    if (snapshot_path(data_dir, name, num, path_out, path_len) != CORE_OK)
+        return core_fail(err, errlen, CORE_ETOOBIG, "%s/" PREFIX "%" PRIu64 " is too long",
+                         table_dir, num);
+    return CORE_OK;
+}
+
+int snapshot_load_newest(const char *data_dir, const char *name, struct table **out,
+                         char *path_out, size_t path_len, snapshot_skip_fn skip, void *ud,
+                         char *err, size_t errlen)
+{
+    *out = NULL;
+    uint64_t *nums;
+    size_t count;
+    int rc = snapshot_list(data_dir, name, &nums, &count, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    if (count == 0)
+        return core_fail(err, errlen, CORE_ENOTFOUND, "%s/%s: no snapshots", data_dir, name);
+    int first_rc = CORE_OK;
+    for (size_t i = 0; i < count; i++) {
+        char path[PATH_MAX], why[1024] = "";
+        rc = snapshot_path(data_dir, name, nums[i], path, sizeof(path));
+        if (rc != CORE_OK)
+            core_fail(why, sizeof(why), rc, "%s/%s/" PREFIX "%" PRIu64 ": path too long",
+                      data_dir, name, nums[i]);
+        else
+            rc = snapshot_load(path, name, out, why, sizeof(why));
+        if (rc == CORE_OK) {
+            free(nums);
+            if (path_out != NULL && path_len > 0 &&
+                (size_t)snprintf(path_out, path_len, "%s", path) >= path_len) {
+                table_free(*out);
+                *out = NULL;
+                return core_fail(err, errlen, CORE_ETOOBIG, "%s: longer than the caller's buffer",
+                                 path);
+            }
+            return CORE_OK;
+        }
+        if (skip != NULL)
+            skip(ud, path, rc, why);
+        if (i == 0) {
+            /* a snapshot that lists a missing file must not pass for no snapshot */
+            first_rc = rc == CORE_ENOTFOUND ? CORE_EFORMAT : rc;
+            core_fail(err, errlen, first_rc, "%s", why);
+        }
+    }
+    free(nums);
+    return first_rc;
+}
+
 int snapshot_prune(const char *data_dir, const char *name, size_t keep, size_t *removed,
-                   char *err, size_t errlen)
+                   uint64_t *oldest_kept, char *err, size_t errlen)
 {
     if (removed != NULL)
         *removed = 0;
+    if (oldest_kept != NULL)
+        *oldest_kept = 0;
     if (keep < 1)
         return core_fail(err, errlen, CORE_EINVAL, "snapshot_prune: keep must be >= 1");
     char table_dir[PATH_MAX];
-    int rc = path_join(table_dir, sizeof(table_dir), data_dir, name, err, errlen);
-    uint64_t *versions = NULL;
-    size_t count = 0;
-    if (rc == CORE_OK)
-        rc = list_versions(table_dir, &versions, &count, err, errlen);
+    struct found *f;
+    size_t count;
+    int rc = scan_table(data_dir, name, table_dir, sizeof(table_dir), &f, &count, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    if (oldest_kept != NULL && count > 0)
+        *oldest_kept = found_seq(&f[(count < keep ? count : keep) - 1]);
     for (size_t i = keep; rc == CORE_OK && i < count; i++) {
         char path[PATH_MAX];
-        int n = snprintf(path, sizeof(path), "%s/" PREFIX "%" PRIu64, table_dir, versions[i]);
-        if (n < 0 || (size_t)n >= sizeof(path))
+        if (snapshot_path(data_dir, name, f[i].num, path, sizeof(path)) != CORE_OK)
             rc = core_fail(err, errlen, CORE_ETOOBIG, "path under %s is too long", table_dir);
         else if (remove_flat_dir(path) != 0)
             rc = core_fail(err, errlen, CORE_EIO, "%s: cannot remove: %s", path,
@@ -1284,8 +901,44 @@ int snapshot_prune(const char *data_dir, const char *name, size_t keep, size_t *
         else if (removed != NULL)
             (*removed)++;
     }
-    free(versions);
+    free(f);
     if (rc == CORE_OK && count > keep)
+        rc = fsync_path(table_dir, err, errlen);
+    return rc;
+}
+
+int snapshot_clean_tmp(const char *data_dir, const char *name, size_t *removed, char *err,
+                       size_t errlen)
+{
+    if (removed != NULL)
+        *removed = 0;
+    char table_dir[PATH_MAX];
+    int rc = path_join(table_dir, sizeof(table_dir), data_dir, name, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    DIR *d = opendir(table_dir);
+    if (d == NULL) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return CORE_OK;
+        return core_fail(err, errlen, CORE_EIO, "%s: cannot read: %s", table_dir,
+                         strerror(errno));
+    }
+    size_t n = 0;
+    struct dirent *e;
+    while (rc == CORE_OK && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) != 0)
+            continue;
+        char path[PATH_MAX];
+        rc = path_join(path, sizeof(path), table_dir, e->d_name, err, errlen);
+        if (rc == CORE_OK && remove_flat_dir(path) != 0)
+            rc = core_fail(err, errlen, CORE_EIO, "%s: cannot remove: %s", path,
+                           strerror(errno));
+        n += rc == CORE_OK;
+    }
+    closedir(d);
+    if (removed != NULL)
+        *removed = n;
+    if (rc == CORE_OK && n > 0)
         rc = fsync_path(table_dir, err, errlen);
     return rc;
 }

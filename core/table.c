@@ -16,12 +16,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "rng.h"
 #include "table_internal.h"
+#include "threads.h"
 
 #define TABLE_MAX_ROWS 0x7fffffffLL /* 2^31 - 1, as the issue allows */
 /* Rows per independent generator stream: the split between threads falls on
@@ -29,7 +29,6 @@
 #define INIT_BLOCK_ROWS 1024
 /* Below this many floats, threads cost more than they save. */
 #define PARALLEL_MIN_FLOATS (1 << 22)
-#define MAX_THREADS 8
 /* How far ahead a gather prefetches; ~8 rows hides DRAM latency for 512-byte
  * rows at ~30 M rows/s (PERFORMANCE.md). */
 #define PREFETCH_AHEAD 8
@@ -127,20 +126,19 @@ static void *row_job_run(void *arg)
 }
 
 /* Calls fn over [0, rows) split into INIT_BLOCK_ROWS-aligned ranges, one per
- * online CPU, when the work is big enough; runs inline otherwise or when a
+ * thread of the budget (threads.h), when the work is big enough; runs inline otherwise or when a
  * thread cannot be started. */
 static void for_rows(row_fn fn, void *ctx, int64_t rows, int64_t dim)
 {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nthreads = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (int)ncpu;
+    int nthreads = threads_budget();
     if (rows * dim < PARALLEL_MIN_FLOATS || nthreads == 1) {
         fn(ctx, 0, rows);
         return;
     }
     int64_t blocks = (rows + INIT_BLOCK_ROWS - 1) / INIT_BLOCK_ROWS;
-    struct row_job jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    bool started[MAX_THREADS] = {false};
+    struct row_job jobs[THREADS_MAX];
+    pthread_t tids[THREADS_MAX];
+    bool started[THREADS_MAX] = {false};
     for (int i = 0; i < nthreads; i++) {
         int64_t b0 = blocks * i / nthreads, b1 = blocks * (i + 1) / nthreads;
         int64_t end = b1 * INIT_BLOCK_ROWS;
@@ -207,21 +205,6 @@ void table_update_norm(struct table *t, int64_t row)
 
 /* ---- lifetime ---------------------------------------------------------- */
 
-/* Asks for transparent huge pages (this machine kind has THP in madvise
- * mode): a random gather over 512 MB of 4 KiB pages misses the TLB on
- * nearly every row (1.3-2x slower here). Best before the first touch, as
- * table_new_init does; on an already filled matrix it lets khugepaged
- * collapse the pages in the background. A hint: failure changes nothing. */
-static void advise_huge_pages(struct matrix *w)
-{
-#ifdef MADV_HUGEPAGE
-    if (w->bytes >= (2u << 20) && ((uintptr_t)w->data & 4095) == 0)
-        madvise(w->data, w->bytes, MADV_HUGEPAGE);
-#else
-    (void)w;
-#endif
-}
-
 /* Builds the table around already-checked parts. */
 static int create(struct table **out, const char *name, struct matrix *w, struct vocab *vocab,
                   const struct table_settings *s, char *err, size_t errlen)
@@ -246,7 +229,6 @@ static int create(struct table **out, const char *name, struct matrix *w, struct
     atomic_init(&t->version, 0);
     t->optim.configured = false;
     matrix_move(&t->w, w);
-    advise_huge_pages(&t->w);
     for_rows(norms_range, t, rows, t->w.dim);
     *out = t;
     return CORE_OK;
@@ -267,6 +249,11 @@ int table_new(struct table **out, const char *name, struct matrix *weights, stru
     if (rc == CORE_OK && vocab != NULL && vocab_size(vocab) != weights->rows)
         rc = core_fail(err, errlen, CORE_EINVAL, "vocab has %lld tokens but the table has %lld rows",
                        (long long)vocab_size(vocab), (long long)weights->rows);
+    /* the vocabulary is read-only from here on: index it for prefix queries */
+    if (rc == CORE_OK && vocab != NULL && !vocab_has_index(vocab) &&
+        vocab_build_index(vocab) != CORE_OK)
+        rc = core_fail(err, errlen, CORE_ENOMEM, "table '%s': out of memory sorting %lld tokens",
+                       name, (long long)vocab_size(vocab));
     if (rc != CORE_OK)
         return rc;
     return create(out, name, weights, vocab, &norm, err, errlen);
@@ -305,7 +292,6 @@ int table_new_init(struct table **out, const char *name, int64_t num, int64_t di
     if (rc != CORE_OK)
         return core_fail(err, errlen, rc, "table '%s': cannot allocate %lld x %lld floats: %s",
                          name, (long long)num, (long long)dim, core_strerror(rc));
-    advise_huge_pages(&w);
     for_rows(fill_range, &(struct fill_ctx){&w, seed}, num, dim);
     if (norm.has_padding)
         memset(matrix_row(&w, norm.padding_idx), 0, (size_t)dim * sizeof(float));
@@ -508,16 +494,78 @@ static void renorm_row(struct table *t, int64_t id)
     table_write_end(t, stripe);
 }
 
-/* torch.embedding_renorm_ over candidate ids: each distinct id once, under
- * the write lock. Sorts cand in place. */
-static void renorm_distinct(struct table *t, int64_t *cand, size_t m)
+/* Sorts ids[0..m) and drops duplicates; returns the new count. */
+static size_t sort_distinct(int64_t *ids, size_t m)
 {
-    qsort(cand, m, sizeof(*cand), cmp_i64);
+    qsort(ids, m, sizeof(*ids), cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (i == 0 || ids[i] != ids[k - 1])
+            ids[k++] = ids[i];
+    return k;
+}
+
+int table_renorm(struct table *t, const int64_t *ids, size_t m)
+{
+    if (!t->s.has_max_norm)
+        return CORE_EINVAL;
+    int rc = table_check_ids(t, ids, m, NULL);
+    if (rc != CORE_OK)
+        return rc;
+    int64_t *sorted = malloc(m * sizeof(*sorted) + 1);
+    if (sorted == NULL)
+        return CORE_ENOMEM;
+    memcpy(sorted, ids, m * sizeof(*sorted));
+    m = sort_distinct(sorted, m);
     pthread_mutex_lock(&t->write_lock);
     for (size_t i = 0; i < m; i++)
-        if (i == 0 || cand[i] != cand[i - 1])
-            renorm_row(t, cand[i]);
+        renorm_row(t, sorted[i]);
+    atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
     pthread_mutex_unlock(&t->write_lock);
+    free(sorted);
+    return CORE_OK;
+}
+
+void table_set_log_seq(struct table *t, uint64_t seq)
+{
+    atomic_store_explicit(&t->log_seq, seq, memory_order_release);
+}
+
+void table_set_renorm_hook(struct table *t, table_renorm_hook fn, void *ud)
+{
+    pthread_mutex_lock(&t->write_lock);
+    t->renorm_fn = fn;
+    t->renorm_ud = ud;
+    pthread_mutex_unlock(&t->write_lock);
+}
+
+/* True when row id's norm_type-norm exceeds max_norm now: the exact test of
+ * renorm_row on a consistent copy, so that a renormalization is logged only
+ * for rows it will change (the norm cache is only a conservative filter). */
+static bool needs_renorm(const struct table *t, int64_t id, float *tmp)
+{
+    copy_row(t, id, tmp);
+    return torch_row_norm(tmp, t->w.dim, t->s.norm_type) > t->s.max_norm;
+}
+
+/* torch.embedding_renorm_ over candidate ids: each distinct id that needs
+ * it, once, in one write (through the journal's hook when there is one, so
+ * the renormalization takes its place in the log). Sorts cand in place. */
+static int renorm_distinct(struct table *t, int64_t *cand, size_t m)
+{
+    m = sort_distinct(cand, m);
+    float *tmp = malloc((size_t)t->w.dim * sizeof(float) + 1);
+    if (tmp == NULL)
+        return CORE_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (needs_renorm(t, cand[i], tmp))
+            cand[k++] = cand[i];
+    free(tmp);
+    if (k == 0)
+        return CORE_OK;
+    table_renorm_hook fn = t->renorm_fn;
+    return fn != NULL ? fn(t->renorm_ud, cand, k) : table_renorm(t, cand, k);
 }
 
 /* Renormalizes the rows of ids that need it, picking candidates from the
@@ -539,10 +587,9 @@ static int renorm_ids(struct table *t, const int64_t *ids, size_t n)
             return CORE_ENOMEM;
         cand[m++] = ids[i];
     }
-    if (m > 0)
-        renorm_distinct(t, cand, m);
+    int rc = m > 0 ? renorm_distinct(t, cand, m) : CORE_OK;
     free(cand);
-    return CORE_OK;
+    return rc;
 }
 
 /* copy_row that also reads the row's cached L2 norm in the same seqlock
@@ -596,12 +643,12 @@ static int lookup_renorm(struct table *t, const int64_t *ids, size_t n, float *o
     }
     for (size_t k = 0; k < m; k++)
         cand[k] = ids[pos[k]];
-    renorm_distinct(t, cand, m);
-    for (size_t k = 0; k < m; k++)
+    int rc = renorm_distinct(t, cand, m);
+    for (size_t k = 0; rc == CORE_OK && k < m; k++)
         copy_row(t, ids[pos[k]], out + pos[k] * dim);
     free(cand);
     free(pos);
-    return CORE_OK;
+    return rc;
 }
 
 /* ---- forward ----------------------------------------------------------- */
@@ -726,13 +773,20 @@ static int check_finite(const float *v, size_t n, size_t dim, size_t *bad)
     return CORE_OK;
 }
 
+int table_check_rows(const struct table *t, const int64_t *ids, size_t n, const float *vectors,
+                     size_t *bad)
+{
+    int rc = table_check_ids(t, ids, n, bad);
+    if (rc == CORE_OK)
+        rc = check_finite(vectors, n, (size_t)t->w.dim, bad);
+    return rc;
+}
+
 int table_assign_rows(struct table *t, const int64_t *ids, size_t n, const float *vectors,
                       size_t *bad, uint64_t *version_out)
 {
     size_t dim = (size_t)t->w.dim;
-    int rc = table_check_ids(t, ids, n, bad);
-    if (rc == CORE_OK)
-        rc = check_finite(vectors, n, dim, bad);
+    int rc = table_check_rows(t, ids, n, vectors, bad);
     if (rc != CORE_OK)
         return rc;
     pthread_mutex_lock(&t->write_lock);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "matrix.h"
+#include "optim.h"
 #include "vocab.h"
 
 struct table;
@@ -51,7 +52,8 @@ void table_settings_init(struct table_settings *s);
  * failure). Checks settings against the shape (padding_idx in [-N, N),
  * max_norm > 0, norm_type > 0, oov id in range, vocab size == rows) and
  * zeroes nothing: a loaded table keeps its padding row as stored, like
- * from_pretrained. Errors name the offending setting in err. */
+ * from_pretrained. Builds the vocabulary's sorted index (vocab_build_index)
+ * when it has none. Errors name the offending setting in err. */
 int table_new(struct table **out, const char *name, struct matrix *weights,
               struct vocab *vocab, const struct table_settings *s,
               char *err, size_t errlen);
@@ -119,5 +121,87 @@ int table_resolve_tokens(const struct table *t, const char *const *tokens,
  * be finite (CORE_EINVAL, *bad). Writes *version_out when non-NULL. */
 int table_assign_rows(struct table *t, const int64_t *ids, size_t n,
                       const float *vectors, size_t *bad, uint64_t *version_out);
+
+/* Starts a fresh table's log numbering at seq (a table that must not reuse
+ * the seqs of an earlier run, as with "resume": false). Only before the
+ * table takes any write. */
+void table_set_log_seq(struct table *t, uint64_t seq);
+
+/* The checks of table_assign_rows alone (ids in range, finite vectors),
+ * same codes and *bad; changes nothing. */
+int table_check_rows(const struct table *t, const int64_t *ids, size_t n, const float *vectors,
+                     size_t *bad);
+
+/* torch.embedding_renorm_ as one write: each distinct row of ids[0..m)
+ * whose norm_type-norm exceeds max_norm is scaled by max_norm / (norm +
+ * 1e-7), under the write lock; advances log_seq by one (the version stays:
+ * renormalization is not a client's write). For the journal, live and at
+ * replay. CORE_EINVAL without max_norm, CORE_ERANGE, CORE_ENOMEM. */
+int table_renorm(struct table *t, const int64_t *ids, size_t m);
+
+/* Lookups renormalize through fn when set: it must apply the distinct,
+ * sorted ids[0..m) with table_renorm in its place among the table's other
+ * writes and return table_renorm's result (or an error: the lookup then
+ * fails with it). ud is passed along. Set before serving, or with NULL to
+ * detach; takes the write lock. */
+typedef int (*table_renorm_hook)(void *ud, const int64_t *ids, size_t m);
+void table_set_renorm_hook(struct table *t, table_renorm_hook fn, void *ud);
+
+/* ---- training (optim.c) ------------------------------------------------ */
+
+/* Sets t's optimizer (validated with optim_config_check; CORE_EINVAL and
+ * err otherwise). A change of kind drops the state (moments, sums, step); the
+ * same kind keeps it, like editing a torch param_group after
+ * load_state_dict, so a table restored from a snapshot can get new
+ * hyperparameters and still resume. Takes the write lock; any thread. */
+int table_set_optimizer(struct table *t, const struct optim_config *c, char *err,
+                        size_t errlen);
+
+/* The table's optimizer (config, configured flag, state, step), for table
+ * info. Borrowed for t's lifetime; cfg and configured change only through
+ * table_set_optimizer, the state and step only under the write lock. */
+const struct optim *table_optimizer(const struct table *t);
+
+/* The effective optimizer config: the configured one, or sgd lr 0.01 for a
+ * trainable table with none (API.md). */
+void table_optimizer_config(const struct table *t, struct optim_config *out);
+
+/* One training step, as loss.backward() through embedding(ids) followed by
+ * optimizer.step() in torch 1.13 with nn.Embedding(sparse=True):
+ * grads holds n rows of dim floats (dense: row i is the gradient of the
+ * output row of ids[i]). Duplicate ids are summed in order of appearance;
+ * with scale_grad_by_freq each row's sum is divided by its count in ids;
+ * the padding row gets nothing; the step's rows are the distinct non-padding
+ * ids (even where the sum is zero). lr > 0 overrides the configured lr for
+ * this step; lr <= 0 (e.g. 0.0) uses the configured one.
+ * Everything is checked before any row changes:
+ *   CORE_EFROZEN   the table is frozen;
+ *   CORE_EINVAL    lr is NaN or infinite (*bad = SIZE_MAX), or a gradient
+ *                  value is not finite (*bad = flat index i * dim + j);
+ *   CORE_ERANGE    ids[*bad] is outside [0, N);
+ *   CORE_ENOMEM    optimizer state could not be allocated.
+ * On success the version is bumped once (also for n == 0, which is a step
+ * of zero rows, as torch steps with an empty sparse gradient), the optimizer
+ * step count incremented, norms kept current; *version_out (the new
+ * version) and *rows_out (distinct rows of the step) are written when
+ * non-NULL. bad may be NULL. Serialized with other writers by the table's
+ * write lock; readers stay consistent through the stripe seqlocks. */
+int table_apply_gradients(struct table *t, const int64_t *ids, size_t n, const float *grads,
+                          double lr, size_t *bad, uint64_t *version_out, size_t *rows_out);
+
+/* The checks of table_apply_gradients alone (frozen, lr, ids, finite
+ * gradients), same codes and *bad; changes nothing. Any thread. */
+int table_check_gradients(const struct table *t, const int64_t *ids, size_t n,
+                          const float *grads, double lr, size_t *bad);
+
+/* A step as the journal applies it, live and at replay: cfg is the optimizer
+ * the step was logged with (its lr included), not the table's; frozen
+ * tables are not refused (the step was accepted when it was logged). Ids
+ * and gradients are still checked (CORE_ERANGE / CORE_EINVAL, *bad), cfg
+ * with optim_config_check (CORE_EINVAL, *bad = SIZE_MAX). Otherwise as
+ * table_apply_gradients. */
+int table_apply_logged_gradients(struct table *t, const struct optim_config *cfg,
+                                 const int64_t *ids, size_t n, const float *grads,
+                                 size_t *bad, uint64_t *version_out, size_t *rows_out);
 
 #endif

@@ -29,6 +29,8 @@ struct table {
      * row assignments and max_norm renormalizations; restored with a
      * snapshot. Written under write_lock. */
     _Atomic uint64_t log_seq;
+    table_renorm_hook renorm_fn; /* or NULL: renormalize directly */
+    void *renorm_ud;
     struct optim optim;         /* optimizer config + state (optim.h) */
 };
 

@@ -26,8 +26,9 @@
 
 #include "error.h"
 #include "kernels.h"
-#include "similarity.h"
 #include "table_internal.h"
+#include "threads.h"
+#include "topk.h"
 
 /* Queries scored together per pass: enough to make the scan compute-bound
  * (64 x 128 floats stay in L1/L2 beside one block of rows). */
@@ -40,31 +41,11 @@
 /* Below this many row floats per thread, starting a thread costs more than
  * it saves (~50 us against ~30 GB/s of streaming). */
 #define PARALLEL_MIN_FLOATS (1 << 20)
-#define MAX_THREADS 8
 /* Optimistic (seqlock) attempts at a block before taking the write lock. */
 #define OPTIMISTIC_TRIES 4
-/* torch.nn.functional.cosine_similarity's default eps, as float32. */
-#define COSINE_EPS 1e-8f
 
 _Static_assert(BLOCK_ROWS <= 64, "kern_gate masks at most 64 rows");
 
-static atomic_int configured_threads; /* 0 = online CPUs, capped */
-
-void topk_set_threads(int n)
-{
-    atomic_store(&configured_threads, n < 1 ? 1 : (n > MAX_THREADS ? MAX_THREADS : n));
-}
-
-static int thread_budget(void)
-{
-    int n = atomic_load(&configured_threads);
-    if (n > 0)
-        return n;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus < 1)
-        return 1;
-    return cpus > MAX_THREADS ? MAX_THREADS : (int)cpus;
-}
 
 /* ---- heaps ------------------------------------------------------------- */
 
@@ -187,7 +168,7 @@ static void keys_from_scores(struct scan *sc, int nrows)
     for (int q = 0; q < sc->nq; q++) {
         float *s = sc->scores + (size_t)q * BLOCK_ROWS;
         if (sc->m == METRIC_COSINE)
-            kern_cosine(s, sc->norms, nrows, sc->qnorms[q], COSINE_EPS);
+            kern_cosine(s, sc->norms, nrows, sc->qnorms[q], SIMILARITY_COSINE_EPS);
         else if (sc->m == METRIC_L2)
             kern_neg_sqrt(s, nrows);
     }
@@ -280,7 +261,7 @@ static int threads_for(const struct table *t)
     int64_t floats = t->w.rows * t->w.stride;
     int64_t want = floats / PARALLEL_MIN_FLOATS;
     int64_t blocks = (t->w.rows + BLOCK_ROWS - 1) / BLOCK_ROWS;
-    int n = thread_budget();
+    int n = threads_budget();
     if (want < n)
         n = want < 1 ? 1 : (int)want;
     if (blocks < n)
@@ -314,8 +295,8 @@ static void group_setup(struct group *g, const struct scan *proto, size_t k)
  * the answer never depends on it. */
 static void group_run(struct group *g)
 {
-    pthread_t tid[MAX_THREADS];
-    bool started[MAX_THREADS] = {false};
+    pthread_t tid[THREADS_MAX];
+    bool started[THREADS_MAX] = {false};
     for (int i = 1; i < g->nthreads; i++)
         started[i] = pthread_create(&tid[i], NULL, scan_thread, &g->scans[i]) == 0;
     scan_rows(&g->scans[0]);
@@ -354,7 +335,7 @@ static float clamped_norm(const float *q, int64_t dim)
     for (int64_t i = 0; i < dim; i++)
         s += (double)q[i] * (double)q[i];
     float n = (float)sqrt(s);
-    return n > COSINE_EPS ? n : COSINE_EPS;
+    return n > SIMILARITY_COSINE_EPS ? n : SIMILARITY_COSINE_EPS;
 }
 
 static int search_group(const struct table *t, const float *queries, int nq,

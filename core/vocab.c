@@ -1,7 +1,9 @@
 /* vocab.c - token <-> id map: one arena of token bytes, an array of
  * (offset, length) per id, and an open-addressing table of ids probed
  * linearly. Each slot keeps the upper half of the token's hash next to the
- * id, so a probe rejects almost every non-match without touching the arena. */
+ * id, so a probe rejects almost every non-match without touching the arena.
+ * The sorted index is one array of ids in token order: the tokens sharing a
+ * prefix are one run of it, found by two binary searches. */
 #include "vocab.h"
 
 #include <stdbool.h>
@@ -23,6 +25,7 @@ struct vocab {
     int64_t count, entries_cap;
     uint64_t *slots; /* 0 = empty, else (hash high 32 bits << 32) | (id + 1) */
     size_t nslots;   /* power of two */
+    uint32_t *sorted; /* ids in token order, count of them; NULL when not built */
     size_t max_len;  /* longest token */
 };
 
@@ -94,6 +97,7 @@ void vocab_free(struct vocab *v)
     free(v->arena);
     free(v->entries);
     free(v->slots);
+    free(v->sorted);
     free(v);
 }
 
@@ -192,6 +196,8 @@ int vocab_add(struct vocab *v, const char *tok, size_t len, int64_t *id)
     }
     if (v->count >= VOCAB_MAX_IDS)
         return CORE_ETOOBIG;
+    free(v->sorted); /* a new token would be missing from it */
+    v->sorted = NULL;
     if (reserve(v, len) != CORE_OK)
         return CORE_ENOMEM;
     if ((size_t)v->count + 1 > v->nslots / 2) {
@@ -223,6 +229,114 @@ int64_t vocab_size(const struct vocab *v)
 {
     return v->count;
 }
+
+/* ---- sorted index ------------------------------------------------------ */
+
+/* One token for the sort: qsort has no context argument, so each element
+ * carries its bytes. Lives only while the index is built. */
+struct sort_item {
+    const char *p;
+    uint32_t len;
+    uint32_t id;
+};
+
+/* memcmp order; on a common prefix the shorter token first. */
+static int compare_bytes(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c != 0)
+        return c;
+    return (alen > blen) - (alen < blen);
+}
+
+static int compare_items(const void *x, const void *y)
+{
+    const struct sort_item *a = x, *b = y;
+    return compare_bytes(a->p, a->len, b->p, b->len);
+}
+
+int vocab_build_index(struct vocab *v)
+{
+    size_t n = (size_t)v->count;
+    struct sort_item *items = malloc(n * sizeof *items + 1);
+    uint32_t *sorted = malloc(n * sizeof *sorted + 1);
+    if (items == NULL || sorted == NULL) {
+        free(items);
+        free(sorted);
+        return CORE_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        items[i] = (struct sort_item){v->arena + v->entries[i].off, v->entries[i].len,
+                                      (uint32_t)i};
+    qsort(items, n, sizeof *items, compare_items);
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = items[i].id;
+    free(items);
+    free(v->sorted);
+    v->sorted = sorted;
+    return CORE_OK;
+}
+
+bool vocab_has_index(const struct vocab *v)
+{
+    return v->sorted != NULL;
+}
+
+/* Where the token at sorted position pos stands against the prefix: < 0
+ * before every token that starts with it, 0 when it starts with it, > 0
+ * after them. Monotonic over the sorted index. */
+static int compare_prefix(const struct vocab *v, size_t pos, const char *prefix, size_t len)
+{
+    const struct entry *e = &v->entries[v->sorted[pos]];
+    const char *tok = v->arena + e->off;
+    if (e->len >= len)
+        return memcmp(tok, prefix, len);
+    int c = memcmp(tok, prefix, e->len);
+    return c != 0 ? c : -1; /* a shorter token that the prefix extends sorts before it */
+}
+
+/* The first sorted position whose comparison with the prefix is >= want
+ * (want 0: the run's start; want 1: just past its end). */
+static size_t search_prefix(const struct vocab *v, const char *prefix, size_t len, int want)
+{
+    size_t lo = 0, hi = (size_t)v->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = compare_prefix(v, mid, prefix, len);
+        if ((c > 0 ? 1 : c < 0 ? -1 : 0) < want)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int vocab_prefix_range(const struct vocab *v, const char *prefix, size_t len, int64_t *first,
+                       int64_t *count)
+{
+    *first = 0;
+    *count = 0;
+    if (v->sorted == NULL)
+        return CORE_EINVAL;
+    if (len == 0) { /* every token; and memcmp must not see a NULL prefix */
+        *count = v->count;
+        return CORE_OK;
+    }
+    size_t begin = search_prefix(v, prefix, len, 0);
+    size_t end = search_prefix(v, prefix, len, 1);
+    *first = (int64_t)begin;
+    *count = (int64_t)(end - begin);
+    return CORE_OK;
+}
+
+int64_t vocab_sorted_id(const struct vocab *v, int64_t pos)
+{
+    if (v->sorted == NULL || pos < 0 || pos >= v->count)
+        return -1;
+    return v->sorted[pos];
+}
+
+/* ---- files ------------------------------------------------------------- */
 
 size_t vocab_max_len(const struct vocab *v)
 {

@@ -23,8 +23,12 @@
  *
  * Damage. A record that does not check (short header, length past the end
  * of the file, CRC mismatch, seq out of order, nonzero padding or reserved
- * field) in the last segment with nothing valid after it is a torn tail: a
- * crash during an append. Anything else is damage before the tail.
+ * field) in the last segment with nothing valid after it (no record that
+ * checks at any later 8-aligned offset) is a torn tail: a crash during an
+ * append. So is a last segment whose own header does not check and that
+ * holds no valid record (a crash right after creating it). Anything else is
+ * damage before the tail, including a segment that does not continue the
+ * seqs of the one before it.
  *
  * Threads: wal_append is called by one thread at a time (the caller holds
  * its own append lock); wal_sync may run concurrently with wal_append from
@@ -43,15 +47,22 @@
 struct wal;
 
 struct wal_options {
-    uint64_t segment_bytes; /* rotate once a segment passes this; 0 = default */
+    /* rotate before a record that would take a segment holding records
+     * past this (one larger record gets a segment of its own); 0 = default */
+    uint64_t segment_bytes;
 };
 
 /* Opens the log in dir (created with its parent when missing) for appending
  * records from next_seq on (>= 1). The existing segments must already be
  * recovered (wal_replay with torn tails truncated): this starts a new
  * segment named after next_seq, so the files of earlier runs are never
- * appended to. Creation of the segment and of dir are fsynced. Returns
- * CORE_OK, CORE_EIO (err names the path and errno text) or CORE_ENOMEM. */
+ * appended to (an empty one already named so, left by a crash or a cut, is
+ * replaced). Creation of the segment and of dir are fsynced. When next_seq
+ * is past the log's end, the earlier segments stay (replay accepts the gap
+ * while the snapshot covers it): wal_remove_below(next_seq - 1) drops them.
+ * Returns CORE_OK, CORE_EIO (err names the path and errno text),
+ * CORE_ENOMEM, or CORE_EINVAL when a segment there already starts at
+ * next_seq or later with records (the log was not replayed first). */
 int wal_open(struct wal **out, const char *dir, uint64_t next_seq,
              const struct wal_options *o, char *err, size_t errlen);
 
@@ -73,10 +84,31 @@ int wal_append(struct wal *w, uint32_t kind, const struct iovec *parts, int npar
 
 /* Makes every record appended before the call durable (fdatasync of the
  * current segment; a new segment's directory entry was synced when it was
- * created). On failure the log is broken for good (PostgreSQL's lesson:
- * after a failed fsync the page cache cannot be trusted), and CORE_EIO is
- * returned with err set. */
+ * created); returns at once when nothing was appended since the last sync.
+ * On failure the log is broken for good (PostgreSQL's lesson: after a
+ * failed fsync the page cache cannot be trusted; so is any fsync failure
+ * during rotation), and CORE_EIO is returned with err set. */
 int wal_sync(struct wal *w, char *err, size_t errlen);
+
+/* Where the log ends now, for wal_rewind. */
+struct wal_mark {
+    uint64_t segment_first; /* the current segment */
+    uint64_t size;          /* its length */
+    uint64_t seq;           /* the next append's seq */
+};
+
+/* Fills *m with the end of the log; from the appending thread (or with its
+ * lock held). */
+void wal_mark(const struct wal *w, struct wal_mark *m);
+
+/* Cuts the log back to *m, dropping every record appended since: for the
+ * records a failed sync covered, so that a write answered "not durable"
+ * cannot come back at the next start. Only within the current segment (a
+ * rotation synced the older one: CORE_EINVAL then, nothing cut). Appending
+ * thread (or its lock held); waits for a sync in progress. CORE_OK, or
+ * CORE_EIO when the file cannot be cut (err says why). The log stays
+ * broken if it was. */
+int wal_rewind(struct wal *w, const struct wal_mark *m, char *err, size_t errlen);
 
 /* The seq the next append will get. */
 uint64_t wal_next_seq(const struct wal *w);
@@ -97,7 +129,7 @@ int wal_remove_below(struct wal *w, uint64_t seq, size_t *removed, char *err, si
 /* ---- reading back ------------------------------------------------------ */
 
 /* Called for each record with seq > after_seq, in seq order. payload is
- * 4-byte aligned and valid only during the call. A nonzero return stops the
+ * 8-byte aligned and valid only during the call. A nonzero return stops the
  * replay and is returned by wal_replay. */
 typedef int (*wal_record_fn)(void *ud, uint64_t seq, uint32_t kind, const void *payload,
                              size_t len);
@@ -126,14 +158,19 @@ struct wal_report {
 };
 
 /* Reads the log in dir (a missing or empty dir is an empty log) and calls
- * fn for every valid record with seq > after_seq. Checks that seqs run
- * without gaps from the first segment on; a log whose first record is
- * after after_seq + 1 (the records in between are gone) is CORE_EFORMAT
- * with err naming the missing range (a caller starting from an older
- * snapshot must not skip records silently). Returns CORE_OK (report filled; a torn tail is not an
- * error), CORE_EFORMAT for damage before the tail under WAL_RECOVER (err
- * names the file and offset, report filled), CORE_EIO, CORE_ENOMEM, or
- * fn's nonzero return. */
+ * fn (may be NULL: only verify) for every valid record with seq >
+ * after_seq, as it goes: when damage turns up, fn has seen the records
+ * before it. Checks that seqs run without gaps from the first segment on;
+ * a log whose first record is after after_seq + 1 (the records in between
+ * are gone) is CORE_EFORMAT with err naming the missing range (a caller
+ * starting from an older snapshot must not skip records silently), in
+ * every mode. A gap between segments is damage at the start of the later
+ * one, unless every missing seq is <= after_seq (then it is skipped).
+ * Returns CORE_OK (report filled; a torn tail is not an error, nor damage
+ * that WAL_REPAIR cut), CORE_EFORMAT for damage before the tail under
+ * WAL_RECOVER and WAL_CHECK (err names the file, offset and what is wrong;
+ * report filled with what WAL_REPAIR would drop), CORE_EIO, CORE_ENOMEM,
+ * or fn's nonzero return. Not concurrent with a wal_open on the same dir. */
 int wal_replay(const char *dir, uint64_t after_seq, enum wal_repair mode, wal_record_fn fn,
                void *ud, struct wal_report *report, char *err, size_t errlen);
 

@@ -1089,13 +1089,15 @@ void request_neighbors_deinit(struct neighbors_request *r)
 void request_gradients_deinit(struct gradients_request *r)
 {
     request_ids_deinit(&r->ids);
-    free(r->grads);
+    if (!r->grads_borrowed)
+        free(r->grads);
     memset(r, 0, sizeof *r);
 }
 
 void request_rows_deinit(struct rows_request *r)
 {
     request_ids_deinit(&r->ids);
-    free(r->vectors);
+    if (!r->vectors_borrowed)
+        free(r->vectors);
     memset(r, 0, sizeof *r);
 }

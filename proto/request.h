@@ -94,6 +94,7 @@ struct neighbors_request {
 struct gradients_request {
     struct request_ids ids; /* any shape, n >= 1 */
     float *grads;           /* ids.n * dim floats, row-major, owned */
+    bool grads_borrowed;    /* binary.h: grads point into the body, not freed */
     bool has_lr;
     double lr;              /* finite, > 0, when has_lr */
 };
@@ -103,6 +104,7 @@ struct gradients_request {
 struct rows_request {
     struct request_ids ids; /* ndim 1, n >= 1 */
     float *vectors;         /* ids.n * dim floats, owned */
+    bool vectors_borrowed;  /* binary.h: vectors point into the body, not freed */
 };
 
 /* Each parser: body[0..len) (need not be NUL-terminated) -> *out. Returns

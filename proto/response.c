@@ -390,6 +390,8 @@ void response_table_info(struct buf *b, const struct table *t, const struct opti
     put_bool(b, table_vocab(t) != NULL);
     put_key(b, "version");
     buf_put_u64(b, table_version(t));
+    put_key(b, "seq");
+    buf_put_u64(b, table_log_seq(t));
     buf_putc(b, '}');
 }
 
@@ -405,22 +407,48 @@ void response_table_list(struct buf *b, const struct table *const *tables,
     buf_puts(b, "]}");
 }
 
+/* ---- tokens ---- */
+
+void response_tokens(struct buf *b, const struct vocab *v, int64_t first, int64_t count)
+{
+    buf_puts(b, "{\"tokens\":[");
+    bool comma = false;
+    for (int64_t pos = first; pos < first + count; pos++) {
+        int64_t id = vocab_sorted_id(v, pos);
+        size_t len = 0;
+        const char *tok = id >= 0 ? vocab_token(v, id, &len) : NULL;
+        if (tok == NULL)
+            continue;
+        buf_puts(b, comma ? ",{\"id\":" : "{\"id\":");
+        buf_put_i64(b, id);
+        buf_puts(b, ",\"token\":");
+        buf_put_json_string(b, tok, len);
+        buf_putc(b, '}');
+        comma = true;
+    }
+    buf_puts(b, "]}");
+}
+
 /* ---- writes ---- */
 
-void response_write_result(struct buf *b, uint64_t version, size_t rows)
+void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq)
 {
     buf_puts(b, "{\"version\":");
     buf_put_u64(b, version);
     buf_puts(b, ",\"rows\":");
     buf_put_u64(b, rows);
+    buf_puts(b, ",\"seq\":");
+    buf_put_u64(b, seq);
     buf_putc(b, '}');
 }
 
-void response_snapshot(struct buf *b, const char *path, uint64_t version)
+void response_snapshot(struct buf *b, const char *path, uint64_t version, uint64_t seq)
 {
     buf_puts(b, "{\"path\":");
     put_safe_string(b, path);
     buf_puts(b, ",\"version\":");
     buf_put_u64(b, version);
+    buf_puts(b, ",\"seq\":");
+    buf_put_u64(b, seq);
     buf_putc(b, '}');
 }

@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "optim.h"
 #include "similarity.h"
+#include "topk.h"
 #include "status.h"
 #include "table.h"
 #include "vocab.h"
@@ -82,10 +83,15 @@ void response_scores(struct buf *b, const float *scores, size_t n);
 void response_neighbors(struct buf *b, const struct topk_hit *hits, const size_t *counts,
                         size_t nq, size_t k, const struct vocab *vocab);
 
+/* {"tokens":[{"id":7,"token":"gold"},...]}: the positions [first, first +
+ * count) of v's sorted index (vocab_prefix_range), in token order; tokens
+ * JSON-escaped. Positions outside the index are skipped. */
+void response_tokens(struct buf *b, const struct vocab *v, int64_t first, int64_t count);
+
 /* <info> of API.md for t: name, num_embeddings, embedding_dim, dtype,
  * frozen, padding_idx (or null), max_norm (or null), norm_type,
  * scale_grad_by_freq, optimizer (opt's name and hyperparameters, or null
- * when opt is NULL), vocab, version. Doubles are printed with the shortest
+ * when opt is NULL), vocab, version, seq (the last log record applied). Doubles are printed with the shortest
  * text that reads back to the same double; norm_type inf as "inf". */
 void response_table_info(struct buf *b, const struct table *t,
                          const struct optim_config *opt);
@@ -95,10 +101,11 @@ void response_table_info(struct buf *b, const struct table *t,
 void response_table_list(struct buf *b, const struct table *const *tables,
                          const struct optim_config *const *opts, size_t n);
 
-/* {"version":n,"rows":m}: the answer of gradients and rows. */
-void response_write_result(struct buf *b, uint64_t version, size_t rows);
+/* {"version":n,"rows":m,"seq":s}: the answer of gradients and rows; seq is
+ * the write's position in the table's log. */
+void response_write_result(struct buf *b, uint64_t version, size_t rows, uint64_t seq);
 
-/* {"path":"<path>","version":n}: the answer of snapshot. */
-void response_snapshot(struct buf *b, const char *path, uint64_t version);
+/* {"path":"<path>","version":n,"seq":s}: the answer of snapshot. */
+void response_snapshot(struct buf *b, const char *path, uint64_t version, uint64_t seq);
 
 #endif

@@ -29,6 +29,7 @@ static const enum status_code from_core[CORE_ERR_COUNT] = {
     [CORE_ENOTFOUND] = STATUS_NOT_FOUND,
     [CORE_EEXISTS] = STATUS_INVALID_ARGUMENT,
     [CORE_ETOOBIG] = STATUS_PAYLOAD_TOO_LARGE,
+    [CORE_EUNAVAILABLE] = STATUS_UNAVAILABLE,
 };
 
 static bool valid(enum status_code code)

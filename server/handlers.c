@@ -13,11 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "binary.h"
 #include "cost.h"
 #include "error.h"
+#include "explorer.h"
 #include "request.h"
 #include "similarity.h"
-#include "snapshot.h"
+#include "tokens.h"
+#include "topk.h"
 #include "vocab.h"
 
 /* Largest buffer reserved up front for a JSON answer; bigger ones grow. */
@@ -39,6 +42,12 @@ void answer_deinit(struct answer *a)
     buf_deinit(&a->body);
 }
 
+void answer_header(struct answer *a, const char *name, const char *value)
+{
+    if (a->nheaders < ANSWER_HEADERS_MAX)
+        a->headers[a->nheaders++] = (struct answer_header){name, value};
+}
+
 void answer_error(struct answer *a, enum status_code code, const char *fmt, ...)
 {
     char message[STATUS_ERR_MAX + 128];
@@ -52,6 +61,7 @@ void answer_error(struct answer *a, enum status_code code, const char *fmt, ...)
     a->http = (unsigned)status_http(code);
     a->content_type = RESPONSE_JSON_TYPE;
     a->shape[0] = '\0';
+    a->nheaders = 0;
     response_error(&a->body, code, message);
 }
 
@@ -69,6 +79,60 @@ static struct request_limits limits_of(const struct handler_ctx *c)
         .binary = c->binary,
         .max_token_len = v != NULL ? vocab_max_len(v) : 0,
     };
+}
+
+/* ---- request bodies: binary or JSON ---------------------------------- */
+
+/* The headers that describe a binary body mean nothing to a JSON one: they
+ * are refused rather than ignored, so a client that thinks it set the
+ * learning rate with X-Embedding-Lr is told it did not. */
+static enum status_code binary_headers_only(const struct handler_ctx *c, char *err, size_t n)
+{
+    const char *name = c->lr_header ? BINARY_LR_HEADER : BINARY_SHAPE_HEADER;
+    if (c->binary_body || (c->lr_header == NULL && c->shape_header == NULL))
+        return STATUS_OK;
+    snprintf(err, n, "%s describes binary bodies (Content-Type: %s); a JSON body carries its "
+             "own shape and \"lr\"", name, BINARY_MEDIA_TYPE);
+    return STATUS_INVALID_ARGUMENT;
+}
+
+static enum status_code parse_lookup(const struct handler_ctx *c,
+                                     const struct request_limits *lim,
+                                     struct lookup_request *rq, char *err, size_t n)
+{
+    struct binary_headers h = {c->shape_header, c->lr_header};
+    enum status_code sc = binary_headers_only(c, err, n);
+    if (sc != STATUS_OK)
+        return sc;
+    if (c->binary_body)
+        return binary_parse_lookup(c->body, c->len, &h, lim, rq, err, n);
+    return request_parse_lookup(c->body, c->len, lim, rq, err, n);
+}
+
+static enum status_code parse_gradients(const struct handler_ctx *c,
+                                        const struct request_limits *lim,
+                                        struct gradients_request *rq, char *err, size_t n)
+{
+    struct binary_headers h = {c->shape_header, c->lr_header};
+    enum status_code sc = binary_headers_only(c, err, n);
+    if (sc != STATUS_OK)
+        return sc;
+    if (c->binary_body)
+        return binary_parse_gradients(c->body, c->len, &h, lim, rq, err, n);
+    return request_parse_gradients(c->body, c->len, lim, rq, err, n);
+}
+
+static enum status_code parse_rows(const struct handler_ctx *c,
+                                   const struct request_limits *lim, struct rows_request *rq,
+                                   char *err, size_t n)
+{
+    struct binary_headers h = {c->shape_header, c->lr_header};
+    enum status_code sc = binary_headers_only(c, err, n);
+    if (sc != STATUS_OK)
+        return sc;
+    if (c->binary_body)
+        return binary_parse_rows(c->body, c->len, &h, lim, rq, err, n);
+    return request_parse_rows(c->body, c->len, lim, rq, err, n);
 }
 
 /* Float arrays sized by client input: refuse rather than overflow. */
@@ -262,7 +326,7 @@ static void handle_lookup(const struct handler_ctx *c, struct answer *a)
     struct request_limits lim = limits_of(c);
     struct lookup_request rq = {0};
     char err[STATUS_ERR_MAX];
-    enum status_code sc = request_parse_lookup(c->body, c->len, &lim, &rq, err, sizeof err);
+    enum status_code sc = parse_lookup(c, &lim, &rq, err, sizeof err);
     if (sc == STATUS_OK)
         sc = request_resolve_lookup(c->table, &rq, err, sizeof err);
     if (sc != STATUS_OK) {
@@ -374,8 +438,8 @@ static void handle_neighbors(const struct handler_ctx *c, struct answer *a)
 
 /* ---- writes -------------------------------------------------------- */
 
-/* Writes are refused while shutting down (the final snapshot must hold
- * every answered write) and on frozen tables where asked. */
+/* Writes are refused while shutting down (every answered write must be in
+ * the log or the final snapshot) and on frozen tables where asked. */
 static bool writes_open(const struct handler_ctx *c, bool need_trainable, struct answer *a)
 {
     if (atomic_load(&c->srv->draining)) {
@@ -389,12 +453,6 @@ static bool writes_open(const struct handler_ctx *c, bool need_trainable, struct
         return false;
     }
     return true;
-}
-
-static void count_update(const struct handler_ctx *c, size_t rows)
-{
-    atomic_fetch_add_explicit(&c->entry->updates, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->entry->rows_updated, rows, memory_order_relaxed);
 }
 
 static void gradient_error(const struct handler_ctx *c, const struct gradients_request *rq,
@@ -422,34 +480,6 @@ static void gradient_error(const struct handler_ctx *c, const struct gradients_r
     }
 }
 
-static void handle_gradients(const struct handler_ctx *c, struct answer *a)
-{
-    if (!writes_open(c, true, a))
-        return;
-    struct request_limits lim = limits_of(c);
-    struct gradients_request rq = {0};
-    char err[STATUS_ERR_MAX];
-    enum status_code sc = request_parse_gradients(c->body, c->len, &lim, &rq, err, sizeof err);
-    if (sc == STATUS_OK)
-        sc = request_resolve(c->table, &rq.ids, false, "tokens", err, sizeof err);
-    if (sc != STATUS_OK) {
-        answer_error(a, sc, "%s", err);
-        request_gradients_deinit(&rq);
-        return;
-    }
-    size_t bad = 0, rows = 0;
-    uint64_t version = 0;
-    int rc = table_apply_gradients(c->table, rq.ids.ids, rq.ids.n, rq.grads,
-                                   rq.has_lr ? rq.lr : 0.0, &bad, &version, &rows);
-    if (rc == CORE_OK) {
-        count_update(c, rows);
-        response_write_result(&a->body, version, rows);
-    } else {
-        gradient_error(c, &rq, rc, bad, a);
-    }
-    request_gradients_deinit(&rq);
-}
-
 static int compare_ids(const void *x, const void *y)
 {
     int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
@@ -471,35 +501,131 @@ static size_t count_distinct(const int64_t *ids, size_t n)
     return distinct;
 }
 
+/* A validated write on its way through the journal; owns the parsed
+ * request until the journal is done with it. */
+struct pending_write {
+    struct journal_write w;
+    struct registry_entry *entry;
+    struct answer *a;
+    void (*complete)(void *io);
+    void *io;
+    size_t rows; /* distinct rows of a row assignment */
+    bool is_rows;
+    union {
+        struct gradients_request grads;
+        struct rows_request rows;
+    } rq;
+};
+
+/* The journal's callback: the write is durable and applied, or failed
+ * having changed nothing. Runs on the journal's thread. */
+static void write_done(struct journal_write *w)
+{
+    struct pending_write *p = (struct pending_write *)(void *)w;
+    struct answer *a = p->a;
+    if (w->rc == CORE_OK) {
+        size_t rows = p->is_rows ? p->rows : w->rows;
+        atomic_fetch_add_explicit(&p->entry->updates, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->entry->rows_updated, rows, memory_order_relaxed);
+        response_write_result(&a->body, w->version, rows, w->seq);
+    } else {
+        answer_error(a, status_from_core(w->rc), "the write was not applied: %s",
+                     w->err[0] ? w->err : core_strerror(w->rc));
+    }
+    if (p->is_rows)
+        request_rows_deinit(&p->rq.rows);
+    else
+        request_gradients_deinit(&p->rq.grads);
+    void (*complete)(void *io) = p->complete;
+    void *io = p->io;
+    free(p);
+    complete(io); /* last: the request and its answer may be gone after it */
+}
+
+/* Hands p to the table's journal; the answer comes through write_done. */
+static void submit_write(const struct handler_ctx *c, struct pending_write *p,
+                         struct answer *a)
+{
+    p->entry = c->entry;
+    p->a = a;
+    p->complete = c->complete;
+    p->io = c->io;
+    p->w.done = write_done;
+    *c->deferred = true;
+    c->defer(c->io);
+    journal_submit(c->entry->journal, &p->w);
+}
+
+static void handle_gradients(const struct handler_ctx *c, struct answer *a)
+{
+    if (!writes_open(c, true, a))
+        return;
+    struct request_limits lim = limits_of(c);
+    struct pending_write *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
+        return;
+    }
+    struct gradients_request *rq = &p->rq.grads;
+    char err[STATUS_ERR_MAX];
+    enum status_code sc = parse_gradients(c, &lim, rq, err, sizeof err);
+    if (sc == STATUS_OK)
+        sc = request_resolve(c->table, &rq->ids, false, "tokens", err, sizeof err);
+    size_t bad = 0;
+    int rc = sc == STATUS_OK ? table_check_gradients(c->table, rq->ids.ids, rq->ids.n, rq->grads,
+                                                     rq->has_lr ? rq->lr : 0.0, &bad)
+                             : CORE_OK;
+    if (sc != STATUS_OK || rc != CORE_OK) {
+        if (sc != STATUS_OK)
+            answer_error(a, sc, "%s", err);
+        else
+            gradient_error(c, rq, rc, bad, a);
+        request_gradients_deinit(rq);
+        free(p);
+        return;
+    }
+    p->w = (struct journal_write){.op = JOURNAL_GRADIENTS, .ids = rq->ids.ids, .n = rq->ids.n,
+                                  .values = rq->grads, .lr = rq->has_lr ? rq->lr : 0.0};
+    submit_write(c, p, a);
+}
+
 static void handle_rows(const struct handler_ctx *c, struct answer *a)
 {
     if (!writes_open(c, false, a))
         return;
     struct request_limits lim = limits_of(c);
-    struct rows_request rq = {0};
-    char err[STATUS_ERR_MAX];
-    enum status_code sc = request_parse_rows(c->body, c->len, &lim, &rq, err, sizeof err);
-    if (sc == STATUS_OK)
-        sc = request_resolve(c->table, &rq.ids, false, "tokens", err, sizeof err);
-    if (sc != STATUS_OK) {
-        answer_error(a, sc, "%s", err);
-        request_rows_deinit(&rq);
+    struct pending_write *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
         return;
     }
+    p->is_rows = true;
+    struct rows_request *rq = &p->rq.rows;
+    char err[STATUS_ERR_MAX];
+    enum status_code sc = parse_rows(c, &lim, rq, err, sizeof err);
+    if (sc == STATUS_OK)
+        sc = request_resolve(c->table, &rq->ids, false, "tokens", err, sizeof err);
     size_t bad = 0;
-    uint64_t version = 0;
-    int rc = table_assign_rows(c->table, rq.ids.ids, rq.ids.n, rq.vectors, &bad, &version);
-    if (rc == CORE_OK) {
-        size_t rows = count_distinct(rq.ids.ids, rq.ids.n);
-        count_update(c, rows);
-        response_write_result(&a->body, version, rows);
-    } else {
-        char where[96];
-        request_index_name(&rq.ids, rq.ids.is_tokens ? "tokens" : "ids", bad, where,
-                           sizeof where);
-        answer_error(a, status_from_core(rc), "%s: %s", where, core_strerror(rc));
+    int rc = sc == STATUS_OK ? table_check_rows(c->table, rq->ids.ids, rq->ids.n, rq->vectors,
+                                                &bad)
+                             : CORE_OK;
+    if (sc != STATUS_OK || rc != CORE_OK) {
+        if (sc != STATUS_OK) {
+            answer_error(a, sc, "%s", err);
+        } else {
+            char where[96];
+            request_index_name(&rq->ids, rq->ids.is_tokens ? "tokens" : "ids", bad, where,
+                               sizeof where);
+            answer_error(a, status_from_core(rc), "%s: %s", where, core_strerror(rc));
+        }
+        request_rows_deinit(rq);
+        free(p);
+        return;
     }
-    request_rows_deinit(&rq);
+    p->rows = count_distinct(rq->ids.ids, rq->ids.n);
+    p->w = (struct journal_write){.op = JOURNAL_ROWS, .ids = rq->ids.ids, .n = rq->ids.n,
+                                  .values = rq->vectors};
+    submit_write(c, p, a);
 }
 
 static size_t skip_space(const char *s, size_t i, size_t len)
@@ -532,24 +658,16 @@ static void handle_snapshot(const struct handler_ctx *c, struct answer *a)
                      "snapshot takes no parameters: send no body or {}");
         return;
     }
-    struct registry_entry *e = c->entry;
-    if (atomic_exchange(&e->snapshot_running, true)) {
-        answer_error(a, STATUS_UNAVAILABLE, "a snapshot of table \"%s\" is being written; retry",
-                     table_name(c->table));
-        return;
-    }
     char path[4096], err[512] = "";
-    uint64_t version = 0;
-    int rc = snapshot_write(c->table, c->srv->cfg->data_dir, path, sizeof path, &version, err,
-                            sizeof err);
-    if (rc == CORE_OK) {
-        atomic_store(&e->snapshot_version, version);
-        atomic_store(&e->has_snapshot, true);
-        response_snapshot(&a->body, path, version);
-    } else {
+    uint64_t version = 0, seq = 0;
+    int rc = registry_snapshot(&c->srv->tables, c->entry, "requested", path, sizeof path,
+                               &version, &seq, err, sizeof err);
+    if (rc == CORE_OK)
+        response_snapshot(&a->body, path, version, seq);
+    else if (rc == CORE_EEXISTS)
+        answer_error(a, STATUS_UNAVAILABLE, "%s; retry", err);
+    else
         answer_error(a, STATUS_INTERNAL, "snapshot failed: %s", err[0] ? err : core_strerror(rc));
-    }
-    atomic_store(&e->snapshot_running, false);
 }
 
 /* ---- dispatch ------------------------------------------------------ */
@@ -563,6 +681,8 @@ static const handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_SIMILARITY] = handle_similarity, [ROUTE_NEIGHBORS] = handle_neighbors,
     [ROUTE_GRADIENTS] = handle_gradients,   [ROUTE_ROWS] = handle_rows,
     [ROUTE_SNAPSHOT] = handle_snapshot,
+    [ROUTE_TOKENS] = tokens_handle,
+    [ROUTE_EXPLORER] = explorer_handle,     [ROUTE_EXPLORER_ASSET] = explorer_handle,
 };
 
 void handler_run(const struct handler_ctx *c, struct answer *a)
@@ -573,6 +693,8 @@ void handler_run(const struct handler_ctx *c, struct answer *a)
         return;
     }
     fn(c, a);
+    if (c->deferred != NULL && *c->deferred)
+        return; /* the journal answers; a may be gone already */
     if (a->body.failed)
         answer_error(a, STATUS_INTERNAL, "%s", "the answer did not fit in memory");
 }

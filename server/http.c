@@ -58,6 +58,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "binary.h"
 #include "handlers.h"
 #include "log.h"
 #include "server.h"
@@ -65,7 +66,7 @@
 enum phase {
     PHASE_READING,   /* collecting the body */
     PHASE_ANSWERED,  /* rq->ans holds the answer, not yet queued */
-    PHASE_OFFLOADED, /* a work pool job is computing the answer */
+    PHASE_OFFLOADED, /* a work pool job or the journal is computing the answer */
     PHASE_QUEUED,    /* handed to libmicrohttpd */
 };
 
@@ -77,10 +78,15 @@ struct request {
     struct table *table;
     char method[8];
     char path[128]; /* for the debug line, cut */
+    const char *url; /* libmicrohttpd's, as given to the latest call */
     uint64_t start_ns;
     enum phase phase;
     bool binary;
+    bool binary_body;        /* Content-Type: application/octet-stream */
+    const char *shape_header; /* X-Embedding-Shape, in libmicrohttpd's pool */
+    const char *lr_header;    /* X-Embedding-Lr, likewise */
     bool has_body;
+    bool on_pool;       /* the handler runs on the work pool (already suspended) */
     bool deferred;      /* the final call was put off once (see defer_final_call) */
     struct conn *cn;    /* the connection's entry in the sweeper's list, or NULL */
     char *body;
@@ -254,6 +260,10 @@ static const char *overdue(const struct conn *c, uint64_t now, char *why, size_t
     int st = atomic_load_explicit(&c->state, memory_order_acquire);
     uint64_t since = atomic_load_explicit(&c->since_ms, memory_order_relaxed);
     uint64_t grace = (uint64_t)conns.cfg->header_timeout_s * 1000u, rate = conns.cfg->min_body_rate;
+    /* now was read before this sweep began: a state set since is newer
+     * (now - since would wrap around and close a fresh connection) */
+    if (since >= now)
+        return NULL;
     if (st == CONN_WAITING && now - since > grace) {
         snprintf(why, whylen, "no complete request headers within %d s (limits.header_timeout)",
                  conns.cfg->header_timeout_s);
@@ -534,6 +544,28 @@ static bool is_json_media_type(const char *v)
     return strncasecmp(charset, "utf-8", 5) == 0 || strncasecmp(charset, "utf8", 4) == 0;
 }
 
+/* "application/octet-stream", any case, optionally with parameters. */
+static bool is_binary_media_type(const char *v)
+{
+    static const char bin[] = RESPONSE_BINARY_TYPE;
+    if (v == NULL)
+        return false;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (strncasecmp(v, bin, sizeof bin - 1) != 0)
+        return false;
+    v += sizeof bin - 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    return *v == '\0' || *v == ';';
+}
+
+/* The routes that also take binary bodies (API.md, v2). */
+static bool takes_binary_body(enum route_id id)
+{
+    return id == ROUTE_LOOKUP || id == ROUTE_GRADIENTS || id == ROUTE_ROWS;
+}
+
 static bool accepts_binary(struct MHD_Connection *conn)
 {
     const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
@@ -627,6 +659,23 @@ static bool check_content_type(struct request *rq)
 {
     const char *ct = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
+    bool binary = takes_binary_body(rq->route);
+    if (binary && is_binary_media_type(ct)) {
+        /* an empty binary body is still one (a lookup of no ids) */
+        rq->binary_body = true;
+        rq->shape_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                       BINARY_SHAPE_HEADER);
+        rq->lr_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                    BINARY_LR_HEADER);
+        return true;
+    }
+    if (binary) {
+        /* a JSON body with them is refused by the handler, not ignored */
+        rq->shape_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                       BINARY_SHAPE_HEADER);
+        rq->lr_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                    BINARY_LR_HEADER);
+    }
     if (!rq->has_body || is_json_media_type(ct))
         return true;
     char shown[96];
@@ -634,7 +683,8 @@ static bool check_content_type(struct request *rq)
     /* curl -d sends a form type unless told otherwise: say how to fix it */
     bool form = ct != NULL && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0;
     answer_error(&rq->ans, STATUS_UNSUPPORTED_MEDIA_TYPE,
-                 "request bodies must be Content-Type: application/json, not \"%s\"%s", shown,
+                 "request bodies must be Content-Type: application/json%s, not \"%s\"%s",
+                 binary ? " or " RESPONSE_BINARY_TYPE : "", shown,
                  form ? " (with curl -d, add -H 'Content-Type: application/json')" : "");
     return false;
 }
@@ -704,14 +754,37 @@ static enum MHD_Result queue_answer(struct request *rq)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, a->allow);
     if (a->http == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    for (size_t i = 0; i < a->nheaders; i++)
+        MHD_add_response_header(resp, a->headers[i].name, a->headers[i].value);
     enum MHD_Result r = MHD_queue_response(rq->conn, a->http, resp);
     MHD_destroy_response(resp);
     rq->phase = PHASE_QUEUED;
     return r;
 }
 
-static void handler_ctx_of(struct request *rq, struct handler_ctx *c)
+/* A write handed to the journal: the connection waits, suspended, for the
+ * answer (unless the handler runs on the pool, which suspended it). */
+static void defer_answer(void *io)
 {
+    struct request *rq = io;
+    rq->phase = PHASE_OFFLOADED;
+    if (!rq->on_pool)
+        MHD_suspend_connection(rq->conn);
+}
+
+/* The journal has written the answer; any thread. */
+static void complete_answer(void *io)
+{
+    struct request *rq = io;
+    rq->phase = PHASE_ANSWERED;
+    /* libmicrohttpd takes its own lock here, which orders our writes to
+     * rq before the thread that queues the answer reads them */
+    MHD_resume_connection(rq->conn);
+}
+
+static void handler_ctx_of(struct request *rq, struct handler_ctx *c, bool *deferred)
+{
+    *deferred = false;
     *c = (struct handler_ctx){
         .srv = rq->srv,
         .route = rq->route,
@@ -720,6 +793,15 @@ static void handler_ctx_of(struct request *rq, struct handler_ctx *c)
         .body = rq->body ? rq->body : "",
         .len = rq->body_len,
         .binary = rq->binary,
+        .url = rq->url,
+        .conn = rq->conn,
+        .binary_body = rq->binary_body,
+        .shape_header = rq->shape_header,
+        .lr_header = rq->lr_header,
+        .defer = defer_answer,
+        .complete = complete_answer,
+        .io = rq,
+        .deferred = deferred,
     };
     if (rq->body)
         rq->body[rq->body_len] = '\0';
@@ -730,20 +812,22 @@ static void run_offloaded(struct work_job *job)
 {
     struct request *rq = (struct request *)((char *)job - offsetof(struct request, job));
     struct handler_ctx c;
-    handler_ctx_of(rq, &c);
+    bool deferred;
+    handler_ctx_of(rq, &c, &deferred);
     handler_run(&c, &rq->ans);
-    rq->phase = PHASE_ANSWERED;
-    /* libmicrohttpd takes its own lock here, which orders our writes to
-     * rq before the thread that queues the answer reads them */
-    MHD_resume_connection(rq->conn);
+    if (deferred)
+        return; /* the journal answers; rq may already be gone */
+    complete_answer(rq);
 }
 
 static enum MHD_Result run_handler(struct request *rq)
 {
     struct handler_ctx c;
-    handler_ctx_of(rq, &c);
+    bool deferred;
+    handler_ctx_of(rq, &c, &deferred);
     if (handler_is_heavy(&c)) {
         rq->phase = PHASE_OFFLOADED;
+        rq->on_pool = true;
         rq->job.run = run_offloaded;
         /* suspend before submitting, or a fast job could resume a
          * connection that is not suspended yet */
@@ -756,6 +840,8 @@ static enum MHD_Result run_handler(struct request *rq)
         return MHD_YES;
     }
     handler_run(&c, &rq->ans);
+    if (deferred)
+        return MHD_YES; /* suspended; complete_answer resumes it */
     return queue_answer(rq);
 }
 
@@ -824,6 +910,7 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     rq->conn = conn;
     rq->route = ROUTE_UNMATCHED;
     rq->start_ns = now_ns();
+    rq->url = url;
     copy_printable(rq->method, sizeof rq->method, method);
     copy_printable(rq->path, sizeof rq->path, url);
     answer_init(&rq->ans);
@@ -859,7 +946,8 @@ static bool defer_final_call(struct request *rq)
     bool write = rq->route == ROUTE_GRADIENTS || rq->route == ROUTE_ROWS ||
                  rq->route == ROUTE_SNAPSHOT;
     struct handler_ctx c;
-    handler_ctx_of(rq, &c);
+    bool unused;
+    handler_ctx_of(rq, &c, &unused);
     rq->deferred = write || handler_is_heavy(&c);
     return rq->deferred;
 }
@@ -873,6 +961,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct request *rq = *con_cls;
     if (rq == NULL)
         return begin_request(cls, conn, url, method, con_cls);
+    rq->url = url;
 
     switch (rq->phase) {
     case PHASE_READING:
@@ -984,7 +1073,6 @@ int http_start(struct server *s, char *err, size_t errlen)
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
     if (s->daemon == NULL) {
         sweeper_stop();

@@ -9,12 +9,15 @@
  *
  * Shutdown (first SIGINT/SIGTERM): stop accepting, refuse new writes (503),
  * let requests in flight and queued jobs finish (up to DRAIN_MS), close the
- * daemon, snapshot each trainable table that changed (when configured),
- * and tear down in the reverse order of startup. Exit status 0; a second
- * signal skips the wait.
+ * daemon, snapshot each table that changed (when configured), close the
+ * logs, and tear down in the reverse order of startup. A second signal
+ * skips the wait.
  *
- * Automatic snapshots (periodic, shutdown) keep the newest three of each
- * table; snapshots asked for over HTTP are counted among them. */
+ * Durability: every write goes through its table's journal (core/journal.h)
+ * before it is answered; snapshots (periodic, when a log grows past
+ * log_max_bytes, on shutdown, or asked for over HTTP) bound the log, and
+ * each keeps the newest snapshot.keep of its table. The exit status is 1
+ * when an answered write may have been lost. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +30,6 @@
 #include "handlers.h"
 #include "log.h"
 #include "server.h"
-#include "similarity.h"
 #include "snapshot.h"
 
 /* Longest wait for requests in flight, leaving room in the 5 s a process
@@ -42,6 +44,7 @@ struct app {
     uv_signal_t sigint, sigterm;
     uv_async_t loaded;      /* the loader thread's "done" */
     uv_timer_t snapshots;   /* periodic snapshots */
+    uv_timer_t log_check;   /* snapshots of tables whose log grew long */
     uv_timer_t drain;       /* polls requests in flight while stopping */
     bool loaded_ok;
     bool stopping;
@@ -60,52 +63,36 @@ static enum log_level log_level_of(enum config_log_level l)
     return LOG_INFO;
 }
 
-/* True when the table took writes (gradient steps or row assignments, on a
- * frozen table too) since it was loaded or last snapshotted: an
- * acknowledged write must survive a restart, and an untouched table is not
- * worth a copy on disk. */
+/* True when the table took writes (gradient steps, row assignments, on a
+ * frozen table too, and renormalizations) since its last snapshot, or holds
+ * replayed log records: worth a snapshot, which also shortens the next
+ * start. An untouched table is not worth a copy on disk. */
 static bool unsaved(struct registry_entry *e)
 {
     struct table *t = registry_table(e);
-    return t != NULL && atomic_load(&e->snapshot_version) != table_version(t);
+    return t != NULL && atomic_load(&e->snapshot_seq) != table_log_seq(t);
 }
 
-/* Automatic snapshots would fill the disk over a long run: after each one
- * only the newest snapshot.keep of the table stay. */
-static void prune_snapshots(struct server *s, struct registry_entry *e)
+/* Writes one snapshot of e's table; any thread. False when it failed. */
+static bool snapshot_entry(struct server *s, struct registry_entry *e, const char *why)
 {
     char err[512] = "";
-    size_t removed = 0;
-    int rc = snapshot_prune(s->cfg->data_dir, e->cfg->name, s->cfg->snapshot_keep, &removed, err,
-                            sizeof err);
+    int rc = registry_snapshot(&s->tables, e, why, NULL, 0, NULL, NULL, err, sizeof err);
+    if (rc == CORE_EEXISTS)
+        return true; /* a client's snapshot request is writing it now */
     if (rc != CORE_OK)
-        log_warn("table %s: pruning old snapshots: %s", e->cfg->name,
-                 err[0] ? err : core_strerror(rc));
-    else if (removed > 0)
-        log_debug("table %s: removed %zu old snapshot%s", e->cfg->name, removed,
-                  removed == 1 ? "" : "s");
-}
-
-/* Writes one snapshot of e's table; any thread. */
-static void snapshot_entry(struct server *s, struct registry_entry *e, const char *why)
-{
-    if (atomic_exchange(&e->snapshot_running, true))
-        return; /* a client's snapshot request is writing it now */
-    char path[4096], err[512] = "";
-    uint64_t version = 0;
-    int rc = snapshot_write(e->table, s->cfg->data_dir, path, sizeof path, &version, err,
-                            sizeof err);
-    if (rc == CORE_OK) {
-        atomic_store(&e->snapshot_version, version);
-        atomic_store(&e->has_snapshot, true);
-        log_info("table %s: %s snapshot at version %llu written to %s", e->cfg->name, why,
-                 (unsigned long long)version, path);
-        prune_snapshots(s, e);
-    } else {
         log_error("table %s: %s snapshot failed: %s", e->cfg->name, why,
                   err[0] ? err : core_strerror(rc));
-    }
-    atomic_store(&e->snapshot_running, false);
+    return rc == CORE_OK;
+}
+
+/* True when e's log has grown past log_max_bytes since its last snapshot. */
+static bool log_full(const struct server *s, struct registry_entry *e)
+{
+    if (e->journal == NULL || registry_table(e) == NULL)
+        return false;
+    uint64_t grown = journal_appended_bytes(e->journal) - atomic_load(&e->snapshot_log_bytes);
+    return grown > s->cfg->log_max_bytes;
 }
 
 /* ---- periodic snapshots ----------------------------------------------- */
@@ -114,32 +101,50 @@ struct snapshot_job {
     struct work_job job;
     struct server *srv;
     struct registry_entry *entry;
+    const char *why;
 };
 
 static void run_snapshot_job(struct work_job *job)
 {
     struct snapshot_job *j = (struct snapshot_job *)job;
-    snapshot_entry(j->srv, j->entry, "periodic");
+    snapshot_entry(j->srv, j->entry, j->why);
     free(j);
 }
 
-/* On the loop thread: snapshots run on the work pool so that a big table's
- * disk writes never delay signal handling. */
+/* Snapshots run on the work pool so that a big table's disk writes never
+ * delay signal handling. */
+static void schedule_snapshot(struct app *app, struct registry_entry *e, const char *why)
+{
+    if (atomic_load(&e->snapshot_running))
+        return;
+    struct snapshot_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return;
+    *j = (struct snapshot_job){.job.run = run_snapshot_job, .srv = &app->srv, .entry = e,
+                               .why = why};
+    if (!work_submit(&app->srv.work, &j->job))
+        free(j);
+}
+
 static void on_snapshot_timer(uv_timer_t *timer)
 {
     struct app *app = timer->data;
     struct registry *r = &app->srv.tables;
-    for (size_t i = 0; i < r->n; i++) {
-        struct registry_entry *e = &r->entries[i];
-        if (!unsaved(e) || atomic_load(&e->snapshot_running))
-            continue;
-        struct snapshot_job *j = calloc(1, sizeof *j);
-        if (j == NULL)
-            continue;
-        *j = (struct snapshot_job){.job.run = run_snapshot_job, .srv = &app->srv, .entry = e};
-        if (!work_submit(&app->srv.work, &j->job))
-            free(j);
-    }
+    for (size_t i = 0; i < r->n; i++)
+        if (unsaved(&r->entries[i]))
+            schedule_snapshot(app, &r->entries[i], "periodic");
+}
+
+/* Once a second: a table whose log passed log_max_bytes since its last
+ * snapshot gets one, so the log (and recovery time) stays bounded with no
+ * setting at all. */
+static void on_log_timer(uv_timer_t *timer)
+{
+    struct app *app = timer->data;
+    struct registry *r = &app->srv.tables;
+    for (size_t i = 0; i < r->n; i++)
+        if (log_full(&app->srv, &r->entries[i]))
+            schedule_snapshot(app, &r->entries[i], "log size");
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -150,6 +155,7 @@ static void close_loop_handles(struct app *app)
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->loaded, NULL);
     uv_close((uv_handle_t *)&app->snapshots, NULL);
+    uv_close((uv_handle_t *)&app->log_check, NULL);
     uv_close((uv_handle_t *)&app->drain, NULL);
 }
 
@@ -176,6 +182,7 @@ static void begin_shutdown(struct app *app, const char *why)
     atomic_store(&app->srv.draining, true);
     http_quiesce(&app->srv);
     uv_timer_stop(&app->snapshots);
+    uv_timer_stop(&app->log_check);
     app->drain_deadline = uv_now(app->loop) + DRAIN_MS;
     uv_timer_start(&app->drain, on_drain_tick, 0, DRAIN_POLL_MS);
 }
@@ -213,6 +220,8 @@ static void on_loaded(uv_async_t *async)
         return;
     }
     log_info("ready: %zu table%s loaded", app->srv.tables.n, app->srv.tables.n == 1 ? "" : "s");
+    if (app->cfg.durability != CONFIG_DURABILITY_NONE)
+        uv_timer_start(&app->log_check, on_log_timer, 1000, 1000);
     int interval = app->cfg.snapshot_interval_s;
     if (interval > 0)
         uv_timer_start(&app->snapshots, on_snapshot_timer, (uint64_t)interval * 1000,
@@ -258,42 +267,79 @@ static int init_loop(struct app *app)
     uv_signal_init(app->loop, &app->sigterm);
     uv_async_init(app->loop, &app->loaded, on_loaded);
     uv_timer_init(app->loop, &app->snapshots);
+    uv_timer_init(app->loop, &app->log_check);
     uv_timer_init(app->loop, &app->drain);
     app->sigint.data = app->sigterm.data = app->loaded.data = app;
-    app->snapshots.data = app->drain.data = app;
+    app->snapshots.data = app->log_check.data = app->drain.data = app;
     int rc = uv_signal_start(&app->sigint, on_signal, SIGINT);
     if (rc == 0)
         rc = uv_signal_start(&app->sigterm, on_signal, SIGTERM);
     return rc;
 }
 
-static void final_snapshots(struct app *app)
+/* At shutdown, with every write finished: snapshot each table that took
+ * writes (every table that loaded, whether or not another failed), then
+ * close the logs. Returns false when an answered write may be lost: its
+ * table's snapshot failed and no intact log holds it. */
+static bool final_snapshots(struct app *app)
 {
-    if (!app->cfg.snapshot_on_shutdown || !app->loaded_ok)
-        return;
     struct registry *r = &app->srv.tables;
-    for (size_t i = 0; i < r->n; i++)
-        if (unsaved(&r->entries[i]))
-            snapshot_entry(&app->srv, &r->entries[i], "shutdown");
+    bool safe = true;
+    for (size_t i = 0; i < r->n; i++) {
+        struct registry_entry *e = &r->entries[i];
+        bool saved = !unsaved(e) || !app->cfg.snapshot_on_shutdown ||
+                     snapshot_entry(&app->srv, e, "shutdown");
+        /* with sync, every answered write was synced before its answer, even
+         * if the log broke later; with interval, only if the last sync held */
+        bool broken = e->journal != NULL && journal_broken(e->journal);
+        int rc = journal_close(e->journal);
+        bool logged = e->journal != NULL &&
+                      (app->cfg.durability == CONFIG_DURABILITY_SYNC ||
+                       (app->cfg.durability == CONFIG_DURABILITY_INTERVAL && !broken &&
+                        rc == CORE_OK));
+        e->journal = NULL;
+        if (unsaved(e) && !saved && !logged) {
+            log_error("table %s: answered writes since seq %llu are neither in a snapshot nor "
+                      "in an intact log: they are lost", e->cfg->name,
+                      (unsigned long long)atomic_load(&e->snapshot_seq));
+            safe = false;
+        } else if (unsaved(e) && !app->cfg.snapshot_on_shutdown && !logged) {
+            log_error("table %s: took writes, has no intact log and snapshot.on_shutdown is "
+                      "off: they are lost", e->cfg->name);
+            safe = false;
+        }
+    }
+    return safe;
 }
 
-/* --check-config: load every table once, report, exit. */
-static int check_config(const struct config *c)
+/* --check-config (WAL_CHECK: nothing on disk changes) and --repair-log
+ * (WAL_REPAIR): load every table once, report, exit. */
+static int check_config(const struct config *c, enum wal_repair mode)
 {
     int failed = 0;
     for (size_t i = 0; i < c->ntables; i++) {
         char err[1024] = "";
         struct table *t = NULL;
-        bool from_snapshot = false;
-        int rc = registry_load_table(&c->tables[i], c->data_dir, &t, &from_snapshot, err,
-                                    sizeof err);
+        struct registry_load_opts o = {.data_dir = c->data_dir, .repair = mode};
+        struct registry_loaded res;
+        int rc = registry_load_table(&c->tables[i], &o, &t, &res, err, sizeof err);
         if (rc != CORE_OK) {
             fprintf(stderr, "table %s: %s\n", c->tables[i].name, err[0] ? err : core_strerror(rc));
             failed = 1;
             continue;
         }
-        printf("table %s: %lld x %lld ok\n", table_name(t), (long long)table_num_embeddings(t),
-               (long long)table_dim(t));
+        printf("table %s: %lld x %lld at version %llu, seq %llu ok", table_name(t),
+               (long long)table_num_embeddings(t), (long long)table_dim(t),
+               (unsigned long long)table_version(t), (unsigned long long)table_log_seq(t));
+        if (res.wal.replayed > 0)
+            printf(" (%llu log records after the snapshot)", (unsigned long long)res.wal.replayed);
+        if (mode == WAL_REPAIR && (res.wal.damaged || res.wal.torn))
+            printf("; cut the log in %s at offset %llu, dropping %llu bytes and %llu later "
+                   "segment%s", res.wal.bad_file, (unsigned long long)res.wal.bad_offset,
+                   (unsigned long long)res.wal.dropped_bytes,
+                   (unsigned long long)res.wal.dropped_segments,
+                   res.wal.dropped_segments == 1 ? "" : "s");
+        printf("\n");
         table_free(t);
     }
     return failed;
@@ -310,7 +356,9 @@ static int run_action(struct app *app, enum config_action action, const char *pr
         printf("embedding-server %s\n", ES_VERSION);
         return 0;
     case CONFIG_CHECK:
-        return check_config(&app->cfg);
+        return check_config(&app->cfg, WAL_CHECK);
+    case CONFIG_REPAIR_LOG:
+        return check_config(&app->cfg, WAL_REPAIR);
     case CONFIG_RUN:
         break;
     }
@@ -349,9 +397,13 @@ static int serve(struct app *app)
      * aborts when stopped with a connection still suspended; the pool stays
      * valid (refusing new jobs) until the daemon's threads are gone */
     work_stop(&s->work);
+    for (size_t i = 0; i < s->tables.n; i++)
+        if (registry_table(&s->tables.entries[i]) != NULL)
+            journal_flush(s->tables.entries[i].journal);
     http_stop(s);
     work_deinit(&s->work);
-    final_snapshots(app);
+    if (!final_snapshots(app))
+        app->exit_code = 1;
     if (!registry_deinit(&s->tables, 1000)) {
         /* the loading thread still reads the config and the registry:
          * end the process without tearing them down under it */
@@ -377,6 +429,9 @@ int main(int argc, char **argv)
     if (rc < 0) {
         log_set_level(log_level_of(app.cfg.log_level));
         signal(SIGPIPE, SIG_IGN);
+        /* a log append past RLIMIT_FSIZE must fail with EFBIG (a 503), not
+         * kill the process */
+        signal(SIGXFSZ, SIG_IGN);
         rc = serve(&app);
     }
     config_deinit(&app.cfg);

@@ -128,6 +128,39 @@ static uint64_t num_rows(struct registry_entry *e)
     return (uint64_t)table_num_embeddings(e->table);
 }
 static uint64_t dim(struct registry_entry *e) { return (uint64_t)table_dim(e->table); }
+static uint64_t seq(struct registry_entry *e) { return table_log_seq(e->table); }
+
+static struct journal_stats stats_of(struct registry_entry *e)
+{
+    struct journal_stats st = {0};
+    if (e->journal != NULL)
+        journal_get_stats(e->journal, &st);
+    return st;
+}
+static uint64_t log_records(struct registry_entry *e) { return stats_of(e).records; }
+static uint64_t log_syncs(struct registry_entry *e) { return stats_of(e).syncs; }
+static uint64_t log_synced_writes(struct registry_entry *e) { return stats_of(e).synced_writes; }
+static uint64_t log_bytes(struct registry_entry *e)
+{
+    return e->journal != NULL ? journal_appended_bytes(e->journal) : 0;
+}
+static uint64_t log_broken(struct registry_entry *e)
+{
+    return e->journal != NULL && journal_broken(e->journal);
+}
+
+/* Seconds spent in the log's fdatasyncs, per table. */
+static void render_sync_seconds(struct registry *r, struct buf *b)
+{
+    buf_puts(b, "# HELP " PREFIX "log_sync_seconds_total Time spent making log records "
+                "durable (fdatasync).\n# TYPE " PREFIX "log_sync_seconds_total counter\n");
+    for (size_t i = 0; i < r->n; i++) {
+        struct registry_entry *e = &r->entries[i];
+        if (registry_table(e) != NULL)
+            buf_printf(b, PREFIX "log_sync_seconds_total{table=\"%s\"} %.9f\n", e->cfg->name,
+                       (double)stats_of(e).sync_ns * 1e-9);
+    }
+}
 
 void metrics_render(struct metrics *m, struct registry *r, struct buf *b)
 {
@@ -150,4 +183,20 @@ void metrics_render(struct metrics *m, struct registry *r, struct buf *b)
                         "Update batches applied to the table so far.", version);
     render_table_family(r, b, "table_rows", "gauge", "num_embeddings of the table.", num_rows);
     render_table_family(r, b, "table_dim", "gauge", "embedding_dim of the table.", dim);
+    render_table_family(r, b, "table_seq", "gauge",
+                        "Position in the table's log of the last record applied.", seq);
+    render_table_family(r, b, "log_records_total", "counter",
+                        "Records appended to the table's log (writes and renormalizations).",
+                        log_records);
+    render_table_family(r, b, "log_bytes_total", "counter",
+                        "Bytes appended to the table's log since start.", log_bytes);
+    render_table_family(r, b, "log_syncs_total", "counter",
+                        "fdatasyncs of the log that made writes durable.", log_syncs);
+    render_table_family(r, b, "log_synced_writes_total", "counter",
+                        "Writes made durable by those syncs (over log_syncs_total: the "
+                        "group commit's batch size).", log_synced_writes);
+    render_sync_seconds(r, b);
+    render_table_family(r, b, "log_broken", "gauge",
+                        "1 after a log append could not be undone or a sync failed: writes "
+                        "answer 503 until a restart.", log_broken);
 }

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "journal.h"
 #include "table.h"
 
 enum entry_state { ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED };
@@ -23,12 +24,13 @@ enum entry_state { ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED };
 struct registry_entry {
     const struct config_table *cfg; /* borrowed from the config */
     struct table *table;            /* valid once state is ENTRY_READY */
+    struct journal *journal;        /* its writes' path; valid with table */
     _Atomic int state;              /* enum entry_state */
     _Atomic uint64_t rows_served;   /* rows returned by lookups and bags */
     _Atomic uint64_t updates;       /* write requests applied */
     _Atomic uint64_t rows_updated;  /* rows changed by those requests */
-    _Atomic uint64_t snapshot_version; /* version of the last snapshot written */
-    _Atomic bool has_snapshot;
+    _Atomic uint64_t snapshot_seq;  /* log seq held by the last snapshot written or loaded */
+    _Atomic uint64_t snapshot_log_bytes; /* journal_appended_bytes at that snapshot */
     _Atomic bool snapshot_running;  /* one snapshot of a table at a time */
 };
 
@@ -39,7 +41,7 @@ typedef void (*registry_done_cb)(void *ud, bool ok);
 struct registry {
     struct registry_entry *entries;
     size_t n;
-    const char *data_dir; /* the config's, for resuming from snapshots */
+    const struct config *cfg; /* data_dir, durability, snapshot.keep */
     _Atomic bool ready;  /* every entry loaded */
     _Atomic bool finished; /* the loader thread is done (ok or not) */
     pthread_t loader;
@@ -72,12 +74,45 @@ struct table *registry_table(struct registry_entry *e);
 /* True once every table has loaded. */
 bool registry_ready(const struct registry *r);
 
-/* Loads one configured table (file, snapshot or init, then its optimizer);
- * *from_snapshot tells whether it came from a snapshot directory. A
- * table with ct->resume starts from the newest snapshot under
- * data_dir/<name>/ when one exists (data_dir may be NULL: no resume). Errors
- * name the table and the file in err. */
-int registry_load_table(const struct config_table *ct, const char *data_dir,
-                        struct table **out, bool *from_snapshot, char *err, size_t errlen);
+/* How registry_load_table treats the data directory. */
+struct registry_load_opts {
+    const char *data_dir;  /* NULL: neither resume nor replay */
+    enum wal_repair repair; /* WAL_RECOVER serving, WAL_CHECK --check-config,
+                               WAL_REPAIR --repair-log */
+};
+
+/* What registry_load_table found. */
+struct registry_loaded {
+    bool from_snapshot;     /* the table came from a snapshot directory */
+    uint64_t snapshot_seq;  /* the seq it held (0 otherwise) */
+    struct wal_report wal;  /* the log replayed after it */
+    bool fresh_over_old;    /* resume false over an older run's data: the table
+                               continues its seq numbering and needs a first
+                               snapshot before it takes writes */
+};
+
+/* Loads one configured table: with ct->resume, the newest snapshot under
+ * <data_dir>/<name>/ that loads (a damaged one is reported and an older one
+ * tried), else its configured source (file, snapshot path or init); then
+ * the records of <data_dir>/<name>/wal/ after the snapshot's seq, then its
+ * optimizer. A torn log tail is dropped (and logged); damage before it is
+ * an error naming the file and offset (see --repair-log). Errors name the
+ * table and the file in err. */
+int registry_load_table(const struct config_table *ct, const struct registry_load_opts *o,
+                        struct table **out, struct registry_loaded *res, char *err,
+                        size_t errlen);
+
+/* Writes a snapshot of e's table (why: "periodic", "shutdown", ... for the
+ * log), then keeps the newest snapshot.keep and deletes the log segments
+ * wholly older than the oldest snapshot kept. path_out (may be NULL)
+ * receives the directory, *version_out / *seq_out what it holds. Returns
+ * CORE_OK, CORE_EEXISTS when another snapshot of the table is being written,
+ * or snapshot_write's error (err says why). Any thread. */
+int registry_snapshot(struct registry *r, struct registry_entry *e, const char *why,
+                      char *path_out, size_t path_len, uint64_t *version_out,
+                      uint64_t *seq_out, char *err, size_t errlen);
+
+/* <data_dir>/<name>/wal into out. */
+int registry_wal_dir(const char *data_dir, const char *name, char *out, size_t len);
 
 #endif

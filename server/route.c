@@ -16,6 +16,10 @@ static const struct route routes[] = {
     {ROUTE_GRADIENTS, "POST", "/v1/tables/{t}/gradients", ACCESS_WRITE, true},
     {ROUTE_ROWS, "PUT", "/v1/tables/{t}/rows", ACCESS_WRITE, true},
     {ROUTE_SNAPSHOT, "POST", "/v1/tables/{t}/snapshot", ACCESS_WRITE, true},
+    {ROUTE_TOKENS, "GET", "/v1/tables/{t}/tokens", ACCESS_READ, true},
+    /* the page is open so it can ask for the read token; its API calls are not */
+    {ROUTE_EXPLORER, "GET", "/", ACCESS_OPEN, false},
+    {ROUTE_EXPLORER_ASSET, "GET", "/explorer/{t}", ACCESS_OPEN, false}, /* {t}: a file name */
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 

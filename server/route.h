@@ -2,7 +2,8 @@
  * access each needs, and the label metrics count it under.
  *
  * Paths are exact ("/healthz") or templated with one table name segment
- * ("/v1/tables/{t}/lookup"). Matching never allocates; the table name is
+ * ("/v1/tables/{t}/lookup"; "/explorer/{t}" takes a file name of the same
+ * form and has_table false). Matching never allocates; the table name is
  * copied into the caller's buffer. Read-only data: any thread. */
 #ifndef SERVER_ROUTE_H
 #define SERVER_ROUTE_H
@@ -24,6 +25,9 @@ enum route_id {
     ROUTE_GRADIENTS,
     ROUTE_ROWS,
     ROUTE_SNAPSHOT,
+    ROUTE_TOKENS,          /* completion: a table's tokens by prefix */
+    ROUTE_EXPLORER,        /* the explorer page at / */
+    ROUTE_EXPLORER_ASSET,  /* its scripts and style sheet */
     ROUTE_UNMATCHED, /* 404 / 405: counted in metrics under this label */
     ROUTE_COUNT
 };

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# readme_tour.sh BIN SRC - run the README so it cannot rot.
+# readme_tour.sh BIN SRC [--prism] - run the README so it cannot rot.
 #
 # Starts the server exactly as the README's `sh tour-start` block says (on a
 # free port, with a temporary data directory), runs every `sh tour` block
-# with curl and the `python tour` block (when numpy, requests and torch are
-# importable), and fails on a non-zero exit or an error body. Then checks
-# that the configuration reference names every flag and variable that
-# `--help` lists, and that SIGTERM ends the server with status 0.
+# with curl and the `python tour` block (when numpy and torch are importable;
+# the client comes from SRC/clients/python), and fails on a non-zero exit or
+# an error body. Then checks that the configuration reference names every
+# flag and variable that `--help` lists, and that SIGTERM ends the server
+# with status 0. With --prism every request of the tour goes through
+# Stoplight Prism's validating proxy (tests/prism_proxy.py) and any request
+# or answer that violates proto/openapi.yaml fails the tour.
 set -euo pipefail
 bin=$1
-src=$2
+src=$(cd "$2" && pwd)
+prism=${3:-}
 readme="$src/README.md"
 tmp=$(mktemp -d /tmp/es-readme.XXXXXX)
 pid=""
+proxy_pid=""
 cleanup() {
+    [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
     rm -rf "$tmp"
 }
@@ -47,6 +53,21 @@ done
 [ -n "$port" ] || fail "the server never said where it listens"
 curl -fs "127.0.0.1:$port/readyz" >/dev/null || fail "the server never became ready"
 echo "readme_tour: server from the README up on port $port"
+server_port=$port
+
+# 1b. with --prism, the tour talks to the validating proxy instead
+if [ "$prism" = "--prism" ]; then
+    [ -x "$src/tests/prism/node_modules/.bin/prism" ] ||
+        { echo "readme_tour: SKIPPED: Prism is not installed (scripts/deps.sh test runs npm ci in tests/prism)"; exit 77; }
+    /usr/bin/python3 "$src/tests/prism_proxy.py" --upstream "http://127.0.0.1:$server_port" \
+        --url-file "$tmp/proxy.url" --report "$tmp/prism.json" --log "$tmp/prism.log" \
+        >/dev/null 2>"$tmp/proxy.err" &
+    proxy_pid=$!
+    for _ in $(seq 1 600); do [ -f "$tmp/proxy.url" ] && break; sleep 0.1; done
+    [ -f "$tmp/proxy.url" ] || fail "Prism's proxy did not start: $(cat "$tmp/proxy.err" "$tmp/prism.log" 2>/dev/null | tail -n 20)"
+    port=$(sed 's|.*:||' "$tmp/proxy.url")
+    echo "readme_tour: through Prism's validating proxy on port $port"
+fi
 
 # 2. every shell block of the tour
 n=0
@@ -65,14 +86,24 @@ py=$(blocks "python tour" | tr -d '\f')
 [ -n "$py" ] || fail "README has no python tour block"
 python=""
 for cand in /usr/bin/python3 python3; do
-    if "$cand" -c 'import numpy, requests, torch' 2>/dev/null; then python=$cand; break; fi
+    if "$cand" -c 'import numpy, torch' 2>/dev/null; then python=$cand; break; fi
 done
 if [ -n "$python" ]; then
-    out=$(cd "$tmp" && "$python" -c "${py//localhost:8080/127.0.0.1:$port}" 2>&1) || fail "python tour: $out"
+    out=$(cd "$tmp" && PYTHONPATH="$src/clients/python" "$python" -c "${py//localhost:8080/127.0.0.1:$port}" 2>&1) || fail "python tour: $out"
     printf -- '--- python tour\n%s\n' "$out"
     printf '%s\n' "$out" | grep -q "'version'" || fail "python tour printed no version"
 else
-    echo "readme_tour: python block skipped (numpy, requests or torch missing)"
+    echo "readme_tour: python block skipped (numpy or torch missing)"
+fi
+
+# 3b. Prism saw no violation
+if [ -n "$proxy_pid" ]; then
+    kill -TERM "$proxy_pid"
+    proxy_status=0
+    wait "$proxy_pid" || proxy_status=$?
+    proxy_pid=""
+    [ "$proxy_status" -eq 0 ] || fail "Prism reported violations of proto/openapi.yaml: $(cat "$tmp/prism.json" 2>/dev/null)"
+    echo "readme_tour: Prism checked $(grep -o '"requests": [0-9]*' "$tmp/prism.json" | grep -o '[0-9]*$') requests, no violation"
 fi
 
 # 4. the configuration reference names every flag and variable of --help

@@ -20,6 +20,7 @@
 #include "error.h"
 #include "optim.h"
 #include "similarity.h"
+#include "topk.h"
 #include "snapshot.h"
 #include "table.h"
 #include "table_internal.h"

@@ -231,6 +231,8 @@ START_TEST(metrics_exposition)
 {
     expect("POST", "/v1/tables/words2/lookup", "{\"ids\": [1, 2]}", 200, NULL);
     expect("GET", "/nowhere", NULL, 404, "not_found");
+    expect("PUT", "/v1/tables/items/rows",
+           "{\"ids\": [50], \"vectors\": [[0, 0, 0, 0, 0, 0, 0, 0.5]]}", 200, NULL);
     struct reply r;
     http_get(&srv, "/metrics", &r);
     ck_reply(&r, 200, NULL);
@@ -247,6 +249,9 @@ START_TEST(metrics_exposition)
         "embedding_server_rows_served_total{table=\"words2\"} ",
         "embedding_server_updates_applied_total{table=\"words\"} ",
         "embedding_server_table_version{table=\"items\"} ",
+        "embedding_server_table_seq{table=\"items\"} ",
+        "embedding_server_log_sync_seconds_total{table=\"items\"} ",
+        "embedding_server_log_broken{table=\"items\"} 0",
         "embedding_server_ready 1",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
@@ -254,6 +259,13 @@ START_TEST(metrics_exposition)
     /* rows served counts the two rows just looked up (at least) */
     const char *p = strstr(r.body, "embedding_server_rows_served_total{table=\"words2\"} ");
     ck_assert_int_ge(atoi(strchr(p, '}') + 2), 2);
+    /* the row assignment went through the log: one sync at least */
+    p = strstr(r.body, "embedding_server_log_syncs_total{table=\"items\"} ");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_ge(atoi(strchr(p, '}') + 2), 1);
+    p = strstr(r.body, "embedding_server_log_records_total{table=\"items\"} ");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_ge(atoi(strchr(p, '}') + 2), 1);
     reply_free(&r);
 }
 END_TEST
@@ -661,9 +673,10 @@ START_TEST(snapshot_writes_directory)
     ck_reply(&r, 200, NULL);
     cJSON *root = parse_body(&r);
     const char *path = item(root, "path")->valuestring;
-    uint64_t version = (uint64_t)item(root, "version")->valuedouble;
+    uint64_t seq = (uint64_t)item(root, "seq")->valuedouble;
+    ck_assert_uint_ge(seq, (uint64_t)item(root, "version")->valuedouble);
     char want[1024];
-    snprintf(want, sizeof want, "%s/data/items/snapshot-%llu", srv.dir, (unsigned long long)version);
+    snprintf(want, sizeof want, "%s/data/items/snapshot-%llu", srv.dir, (unsigned long long)seq);
     ck_assert_str_eq(path, want);
     const char *files[] = {"weight.npy", "manifest.json"};
     for (int i = 0; i < 2; i++) {

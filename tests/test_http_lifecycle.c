@@ -153,7 +153,12 @@ START_TEST(no_snapshot_when_disabled)
     post_step(&s, 1);
     test_server_stop(&s, 10.0);
     ck_assert_int_eq(s.exit_status, 0);
-    ck_assert(!exists(s.dir, "data/emb"));
+    /* no snapshot, but the answered step is in the log and comes back */
+    ck_assert(!exists(s.dir, "data/emb/snapshot-1"));
+    ck_assert(exists(s.dir, "data/emb/wal"));
+    start(&s, "\"snapshot\": {\"on_shutdown\": false},", EMB_INIT, true);
+    ck_assert_int_eq(version_of(&s), 1);
+    test_server_stop(&s, 10.0);
     test_server_cleanup(&s);
 }
 END_TEST

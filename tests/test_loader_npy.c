@@ -2,7 +2,8 @@
  * conversions: float32/float64/float16, big-endian and format versions 1-3
  * written by np.save load to numpy's exact float32 values; every half and
  * bfloat16 bit pattern converts exactly; npy_write_fd writes the very bytes
- * np.save writes; broken files fail naming the offset. */
+ * np.save writes; broken files fail naming the offset; npy_load_exact keeps
+ * the non-finite values npy_load refuses. */
 #include <check.h>
 #include <fcntl.h>
 #include <math.h>
@@ -326,6 +327,55 @@ START_TEST(short_data_and_bad_values)
 }
 END_TEST
 
+/* npy_load_exact, the snapshots' reader, keeps what npy_load refuses, on
+ * every path: rows a stride wide (read straight in), padded rows and
+ * byte-swapped data (through the bounce buffer), float16 (converted). */
+static void expect_exact(const char *dir, const char *dict, const void *data, size_t n,
+                         const uint32_t *want, int64_t rows, int64_t dim)
+{
+    char *p = make_npy(dir, dict, data, n);
+    struct matrix m;
+    char err[256] = "";
+    ck_assert_msg(npy_load_exact(p, NULL, &m, err, sizeof(err)) == CORE_OK, "%s", err);
+    ck_assert_int_eq(m.rows, rows);
+    ck_assert_int_eq(m.dim, dim);
+    for (int64_t i = 0; i < rows * dim; i++)
+        ck_assert_msg(bits_of(matrix_row(&m, i / dim)[i % dim]) == want[i],
+                      "%s: element %lld: %08x, want %08x", dict, (long long)i,
+                      bits_of(matrix_row(&m, i / dim)[i % dim]), want[i]);
+    matrix_deinit(&m);
+    struct loader_opts o = {.format = LOADER_NPY};
+    ck_assert_int_eq(npy_load(p, &o, &m, err, sizeof(err)), CORE_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "is not finite"));
+    free(p);
+}
+
+START_TEST(exact_keeps_every_bit_pattern)
+{
+    static const uint32_t odd[8] = {0x7fc00001u, 0xffa00badu, 0x7f800000u, 0xff800000u,
+                                    0x80000000u, 0x00000001u, 0x807fffffu, 0x3f800000u};
+    char *dir = testutil_tmpdir();
+    uint32_t wide[32], want_wide[32];
+    for (int i = 0; i < 32; i++)
+        wide[i] = want_wide[i] = odd[(i * 3) % 8];
+    expect_exact(dir, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 16), }", wide,
+                 sizeof(wide), want_wide, 2, 16);
+    expect_exact(dir, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }", odd,
+                 sizeof(odd), odd, 2, 4);
+    uint32_t swapped[8];
+    for (int i = 0; i < 8; i++)
+        swapped[i] = __builtin_bswap32(odd[i]);
+    expect_exact(dir, "{'descr': '>f4', 'fortran_order': False, 'shape': (4, 2), }", swapped,
+                 sizeof(swapped), odd, 4, 2);
+    /* half NaN payloads widen as the bits say: mantissa << 13 */
+    static const uint16_t h[4] = {0x7c00, 0xfc00, 0x7e01, 0x8000};
+    static const uint32_t want_h[4] = {0x7f800000u, 0xff800000u, 0x7fc02000u, 0x80000000u};
+    expect_exact(dir, "{'descr': '<f2', 'fortran_order': False, 'shape': (1, 4), }", h,
+                 sizeof(h), want_h, 1, 4);
+    testutil_rmtree(dir);
+}
+END_TEST
+
 static Suite *loader_npy_suite(void)
 {
     Suite *s = suite_create("loader_npy");
@@ -335,6 +385,7 @@ static Suite *loader_npy_suite(void)
     tcase_add_test(tc, float64_rounds_to_nearest);
     tcase_add_test(tc, float16_every_finite_positive_half);
     tcase_add_test(tc, big_endian_and_versions_2_3);
+    tcase_add_test(tc, exact_keeps_every_bit_pattern);
     suite_add_tcase(s, tc);
     tc = tcase_create("convert");
     tcase_add_test(tc, half_to_float_all_patterns);

@@ -245,6 +245,28 @@ START_TEST(scores_and_neighbors)
 }
 END_TEST
 
+START_TEST(tokens_in_order)
+{
+    struct table_settings set;
+    table_settings_init(&set);
+    struct table *t = small_table(true, &set); /* table_new indexed the vocabulary */
+    const struct vocab *v = table_vocab(t);
+    int64_t first, count;
+    ck_assert_int_eq(vocab_prefix_range(v, "", 0, &first, &count), CORE_OK);
+    response_tokens(&b, v, first, count);
+    expect_bytes("{\"tokens\":[{\"id\":3,\"token\":\"a\\tb\"},{\"id\":4,\"token\":\"e\"},"
+                 "{\"id\":0,\"token\":\"king\"},{\"id\":1,\"token\":\"qu\\\"een\"},"
+                 "{\"id\":2,\"token\":\"\xC3\xA9t\xC3\xA9\"}]}");
+    response_tokens(&b, v, 1, 2);
+    expect_bytes("{\"tokens\":[{\"id\":4,\"token\":\"e\"},{\"id\":0,\"token\":\"king\"}]}");
+    response_tokens(&b, v, 4, 3); /* past the end: skipped */
+    expect_bytes("{\"tokens\":[{\"id\":2,\"token\":\"\xC3\xA9t\xC3\xA9\"}]}");
+    response_tokens(&b, v, 2, 0);
+    expect_bytes("{\"tokens\":[]}");
+    table_free(t);
+}
+END_TEST
+
 START_TEST(table_info_and_list)
 {
     struct table_settings s;
@@ -263,7 +285,7 @@ START_TEST(table_info_and_list)
     expect_bytes("{\"name\":\"words\",\"num_embeddings\":5,\"embedding_dim\":3,"
                  "\"dtype\":\"float32\",\"frozen\":false,\"padding_idx\":null,"
                  "\"max_norm\":null,\"norm_type\":2.0,\"scale_grad_by_freq\":false,"
-                 "\"optimizer\":null,\"vocab\":false,\"version\":0}");
+                 "\"optimizer\":null,\"vocab\":false,\"version\":0,\"seq\":0}");
 
     struct optim_config sgd, adam, adagrad;
     optim_config_defaults(&sgd, OPTIM_SGD);
@@ -274,7 +296,7 @@ START_TEST(table_info_and_list)
                  "\"dtype\":\"float32\",\"frozen\":true,\"padding_idx\":4,"
                  "\"max_norm\":1.5,\"norm_type\":1.0,\"scale_grad_by_freq\":true,"
                  "\"optimizer\":{\"name\":\"sparse_adam\",\"lr\":0.001,\"betas\":[0.9,0.999],"
-                 "\"eps\":1e-08},\"vocab\":true,\"version\":0}");
+                 "\"eps\":1e-08},\"vocab\":true,\"version\":0,\"seq\":0}");
 
     const struct table *tables[] = {plain, rich};
     const struct optim_config *opts[] = {&sgd, &adagrad};
@@ -308,12 +330,12 @@ END_TEST
 
 START_TEST(write_answers)
 {
-    response_write_result(&b, 7, 3);
-    expect_bytes("{\"version\":7,\"rows\":3}");
-    response_write_result(&b, UINT64_MAX, 0);
-    expect_bytes("{\"version\":18446744073709551615,\"rows\":0}");
-    response_snapshot(&b, "/data/words/snapshot-7", 7);
-    expect_bytes("{\"path\":\"/data/words/snapshot-7\",\"version\":7}");
+    response_write_result(&b, 7, 3, 9);
+    expect_bytes("{\"version\":7,\"rows\":3,\"seq\":9}");
+    response_write_result(&b, UINT64_MAX, 0, UINT64_MAX);
+    expect_bytes("{\"version\":18446744073709551615,\"rows\":0,\"seq\":18446744073709551615}");
+    response_snapshot(&b, "/data/words/snapshot-9", 7, 9);
+    expect_bytes("{\"path\":\"/data/words/snapshot-9\",\"version\":7,\"seq\":9}");
 }
 END_TEST
 
@@ -429,6 +451,7 @@ static Suite *proto_response_suite(void)
     tcase_add_test(tc, lookup_round_trips_every_float);
     tcase_add_test(tc, binary_is_little_endian_float32);
     tcase_add_test(tc, scores_and_neighbors);
+    tcase_add_test(tc, tokens_in_order);
     tcase_add_test(tc, table_info_and_list);
     tcase_add_test(tc, write_answers);
     tcase_add_test(tc, limits_fail_the_buffer);

@@ -1,7 +1,9 @@
-/* test_snapshot.c - core/snapshot.c: round trips of weights, vocabulary,
- * settings, optimizer state, step and version; training resumed from a
- * snapshot equals training without the break; broken snapshots give clear
- * errors; a snapshot of the same version is replaced atomically. */
+/* test_snapshot.c - core/snapshot.c: round trips of weights (every bit
+ * pattern), vocabulary, settings, optimizer state, step, version and log
+ * seq; training resumed from a snapshot equals training without the break;
+ * names by seq never collide across runs; listing, pruning, cleaning and
+ * falling back to an older snapshot; broken snapshots give clear errors; a
+ * snapshot at the same seq is replaced atomically. */
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -12,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -116,10 +120,22 @@ static struct table *load(const char *dir, const char *name)
 static void write_snapshot(struct table *t, const char *data_dir, char *path, size_t len)
 {
     char err[512] = "";
-    uint64_t v = 0;
-    int rc = snapshot_write(t, data_dir, path, len, &v, err, sizeof(err));
+    struct snapshot_info info;
+    int rc = snapshot_write(t, data_dir, path, len, &info, err, sizeof(err));
     ck_assert_msg(rc == CORE_OK, "snapshot_write: %s: %s", core_errname(rc), err);
-    ck_assert_uint_eq(v, table_version(t));
+    ck_assert_uint_eq(info.version, table_version(t));
+    ck_assert_uint_eq(info.log_seq, table_log_seq(t));
+    ck_assert_uint_ge(info.total_us, info.lock_us);
+    /* at least weight.npy's header and rows, and a manifest */
+    ck_assert_uint_gt(info.bytes, 128 + (uint64_t)(t->w.rows * t->w.dim) * 4);
+}
+
+/* <data>/<name>/snapshot-<seq>, in a static buffer (one at a time). */
+static const char *path_of(const char *data, const char *name, uint64_t seq)
+{
+    static char path[4096];
+    ck_assert_int_eq(snapshot_path(data, name, seq, path, sizeof(path)), CORE_OK);
+    return path;
 }
 
 static bool file_exists(const char *dir, const char *name)
@@ -130,6 +146,34 @@ static bool file_exists(const char *dir, const char *name)
     return stat(p, &st) == 0;
 }
 
+static void replace_file(const char *dir, const char *name, const char *text)
+{
+    free(testutil_write_file(dir, name, text, strlen(text)));
+}
+
+static void remove_file(const char *dir, const char *name)
+{
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    ck_assert_int_eq(unlink(p), 0);
+}
+
+/* Replaces `from` with `to` in manifest.json (which must contain it). */
+static void edit_manifest(const char *dir, const char *from, const char *to)
+{
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/manifest.json", dir);
+    char *text = testutil_read_file(p, NULL);
+    char *at = strstr(text, from);
+    ck_assert_msg(at != NULL, "manifest lacks %s", from);
+    size_t out_len = strlen(text) - strlen(from) + strlen(to) + 1;
+    char *out = malloc(out_len);
+    snprintf(out, out_len, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    replace_file(dir, "manifest.json", out);
+    free(out);
+    free(text);
+}
+
 /* ---- round trips -------------------------------------------------------- */
 
 START_TEST(round_trip_everything)
@@ -138,15 +182,26 @@ START_TEST(round_trip_everything)
     struct table *t = make_table("words", OPTIM_SPARSE_ADAM, true);
     for (int s = 0; s < 4; s++)
         train_step(t, s);
-    char path[4096];
-    write_snapshot(t, data, path, sizeof(path));
+    char path[4096], err[512] = "";
+    struct snapshot_info info;
+    ck_assert_int_eq(snapshot_write(t, data, path, sizeof(path), &info, err, sizeof(err)),
+                     CORE_OK);
     char expect[4096];
     snprintf(expect, sizeof(expect), "%s/words/snapshot-4", data);
     ck_assert_str_eq(path, expect);
+    ck_assert_uint_eq(info.version, 4);
+    ck_assert_uint_eq(info.log_seq, 4);
     const char *files[] = {"weight.npy", "vocab.txt", "exp_avg.npy", "exp_avg_sq.npy",
                            "manifest.json"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-        ck_assert_msg(file_exists(path, files[i]), "%s missing", files[i]);
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char p[4200];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s", path, files[i]);
+        ck_assert_msg(stat(p, &st) == 0, "%s missing", files[i]);
+        bytes += (uint64_t)st.st_size;
+    }
+    ck_assert_uint_eq(info.bytes, bytes);
     ck_assert(!file_exists(path, "sum.npy"));
 
     struct table *u = load(path, NULL);
@@ -292,9 +347,9 @@ START_TEST(prune_keeps_newest)
     char *data = testutil_tmpdir();
     char path[4096], table_dir[4200], err[256] = "";
     size_t removed = 99;
-    ck_assert_int_eq(snapshot_prune(data, "p", 2, &removed, err, sizeof(err)), CORE_OK);
+    ck_assert_int_eq(snapshot_prune(data, "p", 2, &removed, NULL, err, sizeof(err)), CORE_OK);
     ck_assert_uint_eq(removed, 0);
-    ck_assert_int_eq(snapshot_prune(data, "p", 0, NULL, err, sizeof(err)), CORE_EINVAL);
+    ck_assert_int_eq(snapshot_prune(data, "p", 0, NULL, NULL, err, sizeof(err)), CORE_EINVAL);
     struct table *t = make_table("p", OPTIM_SGD, false);
     for (int s = 0; s < 5; s++) {
         train_step(t, s);
@@ -305,7 +360,7 @@ START_TEST(prune_keeps_newest)
     char other[4300];
     snprintf(other, sizeof(other), "%s/.tmp-snapshot-1-1", table_dir);
     ck_assert_int_eq(mkdir(other, 0755), 0);
-    ck_assert_int_eq(snapshot_prune(data, "p", 2, &removed, err, sizeof(err)), CORE_OK);
+    ck_assert_int_eq(snapshot_prune(data, "p", 2, &removed, NULL, err, sizeof(err)), CORE_OK);
     ck_assert_uint_eq(removed, 3);
     ck_assert(file_exists(table_dir, "snapshot-5"));
     ck_assert(file_exists(table_dir, "snapshot-4"));
@@ -316,6 +371,405 @@ START_TEST(prune_keeps_newest)
                      CORE_OK);
     ck_assert_ptr_nonnull(strstr(path, "snapshot-5"));
     table_free(load(path, NULL));
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* ---- defects: seq, names across runs, every bit pattern ------------------ */
+
+/* Stands in for the journal: the lead's recovery keeps log seqs going up
+ * across runs, so a table can be at seq s whatever its version. */
+static void set_log_seq(struct table *t, uint64_t seq)
+{
+    pthread_mutex_lock(&t->write_lock);
+    atomic_store(&t->log_seq, seq);
+    pthread_mutex_unlock(&t->write_lock);
+}
+
+START_TEST(log_seq_round_trips)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("seq", OPTIM_ADAGRAD, false);
+    set_log_seq(t, 40);
+    train_step(t, 0);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    ck_assert_uint_eq(table_log_seq(u), 41);
+    ck_assert_uint_eq(table_version(u), 1);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* A second run that starts fresh (resume false) has low versions but, the
+ * log going on, higher seqs: its snapshots must neither replace the first
+ * run's nor be pruned in their favour. */
+START_TEST(new_run_never_collides_and_is_kept)
+{
+    char *data = testutil_tmpdir();
+    char path[4096], table_dir[4200], err[256] = "";
+    struct table *a = make_table("runs", OPTIM_SGD, false);
+    for (int s = 0; s < 5; s++) {
+        train_step(a, s);
+        write_snapshot(a, data, path, sizeof(path));
+    }
+    struct table *b = make_table("runs", OPTIM_SGD, false);
+    set_log_seq(b, table_log_seq(a));
+    train_step(b, 100);
+    write_snapshot(b, data, path, sizeof(path));
+    snprintf(table_dir, sizeof(table_dir), "%s/runs", data);
+    char expect[4300];
+    snprintf(expect, sizeof(expect), "%s/snapshot-6", table_dir);
+    ck_assert_str_eq(path, expect);
+    ck_assert(file_exists(table_dir, "snapshot-1"));
+    size_t removed = 0;
+    ck_assert_int_eq(snapshot_prune(data, "runs", 2, &removed, NULL, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(removed, 4);
+    ck_assert(file_exists(table_dir, "snapshot-6"));
+    ck_assert(file_exists(table_dir, "snapshot-5"));
+    ck_assert_int_eq(snapshot_find_latest(data, "runs", path, sizeof(path), err, sizeof(err)),
+                     CORE_OK);
+    ck_assert_str_eq(path, expect);
+    struct table *u = load(path, NULL);
+    assert_tables_eq(b, u);
+    table_free(u);
+    table_free(a);
+    table_free(b);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* Writes a snapshot of t at seq (set first), returning nothing. */
+static void snapshot_at(struct table *t, uint64_t seq, const char *data)
+{
+    char path[4096];
+    set_log_seq(t, seq);
+    write_snapshot(t, data, path, sizeof(path));
+}
+
+/* Turns the snapshot at seq into what format 1 wrote, named num. */
+static void make_legacy(const char *data, const char *name, uint64_t seq, uint64_t num)
+{
+    char from[4096], to[4096], needle[64];
+    ck_assert_int_eq(snapshot_path(data, name, seq, from, sizeof(from)), CORE_OK);
+    ck_assert_int_eq(snapshot_path(data, name, num, to, sizeof(to)), CORE_OK);
+    edit_manifest(from, "\"format_version\": 2", "\"format_version\": 1");
+    snprintf(needle, sizeof(needle), "  \"log_seq\": %llu,\n", (unsigned long long)seq);
+    edit_manifest(from, needle, "");
+    ck_assert_int_eq(rename(from, to), 0);
+}
+
+static void mkdir_in(const char *data, const char *table, const char *sub)
+{
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/%s/%s", data, table, sub);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+}
+
+START_TEST(list_is_newest_first)
+{
+    char *data = testutil_tmpdir();
+    char err[256] = "";
+    uint64_t *seqs = (uint64_t *)0x1;
+    size_t n = 9;
+    ck_assert_int_eq(snapshot_list(data, "l", &seqs, &n, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_null(seqs);
+    struct table *t = make_table("l", OPTIM_SGD, false);
+    snapshot_at(t, 3, data);
+    snapshot_at(t, 10, data);
+    snapshot_at(t, 7, data);
+    snapshot_at(t, 0, data);
+    /* a format-1 snapshot named by a bigger version is still the oldest */
+    snapshot_at(t, 5, data);
+    make_legacy(data, "l", 5, 50);
+    /* not snapshots: no manifest, being written, being replaced, bad names */
+    static const char *const decoys[] = {"snapshot-100", ".tmp-snapshot-200-1",
+                                         ".tmp-snapshot-200-2.old", "snapshot-12x", "snapshot-",
+                                         "snapshot-99999999999999999999"};
+    for (size_t i = 0; i < sizeof(decoys) / sizeof(decoys[0]); i++)
+        mkdir_in(data, "l", decoys[i]);
+    ck_assert_int_eq(snapshot_list(data, "l", &seqs, &n, err, sizeof(err)), CORE_OK);
+    static const uint64_t want[] = {10, 7, 3, 0, 50};
+    ck_assert_uint_eq(n, 5);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(seqs[i], want[i]);
+    free(seqs);
+    char path[4096], expect[4096];
+    ck_assert_int_eq(snapshot_find_latest(data, "l", path, sizeof(path), err, sizeof(err)),
+                     CORE_OK);
+    snprintf(expect, sizeof(expect), "%s/l/snapshot-10", data);
+    ck_assert_str_eq(path, expect);
+    /* the format-1 one loads, at seq 0 */
+    ck_assert_int_eq(snapshot_path(data, "l", 50, path, sizeof(path)), CORE_OK);
+    struct table *u = load(path, NULL);
+    ck_assert_uint_eq(table_log_seq(u), 0);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+START_TEST(path_is_formed_or_too_long)
+{
+    char path[64];
+    ck_assert_int_eq(snapshot_path("/d", "words", 18446744073709551615u, path, sizeof(path)),
+                     CORE_OK);
+    ck_assert_str_eq(path, "/d/words/snapshot-18446744073709551615");
+    ck_assert_int_eq(snapshot_path("/d", "words", 42, path, 20), CORE_ETOOBIG);
+}
+END_TEST
+
+START_TEST(prune_reports_oldest_kept)
+{
+    char *data = testutil_tmpdir();
+    char err[256] = "";
+    size_t removed = 9;
+    uint64_t oldest = 9;
+    ck_assert_int_eq(snapshot_prune(data, "o", 3, &removed, &oldest, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(oldest, 0);
+    struct table *t = make_table("o", OPTIM_SGD, false);
+    for (uint64_t seq = 11; seq <= 15; seq++)
+        snapshot_at(t, seq, data);
+    ck_assert_int_eq(snapshot_prune(data, "o", 10, &removed, &oldest, err, sizeof(err)),
+                     CORE_OK);
+    ck_assert_uint_eq(removed, 0);
+    ck_assert_uint_eq(oldest, 11);
+    ck_assert_int_eq(snapshot_prune(data, "o", 2, &removed, &oldest, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(removed, 3);
+    ck_assert_uint_eq(oldest, 14);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* Upgrading: format-1 snapshots named by versions above the new seqs must
+ * neither win find_latest nor make pruning drop the new ones; while one of
+ * them stays, no log record may go (oldest kept seq 0). */
+START_TEST(format_1_snapshots_are_older)
+{
+    char *data = testutil_tmpdir();
+    char err[256] = "", path[4096], table_dir[4200];
+    struct table *t = make_table("up", OPTIM_SGD, false);
+    snapshot_at(t, 1, data);
+    make_legacy(data, "up", 1, 40);
+    snapshot_at(t, 2, data);
+    make_legacy(data, "up", 2, 41);
+    snapshot_at(t, 3, data);
+    size_t removed = 0;
+    uint64_t oldest = 9;
+    ck_assert_int_eq(snapshot_prune(data, "up", 2, &removed, &oldest, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(removed, 1);
+    ck_assert_uint_eq(oldest, 0);
+    snprintf(table_dir, sizeof(table_dir), "%s/up", data);
+    ck_assert(file_exists(table_dir, "snapshot-3"));
+    ck_assert(file_exists(table_dir, "snapshot-41"));
+    ck_assert(!file_exists(table_dir, "snapshot-40"));
+    ck_assert_int_eq(snapshot_find_latest(data, "up", path, sizeof(path), err, sizeof(err)),
+                     CORE_OK);
+    ck_assert_ptr_nonnull(strstr(path, "/snapshot-3"));
+    ck_assert_int_eq(snapshot_prune(data, "up", 1, &removed, &oldest, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(oldest, 3);
+    ck_assert(!file_exists(table_dir, "snapshot-41"));
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+START_TEST(clean_tmp_removes_leftovers)
+{
+    char *data = testutil_tmpdir();
+    char err[256] = "", table_dir[4200];
+    size_t removed = 9;
+    ck_assert_int_eq(snapshot_clean_tmp(data, "c", &removed, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(removed, 0);
+    struct table *t = make_table("c", OPTIM_SPARSE_ADAM, true);
+    train_step(t, 0);
+    snapshot_at(t, 4, data);
+    snprintf(table_dir, sizeof(table_dir), "%s/c", data);
+    /* a crash mid-write (some files), mid-replace, and an empty one */
+    mkdir_in(data, "c", ".tmp-snapshot-77-0");
+    char sub[4300];
+    snprintf(sub, sizeof(sub), "%s/.tmp-snapshot-77-0", table_dir);
+    free(testutil_write_file(sub, "weight.npy", "partial", 7));
+    mkdir_in(data, "c", ".tmp-snapshot-77-1.old");
+    snprintf(sub, sizeof(sub), "%s/.tmp-snapshot-77-1.old", table_dir);
+    free(testutil_write_file(sub, "manifest.json", "{}", 2));
+    mkdir_in(data, "c", ".tmp-snapshot-78-3");
+    mkdir_in(data, "c", ".keep-me");
+    ck_assert_int_eq(snapshot_clean_tmp(data, "c", &removed, err, sizeof(err)), CORE_OK);
+    ck_assert_uint_eq(removed, 3);
+    ck_assert(!file_exists(table_dir, ".tmp-snapshot-77-0"));
+    ck_assert(!file_exists(table_dir, ".tmp-snapshot-77-1.old"));
+    ck_assert(!file_exists(table_dir, ".tmp-snapshot-78-3"));
+    ck_assert(file_exists(table_dir, ".keep-me"));
+    ck_assert(file_exists(table_dir, "snapshot-4"));
+    char path[4096];
+    ck_assert_int_eq(snapshot_path(data, "c", 4, path, sizeof(path)), CORE_OK);
+    table_free(load(path, NULL));
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+struct skips {
+    int n;
+    char path[4096];
+    int rc;
+};
+
+static void on_skip(void *ud, const char *path, int rc, const char *why)
+{
+    struct skips *s = ud;
+    ck_assert_ptr_nonnull(strstr(why, path));
+    s->n++;
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    s->rc = rc;
+}
+
+/* A damaged newest snapshot must not stop a start when an older one loads;
+ * when none loads the newest one's error comes back, never "not found". */
+START_TEST(load_newest_falls_back)
+{
+    char *data = testutil_tmpdir();
+    char err[512] = "", path[4096], newest[4096];
+    struct table *u = NULL;
+    ck_assert_int_eq(snapshot_load_newest(data, "f", &u, path, sizeof(path), NULL, NULL, err,
+                                          sizeof(err)),
+                     CORE_ENOTFOUND);
+    struct table *t = make_table("f", OPTIM_ADAGRAD, false);
+    train_step(t, 0);
+    snapshot_at(t, 20, data);
+    struct table *older = load(path_of(data, "f", 20), NULL);
+    train_step(t, 1);
+    snapshot_at(t, 30, data);
+    ck_assert_int_eq(snapshot_path(data, "f", 30, newest, sizeof(newest)), CORE_OK);
+    replace_file(newest, "sum.npy", "torn");
+
+    struct skips sk = {0};
+    ck_assert_int_eq(snapshot_load_newest(data, "f", &u, path, sizeof(path), on_skip, &sk, err,
+                                          sizeof(err)),
+                     CORE_OK);
+    ck_assert_int_eq(sk.n, 1);
+    ck_assert_str_eq(sk.path, newest);
+    ck_assert_int_eq(sk.rc, CORE_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(path, "/snapshot-20"));
+    ck_assert_uint_eq(table_log_seq(u), 20);
+    assert_tables_eq(older, u);
+    table_free(u);
+
+    /* both damaged: the newest's error; a missing file is not "no snapshot" */
+    char oldest[4096];
+    ck_assert_int_eq(snapshot_path(data, "f", 20, oldest, sizeof(oldest)), CORE_OK);
+    remove_file(oldest, "weight.npy");
+    remove_file(newest, "weight.npy");
+    memset(&sk, 0, sizeof(sk));
+    u = (struct table *)0x1;
+    int rc = snapshot_load_newest(data, "f", &u, NULL, 0, on_skip, &sk, err, sizeof(err));
+    ck_assert_int_eq(rc, CORE_EFORMAT);
+    ck_assert_ptr_null(u);
+    ck_assert_int_eq(sk.n, 2);
+    ck_assert_int_eq(sk.rc, CORE_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(err, newest));
+    table_free(older);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* Bit patterns a float32 can hold: NaNs with payloads (quiet, signalling,
+ * negative), infinities, signed zeros, denormals, extremes. */
+static const uint32_t odd_bits[] = {
+    0x7fc00000u, 0x7fc00001u, 0x7fa12345u, 0xffc0beefu, 0xff800001u, 0x7f800000u,
+    0xff800000u, 0x80000000u, 0x00000000u, 0x00000001u, 0x807fffffu, 0x7f7fffffu,
+    0x00800000u, 0x3f800000u,
+};
+#define NODD (sizeof(odd_bits) / sizeof(odd_bits[0]))
+
+/* Fills every float of m with the odd patterns, in a rotation that depends
+ * on salt; caller holds the write lock (or owns the table alone). */
+static void fill_odd(struct matrix *m, unsigned salt)
+{
+    for (int64_t r = 0; r < m->rows; r++)
+        for (int64_t j = 0; j < m->dim; j++)
+            matrix_row(m, r)[j] = from_bits(odd_bits[((size_t)(r * m->dim + j) + salt) % NODD]);
+}
+
+static void assert_bits_eq(const struct matrix *a, const struct matrix *b, const char *what)
+{
+    ck_assert_msg(a->data != NULL && b->data != NULL, "%s: missing", what);
+    for (int64_t r = 0; r < a->rows; r++)
+        for (int64_t j = 0; j < a->dim; j++) {
+            uint32_t x, y;
+            memcpy(&x, &matrix_row(a, r)[j], 4);
+            memcpy(&y, &matrix_row(b, r)[j], 4);
+            ck_assert_msg(x == y, "%s[%lld][%lld]: saved %08x, loaded %08x", what, (long long)r,
+                          (long long)j, x, y);
+        }
+}
+
+static const enum optim_kind bit_kinds[] = {OPTIM_SGD, OPTIM_SPARSE_ADAM, OPTIM_ADAGRAD};
+
+START_TEST(every_bit_pattern_round_trips)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("bits", bit_kinds[_i], false);
+    train_step(t, 0); /* allocates the optimizer state */
+    pthread_mutex_lock(&t->write_lock);
+    fill_odd(&t->w, 0);
+    for (int64_t r = 0; r < t->w.rows; r++)
+        table_update_norm(t, r);
+    if (t->optim.exp_avg.data != NULL) {
+        fill_odd(&t->optim.exp_avg, 3);
+        fill_odd(&t->optim.exp_avg_sq, 5);
+    }
+    if (t->optim.sum.data != NULL)
+        fill_odd(&t->optim.sum, 7);
+    pthread_mutex_unlock(&t->write_lock);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    assert_bits_eq(&t->w, &u->w, "weight");
+    if (t->optim.exp_avg.data != NULL) {
+        assert_bits_eq(&t->optim.exp_avg, &u->optim.exp_avg, "exp_avg");
+        assert_bits_eq(&t->optim.exp_avg_sq, &u->optim.exp_avg_sq, "exp_avg_sq");
+    }
+    if (t->optim.sum.data != NULL)
+        assert_bits_eq(&t->optim.sum, &u->optim.sum, "sum");
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
+/* The way it happens in service: a valid (finite) gradient of 1e20 makes
+ * Adagrad's sum infinite; the server must still start from that snapshot. */
+START_TEST(adagrad_overflow_snapshot_loads)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("overflow", OPTIM_ADAGRAD, false);
+    int64_t ids[2] = {1, 2};
+    float g[2 * DIM];
+    for (int j = 0; j < 2 * DIM; j++)
+        g[j] = 1e20f;
+    ck_assert_int_eq(table_apply_gradients(t, ids, 2, g, 0, NULL, NULL, NULL), CORE_OK);
+    ck_assert(isinf(matrix_row(&t->optim.sum, 1)[0]));
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    struct table *u = load(path, NULL);
+    assert_bits_eq(&t->optim.sum, &u->optim.sum, "sum");
+    assert_bits_eq(&t->w, &u->w, "weight");
+    table_free(u);
     table_free(t);
     testutil_rmtree(data);
 }
@@ -334,34 +788,6 @@ static char *good_snapshot(char **data_out, enum optim_kind kind, bool vocab)
     table_free(t);
     *data_out = data;
     return strdup(path);
-}
-
-static void replace_file(const char *dir, const char *name, const char *text)
-{
-    free(testutil_write_file(dir, name, text, strlen(text)));
-}
-
-static void remove_file(const char *dir, const char *name)
-{
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    ck_assert_int_eq(unlink(p), 0);
-}
-
-/* Replaces `from` with `to` in manifest.json (which must contain it). */
-static void edit_manifest(const char *dir, const char *from, const char *to)
-{
-    char p[4200];
-    snprintf(p, sizeof(p), "%s/manifest.json", dir);
-    char *text = testutil_read_file(p, NULL);
-    char *at = strstr(text, from);
-    ck_assert_msg(at != NULL, "manifest lacks %s", from);
-    size_t out_len = strlen(text) - strlen(from) + strlen(to) + 1;
-    char *out = malloc(out_len);
-    snprintf(out, out_len, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    replace_file(dir, "manifest.json", out);
-    free(out);
-    free(text);
 }
 
 static void expect_load_error(const char *dir, int code, const char *needle1, const char *needle2)
@@ -403,8 +829,16 @@ static const struct broken_case broken_cases[] = {
      CORE_EFORMAT, "manifest.json", "duplicate"},
     {"wrong format", "embedding-server snapshot", "something else", NULL, NULL, NULL,
      CORE_EFORMAT, "manifest.json", "format"},
-    {"future version", "\"format_version\": 1", "\"format_version\": 2", NULL, NULL, NULL,
-     CORE_EUNSUPPORTED, "format_version 2", NULL},
+    {"future version", "\"format_version\": 2", "\"format_version\": 3", NULL, NULL, NULL,
+     CORE_EUNSUPPORTED, "format_version 3", NULL},
+    {"format version 0", "\"format_version\": 2", "\"format_version\": 0", NULL, NULL, NULL,
+     CORE_EUNSUPPORTED, "format_version 0", NULL},
+    {"no log_seq", "  \"log_seq\": 2,\n", "", NULL, NULL, NULL, CORE_EFORMAT, "\"log_seq\"",
+     "missing"},
+    {"log_seq negative", "\"log_seq\": 2", "\"log_seq\": -2", NULL, NULL, NULL, CORE_EFORMAT,
+     "\"log_seq\"", NULL},
+    {"log_seq not integer", "\"log_seq\": 2", "\"log_seq\": 2e3", NULL, NULL, NULL,
+     CORE_EFORMAT, "\"log_seq\"", NULL},
     {"shape mismatch", "\"shape\": [50, 7]", "\"shape\": [50, 8]", NULL, NULL, NULL,
      CORE_EFORMAT, "weight.npy", "(50, 8)"},
     {"shape not a pair", "\"shape\": [50, 7]", "\"shape\": [50]", NULL, NULL, NULL, CORE_EFORMAT,
@@ -436,6 +870,27 @@ static const struct broken_case broken_cases[] = {
     {"deep nesting", "\"dtype\"", "\"x\": [[[[[[[[[[1]]]]]]]]]], \"dtype\"", NULL, NULL, NULL,
      CORE_EFORMAT, "nested", NULL},
 };
+
+/* Snapshots written before log seqs (format 1) still load, at log seq 0. */
+START_TEST(format_1_loads_at_seq_0)
+{
+    char *data = testutil_tmpdir();
+    struct table *t = make_table("old", OPTIM_SPARSE_ADAM, true);
+    for (int s = 0; s < 3; s++)
+        train_step(t, s);
+    char path[4096];
+    write_snapshot(t, data, path, sizeof(path));
+    edit_manifest(path, "\"format_version\": 2", "\"format_version\": 1");
+    edit_manifest(path, "  \"log_seq\": 3,\n", "");
+    struct table *u = load(path, NULL);
+    assert_tables_eq(t, u);
+    ck_assert_uint_eq(table_version(u), 3);
+    ck_assert_uint_eq(table_log_seq(u), 0);
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
 
 START_TEST(broken_snapshot_is_a_clear_error)
 {
@@ -497,8 +952,8 @@ static int count_hidden(const char *dir)
     return n;
 }
 
-/* Sets every weight to x without a version bump (as a renorm by lookup
- * would change rows without one), under the table's rules. */
+/* Sets every weight to x without a version or seq bump (as a renorm by
+ * lookup does today), under the table's rules. */
 static void fill_weights(struct table *t, float x)
 {
     pthread_mutex_lock(&t->write_lock);
@@ -539,7 +994,7 @@ static void *reader(void *arg)
     return NULL;
 }
 
-START_TEST(same_version_is_replaced_atomically)
+START_TEST(same_seq_is_replaced_atomically)
 {
     char *data = testutil_tmpdir();
     struct table *t = make_table("r", OPTIM_SGD, false);
@@ -605,6 +1060,110 @@ START_TEST(write_error_names_path)
 }
 END_TEST
 
+/* ---- writers do not wait for the disk ------------------------------------ */
+
+#define BIG_ROWS 131072 /* x 256 floats: 128 MiB of weights */
+#define BIG_DIM 256
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A tmpfs folder when there is one with room (a container's /dev/shm may
+ * have 64 MiB): there a snapshot's time is the copy and the file writing,
+ * no disk to wait for, so a lock held for the writing shows as a lock held
+ * for nearly all of it, whatever the machine's load. Elsewhere fsync makes
+ * the snapshot longer, which only widens the margin of the checks. */
+static char *fast_tmpdir(void)
+{
+    struct statvfs fs;
+    char tmpl[] = "/dev/shm/es-test-XXXXXX";
+    if (statvfs("/dev/shm", &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize >= (1ull << 30) &&
+        mkdtemp(tmpl) != NULL)
+        return strdup(tmpl);
+    return testutil_tmpdir();
+}
+
+struct assigner {
+    struct table *t;
+    _Atomic bool stop;
+    _Atomic uint64_t calls;
+    uint64_t max_wait_us;
+};
+
+/* Call k (from 1) sets row (k - 1) % BIG_ROWS to k: the snapshot's rows
+ * then tell which calls it holds. */
+static void *assign_loop(void *arg)
+{
+    struct assigner *a = arg;
+    float *row = malloc(BIG_DIM * sizeof(float));
+    for (uint64_t k = 1; !atomic_load(&a->stop); k++) {
+        for (int j = 0; j < BIG_DIM; j++)
+            row[j] = (float)k;
+        int64_t id = (int64_t)((k - 1) % BIG_ROWS);
+        uint64_t t0 = now_us();
+        ck_assert_int_eq(table_assign_rows(a->t, &id, 1, row, NULL, NULL), CORE_OK);
+        uint64_t waited = now_us() - t0;
+        if (waited > a->max_wait_us)
+            a->max_wait_us = waited;
+        atomic_store(&a->calls, k);
+    }
+    free(row);
+    return NULL;
+}
+
+START_TEST(writers_do_not_wait_for_the_disk)
+{
+    char *data = fast_tmpdir();
+    struct matrix w;
+    ck_assert_int_eq(matrix_init(&w, BIG_ROWS, BIG_DIM), CORE_OK);
+    for (int64_t r = 0; r < BIG_ROWS; r++)
+        memset(matrix_row(&w, r), 0, BIG_DIM * sizeof(float)); /* faulted in, as a real table */
+    struct table_settings s;
+    table_settings_init(&s);
+    struct table *t = NULL;
+    ck_assert_int_eq(table_new(&t, "big", &w, NULL, &s, NULL, 0), CORE_OK);
+
+    struct assigner a = {.t = t};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, assign_loop, &a), 0);
+    while (atomic_load(&a.calls) < 100)
+        usleep(100);
+    char path[4096], err[512] = "";
+    struct snapshot_info info;
+    int rc = snapshot_write(t, data, path, sizeof(path), &info, err, sizeof(err));
+    atomic_store(&a.stop, true);
+    pthread_join(th, NULL);
+    ck_assert_msg(rc == CORE_OK, "%s", err);
+    /* generous: without the fix both are nearly the whole snapshot */
+    ck_assert_msg(info.lock_us * 2 < info.total_us, "lock held %llu us of %llu us",
+                  (unsigned long long)info.lock_us, (unsigned long long)info.total_us);
+    ck_assert_msg(a.max_wait_us * 2 < info.total_us, "a writer waited %llu us of %llu us",
+                  (unsigned long long)a.max_wait_us, (unsigned long long)info.total_us);
+
+    /* and the copy is one moment of the table: exactly the first K calls */
+    struct table *u = load(path, NULL);
+    uint64_t k = table_version(u);
+    ck_assert_uint_eq(table_log_seq(u), k);
+    ck_assert_uint_ge(k, 100);
+    for (int64_t r = 0; r < BIG_ROWS; r++) {
+        uint64_t last = 0; /* the last call <= k that wrote row r */
+        if (k >= (uint64_t)r + 1)
+            last = (uint64_t)r + 1 + (k - (uint64_t)r - 1) / BIG_ROWS * BIG_ROWS;
+        const float *row = matrix_row(&u->w, r);
+        ck_assert_msg(row[0] == (float)last && row[BIG_DIM - 1] == (float)last,
+                      "row %lld holds %g, want %g (snapshot at %llu)", (long long)r, row[0],
+                      (double)(float)last, (unsigned long long)k);
+    }
+    table_free(u);
+    table_free(t);
+    testutil_rmtree(data);
+}
+END_TEST
+
 static Suite *snapshot_suite(void)
 {
     Suite *s = suite_create("snapshot");
@@ -615,16 +1174,30 @@ static Suite *snapshot_suite(void)
     tcase_add_test(tc, unconfigured_and_frozen);
     tcase_add_test(tc, find_latest_picks_highest_complete);
     tcase_add_test(tc, prune_keeps_newest);
+    tcase_add_test(tc, list_is_newest_first);
+    tcase_add_test(tc, path_is_formed_or_too_long);
+    tcase_add_test(tc, prune_reports_oldest_kept);
+    tcase_add_test(tc, clean_tmp_removes_leftovers);
+    tcase_add_test(tc, load_newest_falls_back);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("defects");
+    tcase_add_test(tc, log_seq_round_trips);
+    tcase_add_test(tc, new_run_never_collides_and_is_kept);
+    tcase_add_test(tc, format_1_snapshots_are_older);
+    tcase_add_loop_test(tc, every_bit_pattern_round_trips, 0, 3);
+    tcase_add_test(tc, adagrad_overflow_snapshot_loads);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_loop_test(tc, broken_snapshot_is_a_clear_error, 0,
                         (int)(sizeof(broken_cases) / sizeof(broken_cases[0])));
     tcase_add_test(tc, state_shape_mismatch);
+    tcase_add_test(tc, format_1_loads_at_seq_0);
     tcase_add_test(tc, write_error_names_path);
     suite_add_tcase(s, tc);
     tc = tcase_create("atomic");
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, same_version_is_replaced_atomically);
+    tcase_add_test(tc, same_seq_is_replaced_atomically);
+    tcase_add_test(tc, writers_do_not_wait_for_the_disk);
     suite_add_tcase(s, tc);
     return s;
 }

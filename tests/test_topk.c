@@ -13,6 +13,8 @@
 #include "error.h"
 #include "kernels.h"
 #include "similarity.h"
+#include "threads.h"
+#include "topk.h"
 #include "table.h"
 #include "testutil.h"
 
@@ -411,10 +413,10 @@ START_TEST(thread_split_changes_nothing)
     float *q = random_floats(nq * (size_t)dim, 12);
     struct table *t = table_from(w, rows, dim, -1);
     for (int m = METRIC_COSINE; m <= METRIC_L2; m++) {
-        topk_set_threads(1);
+        threads_set_budget(1);
         struct results one = search(t, q, nq, NULL, k, (enum metric)m);
         struct results single_q = search(t, q, 1, NULL, k, (enum metric)m);
-        topk_set_threads(3);
+        threads_set_budget(3);
         struct results many = search(t, q, nq, NULL, k, (enum metric)m);
         struct results single_many = search(t, q, 1, NULL, k, (enum metric)m);
         assert_same_hits(&one, &many, nq, k);
@@ -425,7 +427,7 @@ START_TEST(thread_split_changes_nothing)
         results_free(&single_q);
         results_free(&single_many);
     }
-    topk_set_threads(2);
+    threads_set_budget(2);
     table_free(t);
     free(w);
     free(q);

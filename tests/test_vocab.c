@@ -1,6 +1,7 @@
 /* test_vocab.c - core/vocab.c: adds and finds under heavy probing, exact
  * byte matching, the file format and its errors, write/read round trips,
- * and the time to load one million tokens. */
+ * the sorted index and its prefix ranges (against a brute-force scan), and
+ * the time to load and index one million tokens. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,147 @@ START_TEST(write_reads_back)
 }
 END_TEST
 
+/* ---- sorted index ------------------------------------------------------ */
+
+static struct vocab *vocab_of(const char *const *words, size_t n)
+{
+    struct vocab *v;
+    ck_assert_int_eq(vocab_new(&v, 0), CORE_OK);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(vocab_add(v, words[i], strlen(words[i]), NULL), CORE_OK);
+    return v;
+}
+
+/* The tokens of prefix's range, joined by spaces, into out. */
+static const char *range_text(const struct vocab *v, const char *prefix, size_t plen,
+                              char *out, size_t outlen)
+{
+    int64_t first = -1, count = -1;
+    ck_assert_int_eq(vocab_prefix_range(v, prefix, plen, &first, &count), CORE_OK);
+    size_t used = 0;
+    out[0] = '\0';
+    for (int64_t i = 0; i < count; i++) {
+        size_t len = 0;
+        const char *tok = vocab_token(v, vocab_sorted_id(v, first + i), &len);
+        used += (size_t)snprintf(out + used, outlen - used, "%s%.*s", i ? " " : "", (int)len, tok);
+    }
+    return out;
+}
+
+START_TEST(prefix_ranges)
+{
+    const char *words[] = {"gold", "go", "golden", "good", "apple", "g", "gol", "\xc3\xa9", /* é */
+                           "\xc3\xa9lan", "z", "Gold", "goal", "h"};
+    struct vocab *v = vocab_of(words, sizeof words / sizeof words[0]);
+    int64_t first = 0, count = 0;
+    ck_assert(!vocab_has_index(v));
+    ck_assert_int_eq(vocab_prefix_range(v, "g", 1, &first, &count), CORE_EINVAL);
+    ck_assert_int_eq(vocab_sorted_id(v, 0), -1);
+    ck_assert_int_eq(vocab_build_index(v), CORE_OK);
+    ck_assert(vocab_has_index(v));
+
+    char out[512];
+    /* byte order: upper case before lower case, a token before its extensions,
+     * UTF-8 (code points >= 0x80) after ASCII */
+    ck_assert_str_eq(range_text(v, "", 0, out, sizeof out),
+                     "Gold apple g go goal gol gold golden good h z \xc3\xa9 \xc3\xa9lan");
+    ck_assert_str_eq(range_text(v, "go", 2, out, sizeof out), "go goal gol gold golden good");
+    ck_assert_str_eq(range_text(v, "gol", 3, out, sizeof out), "gol gold golden");
+    ck_assert_str_eq(range_text(v, "golden", 6, out, sizeof out), "golden");
+    ck_assert_str_eq(range_text(v, "goldenrod", 9, out, sizeof out), "");
+    ck_assert_str_eq(range_text(v, "G", 1, out, sizeof out), "Gold");
+    ck_assert_str_eq(range_text(v, "\xc3\xa9", 2, out, sizeof out), "\xc3\xa9 \xc3\xa9lan");
+    ck_assert_str_eq(range_text(v, "\xc3", 1, out, sizeof out), "\xc3\xa9 \xc3\xa9lan");
+    ck_assert_str_eq(range_text(v, "\xff", 1, out, sizeof out), "");
+
+    /* an empty range sits where the prefix would sort */
+    ck_assert_int_eq(vocab_prefix_range(v, "gp", 2, &first, &count), CORE_OK);
+    ck_assert_int_eq(count, 0);
+    ck_assert_int_eq(first, 9); /* after "good", before "h" */
+    ck_assert_int_eq(vocab_prefix_range(v, "A", 1, &first, &count), CORE_OK);
+    ck_assert_int_eq(first, 0);
+    ck_assert_int_eq(count, 0);
+    ck_assert_int_eq(vocab_prefix_range(v, "\xff", 1, &first, &count), CORE_OK);
+    ck_assert_int_eq(first, 13);
+    ck_assert_int_eq(vocab_sorted_id(v, 13), -1);
+    ck_assert_int_eq(vocab_sorted_id(v, -1), -1);
+    ck_assert_int_eq(vocab_sorted_id(v, 0), 10); /* "Gold" */
+
+    /* a new token drops the index rather than leave it stale */
+    ck_assert_int_eq(vocab_add(v, "gone", 4, NULL), CORE_OK);
+    ck_assert(!vocab_has_index(v));
+    ck_assert_int_eq(vocab_prefix_range(v, "go", 2, &first, &count), CORE_EINVAL);
+    ck_assert_int_eq(vocab_build_index(v), CORE_OK);
+    ck_assert_str_eq(range_text(v, "gon", 3, out, sizeof out), "gone");
+    vocab_free(v);
+
+    ck_assert_int_eq(vocab_new(&v, 0), CORE_OK); /* an empty vocabulary indexes too */
+    ck_assert_int_eq(vocab_build_index(v), CORE_OK);
+    ck_assert_int_eq(vocab_prefix_range(v, "a", 1, &first, &count), CORE_OK);
+    ck_assert_int_eq(first, 0);
+    ck_assert_int_eq(count, 0);
+    vocab_free(v);
+}
+END_TEST
+
+static int compare_tokens(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+/* 20,000 random tokens over a small alphabet of ASCII, bytes >= 0x80 and
+ * NUL, so prefixes are shared a lot: the index is in token order and every
+ * range holds exactly the tokens a scan finds. */
+START_TEST(prefix_ranges_match_a_scan)
+{
+    static const char alphabet[] = {'a', 'b', 'c', 'A', '\0', '\x80', '\xc3', '\xff'};
+    struct vocab *v;
+    ck_assert_int_eq(vocab_new(&v, 0), CORE_OK);
+    uint64_t state = 12345;
+    char buf[16];
+    while (vocab_size(v) < 20000) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        size_t len = 1 + (size_t)(state >> 60) % 8;
+        for (size_t i = 0; i < len; i++)
+            buf[i] = alphabet[(state >> (4 * i + 8)) & 7];
+        int rc = vocab_add(v, buf, len, NULL);
+        ck_assert(rc == CORE_OK || rc == CORE_EEXISTS);
+    }
+    ck_assert_int_eq(vocab_build_index(v), CORE_OK);
+    int64_t n = vocab_size(v);
+    int wrong = 0;
+    for (int64_t pos = 1; pos < n; pos++) {
+        size_t alen, blen;
+        const char *a = vocab_token(v, vocab_sorted_id(v, pos - 1), &alen);
+        const char *b = vocab_token(v, vocab_sorted_id(v, pos), &blen);
+        wrong += compare_tokens(a, alen, b, blen) >= 0;
+    }
+    ck_assert_int_eq(wrong, 0);
+    for (int q = 0; q < 300; q++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        size_t plen = (size_t)(state >> 61) % 5; /* 0 to 4 bytes */
+        for (size_t i = 0; i < plen; i++)
+            buf[i] = alphabet[(state >> (4 * i + 8)) & 7];
+        int64_t first, count, want = 0;
+        ck_assert_int_eq(vocab_prefix_range(v, buf, plen, &first, &count), CORE_OK);
+        for (int64_t id = 0; id < n; id++) {
+            size_t len;
+            const char *tok = vocab_token(v, id, &len);
+            want += len >= plen && memcmp(tok, buf, plen) == 0;
+        }
+        ck_assert_int_eq(count, want);
+        for (int64_t i = 0; i < count; i++) {
+            size_t len;
+            const char *tok = vocab_token(v, vocab_sorted_id(v, first + i), &len);
+            wrong += len < plen || memcmp(tok, buf, plen) != 0;
+        }
+    }
+    ck_assert_int_eq(wrong, 0);
+    vocab_free(v);
+}
+END_TEST
+
 /* One million distinct tokens through vocab_load_file; prints the time. The
  * bound only catches a quadratic regression (sanitizer builds at -O0 take
  * ~2 s on this machine kind); the figure printed is the point. */
@@ -235,6 +377,14 @@ START_TEST(load_one_million_tokens)
     }
     ck_assert_int_eq(wrong, 0);
     ck_assert_msg(secs < 20.0, "loading 1M tokens took %.2f s", secs);
+    t0 = now_seconds();
+    ck_assert_int_eq(vocab_build_index(v), CORE_OK);
+    secs = now_seconds() - t0;
+    fprintf(stderr, "vocab: sorted %d tokens in %.3f s\n", n, secs);
+    int64_t first, count;
+    ck_assert_int_eq(vocab_prefix_range(v, "tok", 3, &first, &count), CORE_OK);
+    ck_assert_int_eq(count, n);
+    ck_assert_msg(secs < 20.0, "sorting 1M tokens took %.2f s", secs);
     vocab_free(v);
     free(path);
     free(text);
@@ -249,6 +399,11 @@ static Suite *vocab_suite(void)
     tcase_add_test(tc, add_find_token);
     tcase_add_test(tc, add_refuses_bad_tokens);
     tcase_add_test(tc, many_similar_tokens);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("index");
+    tcase_add_test(tc, prefix_ranges);
+    tcase_add_test(tc, prefix_ranges_match_a_scan);
+    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     tc = tcase_create("file");
     tcase_add_test(tc, load_errors_name_file_and_line);

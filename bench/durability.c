@@ -1,0 +1,390 @@
+/* durability.c - what durable writes cost: gradient steps/s through the real
+ * server with "durability": "sync" (every answer after an fdatasync shared
+ * by concurrent writers) against "none" (no log), measured in one run, and
+ * how fast a log replays at recovery.
+ *
+ *   build/bench/durability build/embedding-server [SECONDS] [ROUNDS]
+ *
+ * (a) 4 clients, each on its own keep-alive connection, posting small steps
+ *     (8 ids x 16 floats) back to back;
+ * (b) 1 client posting big steps (1024 ids x 64 floats; JSON, or binary
+ *     with BINARY=1 once the server takes binary bodies).
+ * Rounds alternate the modes; the figure is the median over rounds. Then
+ * recovery: a log of LOG_MB (default 1024) MB of 1024 x 64 SGD records is
+ * written in-process and replayed onto a fresh table (records/s, rows/s).
+ * Targets (issue 8): sync >= 0.8x none in (a), >= 0.9x in (b); replay >= 1M
+ * rows/s. Everything lives in a temporary folder, traffic on 127.0.0.1. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "journal.h"
+#include "optim.h"
+#include "table.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "durability: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+/* ---- the server ---------------------------------------------------------- */
+
+struct server {
+    pid_t pid;
+    int port;
+    char dir[256];
+};
+
+static void server_start(struct server *s, const char *bin, const char *durability,
+                         const char *tables)
+{
+    snprintf(s->dir, sizeof s->dir, "%s/es-durability-XXXXXX", getenv("BENCH_DIR") ? getenv("BENCH_DIR") : "/tmp");
+    if (mkdtemp(s->dir) == NULL)
+        die("mkdtemp");
+    char path[512], logp[512];
+    snprintf(path, sizeof path, "%s/config.json", s->dir);
+    snprintf(logp, sizeof logp, "%s/server.log", s->dir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        die("config");
+    fprintf(f, "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0}, \"data_dir\": \"%s/data\","
+               " \"durability\": \"%s\", \"snapshot\": {\"on_shutdown\": false},"
+               " \"log_max_bytes\": 17592186044416, \"tables\": [%s]}",
+            s->dir, durability, tables);
+    fclose(f);
+    s->pid = fork();
+    if (s->pid == 0) {
+        FILE *lf = freopen(logp, "w", stderr);
+        (void)lf;
+        dup2(2, 1);
+        execl(bin, bin, "--config", path, (char *)NULL);
+        _exit(127);
+    }
+    s->port = 0;
+    for (int i = 0; i < 300 && s->port == 0; i++) {
+        usleep(20000);
+        FILE *l = fopen(logp, "r");
+        char line[512];
+        while (l && fgets(line, sizeof line, l)) {
+            const char *p = strstr(line, "listening on http://127.0.0.1:");
+            if (p)
+                s->port = atoi(p + strlen("listening on http://127.0.0.1:"));
+            if (strstr(line, "ready:") && s->port)
+                break;
+        }
+        if (l)
+            fclose(l);
+    }
+    if (s->port == 0) {
+        fprintf(stderr, "durability: the server did not start; see %s\n", logp);
+        exit(1);
+    }
+    usleep(300000); /* tables loaded (they are small) */
+}
+
+static void server_stop(struct server *s)
+{
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "durability: could not remove %s\n", s->dir);
+}
+
+/* ---- a keep-alive HTTP client ---------------------------------------------- */
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        die("connect");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+/* Sends req and reads one answer; returns its status. */
+static int roundtrip(int fd, const char *req, size_t len, char *buf, size_t cap)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, req + off, len - off, 0);
+        if (n <= 0)
+            die("send");
+        off += (size_t)n;
+    }
+    size_t have = 0;
+    char *end = NULL;
+    while (end == NULL) {
+        ssize_t n = recv(fd, buf + have, cap - have - 1, 0);
+        if (n <= 0)
+            die("recv");
+        have += (size_t)n;
+        buf[have] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+    }
+    const char *cl = strcasestr(buf, "Content-Length:");
+    size_t body = cl ? strtoul(cl + 15, NULL, 10) : 0;
+    size_t want = (size_t)(end + 4 - buf) + body;
+    while (have < want) {
+        ssize_t n = recv(fd, buf + have, cap - have - 1, 0);
+        if (n <= 0)
+            die("recv");
+        have += (size_t)n;
+    }
+    return atoi(buf + 9);
+}
+
+/* A JSON gradient request of n ids (spread over rows) x dim. */
+static char *gradient_request(const char *table, int n, int dim, int rows, int seed,
+                              size_t *len)
+{
+    size_t cap = (size_t)n * (size_t)dim * 12 + (size_t)n * 12 + 512;
+    char *body = malloc(cap), *req = malloc(cap + 512);
+    size_t b = 0;
+    b += (size_t)snprintf(body + b, cap - b, "{\"ids\": [");
+    for (int i = 0; i < n; i++)
+        b += (size_t)snprintf(body + b, cap - b, "%s%d", i ? "," : "",
+                              (int)(((unsigned)seed * 7919u + (unsigned)i * 104729u) %
+                                    (unsigned)rows));
+    b += (size_t)snprintf(body + b, cap - b, "], \"grads\": [");
+    for (int i = 0; i < n; i++) {
+        b += (size_t)snprintf(body + b, cap - b, "%s[", i ? "," : "");
+        for (int j = 0; j < dim; j++)
+            b += (size_t)snprintf(body + b, cap - b, "%s%.4f", j ? "," : "",
+                                  (double)((i * 31 + j * 17 + seed) % 200 - 100) / 1000.0);
+        b += (size_t)snprintf(body + b, cap - b, "]");
+    }
+    b += (size_t)snprintf(body + b, cap - b, "]}");
+    *len = (size_t)snprintf(req, cap + 512,
+                            "POST /v1/tables/%s/gradients HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                            table, b);
+    memcpy(req + *len, body, b);
+    *len += b;
+    free(body);
+    return req;
+}
+
+struct client {
+    int port;
+    const char *req;
+    size_t len;
+    double seconds;
+    uint64_t steps;
+    int bad_status;
+};
+
+static void *client_main(void *arg)
+{
+    struct client *c = arg;
+    int fd = connect_to(c->port);
+    char *buf = malloc(1 << 16);
+    double end = now_s() + c->seconds;
+    while (now_s() < end) {
+        int st = roundtrip(fd, c->req, c->len, buf, 1 << 16);
+        if (st != 200)
+            c->bad_status = st;
+        c->steps++;
+    }
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
+/* Steps/s of nclients posting req for seconds. */
+static double run_clients(int port, int nclients, const char *const *reqs, const size_t *lens,
+                          double seconds)
+{
+    struct client cl[8];
+    pthread_t th[8];
+    for (int i = 0; i < nclients; i++) {
+        cl[i] = (struct client){.port = port, .req = reqs[i], .len = lens[i], .seconds = seconds};
+        pthread_create(&th[i], NULL, client_main, &cl[i]);
+    }
+    uint64_t steps = 0;
+    for (int i = 0; i < nclients; i++) {
+        pthread_join(th[i], NULL);
+        steps += cl[i].steps;
+        if (cl[i].bad_status) {
+            fprintf(stderr, "durability: a step was answered %d\n", cl[i].bad_status);
+            exit(1);
+        }
+    }
+    return (double)steps / seconds;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* ---- recovery -------------------------------------------------------------- */
+
+static void write_done(struct journal_write *w)
+{
+    (void)w;
+}
+
+static void bench_replay(double log_mb)
+{
+    const int64_t rows = 200000, dim = 64;
+    const size_t n = 1024;
+    struct table_settings s;
+    table_settings_init(&s);
+    char dir[] = "/tmp/es-replay-XXXXXX";
+    if (mkdtemp(dir) == NULL)
+        die("mkdtemp");
+    char wal_dir[300];
+    snprintf(wal_dir, sizeof wal_dir, "%s/wal", dir);
+    struct table *t = NULL;
+    char err[256];
+    if (table_new_init(&t, "bench", rows, dim, 1, &s, err, sizeof err) != CORE_OK) {
+        fprintf(stderr, "durability: %s\n", err);
+        exit(1);
+    }
+    struct journal *j = NULL;
+    struct journal_options o = {.durability = JOURNAL_INTERVAL, .interval_ms = 1000};
+    if (journal_open(&j, t, wal_dir, &o, err, sizeof err) != CORE_OK) {
+        fprintf(stderr, "durability: %s\n", err);
+        exit(1);
+    }
+    int64_t *ids = malloc(n * sizeof *ids);
+    float *grads = malloc(n * (size_t)dim * sizeof *grads);
+    for (size_t i = 0; i < n * (size_t)dim; i++)
+        grads[i] = (float)((int)(i % 97) - 48) * 1e-3f;
+    size_t record = 80 + n * 8 + n * (size_t)dim * 4;
+    size_t records = (size_t)(log_mb * 1e6 / (double)record);
+    double t0 = now_s();
+    for (size_t r = 0; r < records; r++) {
+        for (size_t i = 0; i < n; i++)
+            ids[i] = (int64_t)((r * 7919u + i * 104729u) % (size_t)rows);
+        struct journal_write w = {.op = JOURNAL_GRADIENTS, .ids = ids, .n = n, .values = grads,
+                                  .done = write_done};
+        journal_submit(j, &w);
+        if (w.rc != CORE_OK) {
+            fprintf(stderr, "durability: writing the log: %s\n", w.err);
+            exit(1);
+        }
+    }
+    journal_close(j);
+    double t1 = now_s();
+    struct table *fresh = NULL;
+    table_new_init(&fresh, "bench", rows, dim, 1, &s, err, sizeof err);
+    struct wal_report rep;
+    double t2 = now_s();
+    int rc = journal_replay(fresh, wal_dir, WAL_RECOVER, &rep, err, sizeof err);
+    double t3 = now_s();
+    if (rc != CORE_OK) {
+        fprintf(stderr, "durability: replay: %s\n", err);
+        exit(1);
+    }
+    bool same = table_log_seq(fresh) == table_log_seq(t);
+    float *a = malloc((size_t)dim * sizeof *a), *b = malloc((size_t)dim * sizeof *b);
+    for (int64_t r = 0; same && r < rows; r++) {
+        table_read_row(t, r, a);
+        table_read_row(fresh, r, b);
+        same = memcmp(a, b, (size_t)dim * sizeof *a) == 0;
+    }
+    double mb = (double)rep.bytes / 1e6, secs = t3 - t2;
+    printf("\nrecovery: %zu records of 1024 x 64 (%.0f MB) written in %.2f s; replayed in %.2f s:"
+           " %.0f records/s, %.2f M rows/s, %.0f MB/s; replayed table %s the original\n",
+           records, mb, t1 - t0, secs, (double)rep.replayed / secs,
+           (double)rep.replayed * (double)n / secs / 1e6, mb / secs,
+           same ? "bit-identical to" : "DIFFERS from");
+    free(a);
+    free(b);
+    free(ids);
+    free(grads);
+    table_free(t);
+    table_free(fresh);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "durability: could not remove %s\n", dir);
+}
+
+/* ---- main ------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s EMBEDDING_SERVER [SECONDS] [ROUNDS]\n", argv[0]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const char *bin = argv[1];
+    double seconds = argc > 2 ? atof(argv[2]) : 3.0;
+    int rounds = argc > 3 ? atoi(argv[3]) : 3;
+    const char *tables =
+        "{\"name\": \"small\", \"init\": {\"num_embeddings\": 100000, \"embedding_dim\": 16}},"
+        "{\"name\": \"big\", \"init\": {\"num_embeddings\": 200000, \"embedding_dim\": 64},"
+        " \"optimizer\": {\"name\": \"sparse_adam\"}}";
+    const char *modes[2] = {"none", "sync"};
+    char *small[4];
+    size_t small_len[4];
+    for (int i = 0; i < 4; i++)
+        small[i] = gradient_request("small", 8, 16, 100000, i + 1, &small_len[i]);
+    size_t big_len;
+    char *big = gradient_request("big", 1024, 64, 200000, 5, &big_len);
+    double a[2][16], b[2][16];
+    if (rounds > 16)
+        rounds = 16;
+    printf("durability bench: %d rounds of %.1f s per figure, modes alternating\n", rounds,
+           seconds);
+    for (int r = 0; r < rounds; r++) {
+        for (int m = 0; m < 2; m++) {
+            struct server s;
+            server_start(&s, bin, modes[m], tables);
+            a[m][r] = run_clients(s.port, 4, (const char *const *)small, small_len, seconds);
+            const char *bigs[1] = {big};
+            b[m][r] = run_clients(s.port, 1, bigs, &big_len, seconds);
+            server_stop(&s);
+            printf("  round %d %-4s: (a) 4 clients x 8x16: %8.0f steps/s   (b) 1 client x "
+                   "1024x64 JSON: %6.1f steps/s\n", r + 1, modes[m], a[m][r], b[m][r]);
+            fflush(stdout);
+        }
+    }
+    double an = median(a[0], rounds), as = median(a[1], rounds);
+    double bn = median(b[0], rounds), bs = median(b[1], rounds);
+    printf("\nmedians       none        sync     sync/none   target\n");
+    printf("(a) 8x16   %9.0f   %9.0f     %5.2fx      >= 0.8x\n", an, as, as / an);
+    printf("(b) 1024x64 %8.1f   %9.1f     %5.2fx      >= 0.9x\n", bn, bs, bs / bn);
+    for (int i = 0; i < 4; i++)
+        free(small[i]);
+    free(big);
+    bench_replay(getenv("LOG_MB") ? atof(getenv("LOG_MB")) : 1024.0);
+    return 0;
+}
