@@ -321,12 +321,31 @@ static void write_lookup(const struct handler_ctx *c, struct lookup_request *rq,
         atomic_fetch_add_explicit(&c->entry->rows_served, rq->in.n, memory_order_relaxed);
 }
 
+/* The JSON parsers check a request's cost as soon as they have counted it;
+ * a binary body's parser checks max_batch only, so the rest (the answer's
+ * bound) is checked here, once its ids are counted. */
+static enum status_code check_binary_cost(const struct handler_ctx *c,
+                                          const struct request_limits *lim,
+                                          const struct lookup_request *rq, char *err, size_t n)
+{
+    struct request_size size;
+    struct request_cost cost;
+    if (!c->binary_body)
+        return STATUS_OK;
+    request_size_of_lookup(rq, &size);
+    size.body_bytes = c->len;
+    request_cost(&size, lim, &cost);
+    return request_cost_check(&cost, &size, lim, err, n);
+}
+
 static void handle_lookup(const struct handler_ctx *c, struct answer *a)
 {
     struct request_limits lim = limits_of(c);
     struct lookup_request rq = {0};
     char err[STATUS_ERR_MAX];
     enum status_code sc = parse_lookup(c, &lim, &rq, err, sizeof err);
+    if (sc == STATUS_OK)
+        sc = check_binary_cost(c, &lim, &rq, err, sizeof err);
     if (sc == STATUS_OK)
         sc = request_resolve_lookup(c->table, &rq, err, sizeof err);
     if (sc != STATUS_OK) {
@@ -728,7 +747,10 @@ bool handler_is_heavy(const struct handler_ctx *c)
     request_cost(&size, &lim, &cost); /* a big body is heavy before it is read */
     if (request_cost_heavy(&cost))
         return true;
-    request_prescan(kind, c->body, c->len, &size);
+    if (c->binary_body)
+        request_prescan_binary(kind, c->len, lim.dim, &size);
+    else
+        request_prescan(kind, c->body, c->len, &size);
     request_cost(&size, &lim, &cost);
     return request_cost_heavy(&cost);
 }

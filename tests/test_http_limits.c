@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -416,6 +417,22 @@ START_TEST(answers_are_bounded_before_any_work)
     ck_reply(&r, 200, NULL);
     reply_free(&r);
     free(body);
+
+    /* the same ids as a binary body (int64): the same bounds */
+    int64_t *ids = malloc(MAX_BATCH * sizeof *ids);
+    for (int64_t i = 0; i < MAX_BATCH; i++)
+        ids[i] = i % 5000;
+    http_do(&srv, "POST", "/v1/tables/mid/lookup", "application/octet-stream", (char *)ids,
+            MAX_BATCH * sizeof *ids, NULL, &r);
+    ck_reply(&r, 413, "payload_too_large");
+    ck_message(&r, "ids: 100000 rows of 64 floats make an answer of up to");
+    reply_free(&r);
+    http_do(&srv, "POST", "/v1/tables/mid/lookup", "application/octet-stream", (char *)ids,
+            MAX_BATCH * sizeof *ids, binary, &r);
+    ck_reply(&r, 200, NULL);
+    ck_assert_uint_eq(r.len, (size_t)MAX_BATCH * 64 * sizeof(float));
+    reply_free(&r);
+    free(ids);
 }
 END_TEST
 
