@@ -111,14 +111,22 @@ static void spawn(struct test_server *s, const char *const *env)
     track(pid, true);
 }
 
-/* Polls the log for "listening on http://HOST:PORT". */
+/* Polls the log for "listening on http://HOST:PORT", or for "accepting
+ * connections on http://HOST:PORT", the line a server may print before its
+ * tables are loaded (and "listening" only once they are). */
 static bool read_port(struct test_server *s)
 {
+    static const char *const lines[] = {"accepting connections on http://",
+                                        "listening on http://"};
     char *log = test_server_log(s);
-    const char *p = strstr(log, "listening on http://");
+    const char *p = NULL, *after = NULL;
     bool found = false;
+    for (size_t i = 0; i < 2 && p == NULL; i++) {
+        p = strstr(log, lines[i]);
+        after = p ? p + strlen(lines[i]) : NULL;
+    }
     if (p != NULL) {
-        const char *colon = strchr(p + strlen("listening on http://"), ':');
+        const char *colon = strchr(after, ':');
         if (colon != NULL && sscanf(colon + 1, "%d", &s->port) == 1 && s->port > 0) {
             snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->port);
             found = true;
