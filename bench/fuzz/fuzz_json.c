@@ -116,7 +116,7 @@ static void write_result(size_t rows)
 {
     struct buf b;
     buf_init(&b, 1 << 20);
-    response_write_result(&b, 7, rows);
+    response_write_result(&b, 7, rows, 7);
     buf_deinit(&b);
 }
 
