@@ -74,4 +74,13 @@ bool request_cost_heavy(const struct request_cost *c);
 void request_prescan(enum request_kind kind, const char *body, size_t len,
                      struct request_size *out);
 
+/* request_prescan for a binary body (proto/binary.h) of len bytes: int64
+ * ids, then for gradients and rows dim float32 values per id. */
+void request_prescan_binary(enum request_kind kind, size_t len, int64_t dim,
+                            struct request_size *out);
+
+/* The sizes of a parsed lookup, for parsers that do not count as the JSON
+ * ones do (binary bodies): request_cost_check them after parsing. */
+void request_size_of_lookup(const struct lookup_request *r, struct request_size *out);
+
 #endif

@@ -240,34 +240,57 @@ static void lookup_failed(const struct handler_ctx *c, const struct request_ids 
 
 struct lookup_fetch {
     struct table *table;
-    const int64_t *ids;
+    const struct lookup_request *rq;
+    size_t *offsets; /* bags: a chunk's offsets, rebased to 0 */
+    size_t offsets_cap;
     int rc;
     size_t bad;
 };
 
+/* Rows [first, first + n) of the answer: looked-up rows, or pooled bags. */
 static bool fetch_rows(void *ctx, size_t first, size_t n, float *out)
 {
     struct lookup_fetch *f = ctx;
-    f->rc = table_lookup(f->table, f->ids + first, n, out, &f->bad);
-    f->bad += first;
+    const struct lookup_request *rq = f->rq;
+    if (!rq->is_bags) {
+        f->rc = table_lookup(f->table, rq->in.ids + first, n, out, &f->bad);
+        f->bad += first;
+        return f->rc == CORE_OK;
+    }
+    if (n + 1 > f->offsets_cap) {
+        size_t *p = realloc(f->offsets, (n + 1) * sizeof *p);
+        if (p == NULL) {
+            f->rc = CORE_ENOMEM;
+            return false;
+        }
+        f->offsets = p;
+        f->offsets_cap = n + 1;
+    }
+    size_t base = rq->offsets[first];
+    for (size_t b = 0; b <= n; b++)
+        f->offsets[b] = rq->offsets[first + b] - base;
+    const float *w = rq->per_sample_weights ? rq->per_sample_weights + base : NULL;
+    f->rc = table_bag(f->table, rq->in.ids + base, f->offsets, n, w, rq->mode, out, &f->bad);
+    f->bad += base;
     return f->rc == CORE_OK;
 }
 
-/* A JSON lookup of a table without max_norm gathers a chunk of rows at a
- * time while it writes, so its memory is the answer's text and not the
- * rows' floats too (rows are read one at a time under their seqlocks
- * either way). max_norm lookups renormalize the request's rows together,
- * so they keep the one gather of write_lookup. */
+/* A JSON lookup or bags answer from a table without max_norm is gathered
+ * (or pooled) a chunk at a time while it is written, so its memory is the
+ * answer's text and not the rows' floats too (rows are read one at a time
+ * under their seqlocks either way). max_norm renormalizes the request's
+ * rows together, so those keep the one gather of write_lookup. */
 static void write_lookup_chunked(const struct handler_ctx *c, struct lookup_request *rq,
-                                 struct answer *a)
+                                 const size_t *shape, size_t ndim, struct answer *a)
 {
-    struct lookup_fetch f = {.table = c->table, .ids = rq->in.ids, .rc = CORE_OK};
-    if (response_lookup_rows(&a->body, rq->in.shape, rq->in.ndim, (size_t)table_dim(c->table),
-                             fetch_rows, &f)) {
+    struct lookup_fetch f = {.table = c->table, .rq = rq, .rc = CORE_OK};
+    if (response_lookup_rows(&a->body, shape, ndim, (size_t)table_dim(c->table), fetch_rows,
+                             &f)) {
         atomic_fetch_add_explicit(&c->entry->rows_served, rq->in.n, memory_order_relaxed);
     } else if (f.rc != CORE_OK) {
         lookup_failed(c, &rq->in, "ids", f.rc, f.bad, a);
     }
+    free(f.offsets);
 }
 
 /* Binary answers are gathered straight into the answer buffer: the bytes
@@ -315,6 +338,23 @@ static void write_lookup(const struct handler_ctx *c, struct lookup_request *rq,
         atomic_fetch_add_explicit(&c->entry->rows_served, rq->in.n, memory_order_relaxed);
 }
 
+/* The JSON parsers check a request's cost as soon as they have counted it;
+ * a binary body's parser checks max_batch only, so the rest (the answer's
+ * bound) is checked here, once its ids are counted. */
+static enum status_code check_binary_cost(const struct handler_ctx *c,
+                                          const struct request_limits *lim,
+                                          const struct lookup_request *rq, char *err, size_t n)
+{
+    struct request_size size;
+    struct request_cost cost;
+    if (!c->binary_body)
+        return STATUS_OK;
+    request_size_of_lookup(rq, &size);
+    size.body_bytes = c->len;
+    request_cost(&size, lim, &cost);
+    return request_cost_check(&cost, &size, lim, err, n);
+}
+
 static void handle_lookup(const struct handler_ctx *c, struct answer *a)
 {
     struct request_limits lim = limits_of(c);
@@ -322,14 +362,19 @@ static void handle_lookup(const struct handler_ctx *c, struct answer *a)
     char err[STATUS_ERR_MAX];
     enum status_code sc = parse_lookup(c, &lim, &rq, err, sizeof err);
     if (sc == STATUS_OK)
+        sc = check_binary_cost(c, &lim, &rq, err, sizeof err);
+    if (sc == STATUS_OK)
         sc = request_resolve_lookup(c->table, &rq, err, sizeof err);
     if (sc != STATUS_OK) {
         answer_error(a, sc, "%s", err);
     } else if (rq.is_bags) {
         size_t shape[1] = {rq.nbags};
-        write_lookup(c, &rq, shape, 1, rq.nbags, a);
+        if (!c->binary && !table_settings(c->table)->has_max_norm)
+            write_lookup_chunked(c, &rq, shape, 1, a);
+        else
+            write_lookup(c, &rq, shape, 1, rq.nbags, a);
     } else if (!c->binary && !table_settings(c->table)->has_max_norm) {
-        write_lookup_chunked(c, &rq, a);
+        write_lookup_chunked(c, &rq, rq.in.shape, rq.in.ndim, a);
     } else {
         write_lookup(c, &rq, rq.in.shape, rq.in.ndim, rq.in.n, a);
     }
@@ -857,7 +902,10 @@ bool handler_is_heavy(const struct handler_ctx *c)
     request_cost(&size, &lim, &cost); /* a big body is heavy before it is read */
     if (request_cost_heavy(&cost))
         return true;
-    request_prescan(kind, c->body, c->len, &size);
+    if (c->binary_body)
+        request_prescan_binary(kind, c->len, lim.dim, &size);
+    else
+        request_prescan(kind, c->body, c->len, &size);
     request_cost(&size, &lim, &cost);
     return request_cost_heavy(&cost);
 }

@@ -130,6 +130,13 @@ enum conn_state {
     CONN_BUSY,    /* request complete: computing or sending the answer */
 };
 
+/* Where a request still arriving stands: a new request or more body bytes
+ * change it. */
+struct progress {
+    int state;
+    uint64_t since_ms, body_bytes;
+};
+
 struct conn {
     struct conn *prev, *next;
     MHD_socket fd;
@@ -139,7 +146,7 @@ struct conn {
     _Atomic uint64_t body_bytes; /* of the request in CONN_BODY */
     /* the sweeper's alone, under the lock */
     uint64_t hup_since;          /* first sweep that saw the half-close, 0: none */
-    uint64_t hup_mark;           /* progress then */
+    struct progress hup_mark;    /* where the request stood then */
     bool closing;
 };
 
@@ -273,24 +280,50 @@ static const char *overdue(const struct conn *c, uint64_t now, char *why, size_t
     return NULL;
 }
 
-static void close_conn(struct conn *c, const char *why)
+/* What one sweep closed, logged after the lock is released (a slow log
+ * must not hold up libmicrohttpd's threads, which take the lock). */
+#define SWEEP_LOG_MAX 4
+struct sweep_log {
+    size_t closed;
+    char lines[SWEEP_LOG_MAX][INET6_ADDRSTRLEN + 2 + 160];
+};
+
+static void close_conn(struct conn *c, const char *why, struct sweep_log *log)
 {
     c->closing = true;
     shutdown(c->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
-    log_info("closing a connection from %s: %s", c->addr, why);
+    if (log->closed < SWEEP_LOG_MAX)
+        snprintf(log->lines[log->closed], sizeof log->lines[0], "%s: %s", c->addr, why);
+    log->closed++;
 }
 
-/* Progress of a request still arriving: changes when a new request starts
- * or body bytes come. */
-static uint64_t progress_of(const struct conn *c)
+static void sweep_log_write(const struct sweep_log *log)
 {
-    return atomic_load(&c->since_ms) * 31u + atomic_load(&c->body_bytes) +
-           (uint64_t)atomic_load(&c->state);
+    for (size_t i = 0; i < log->closed && i < SWEEP_LOG_MAX; i++)
+        log_info("closing a connection from %s", log->lines[i]);
+    if (log->closed > SWEEP_LOG_MAX)
+        log_info("closing %zu more connections for the same reasons",
+                 log->closed - SWEEP_LOG_MAX);
+}
+
+static struct progress progress_of(const struct conn *c)
+{
+    struct progress p;
+    p.state = atomic_load_explicit(&c->state, memory_order_acquire);
+    p.since_ms = atomic_load_explicit(&c->since_ms, memory_order_relaxed);
+    p.body_bytes = atomic_load_explicit(&c->body_bytes, memory_order_relaxed);
+    return p;
+}
+
+static bool same_progress(struct progress a, struct progress b)
+{
+    return a.state == b.state && a.since_ms == b.since_ms && a.body_bytes == b.body_bytes;
 }
 
 /* Half-closed connections whose request is still incomplete. fds has room
  * for every connection; called under the lock. */
-static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, uint64_t now)
+static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, uint64_t now,
+                              struct sweep_log *log)
 {
     if (n == 0 || poll(fds, (nfds_t)n, 0) <= 0)
         return;
@@ -300,12 +333,12 @@ static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, u
             c->hup_since = 0;
             continue;
         }
-        uint64_t mark = progress_of(c);
-        if (c->hup_since == 0 || c->hup_mark != mark) {
+        struct progress mark = progress_of(c);
+        if (c->hup_since == 0 || !same_progress(c->hup_mark, mark)) {
             c->hup_since = now;
             c->hup_mark = mark;
         } else if (now - c->hup_since >= HUP_GRACE_MS) {
-            close_conn(c, "it half-closed with its request incomplete");
+            close_conn(c, "it half-closed with its request incomplete", log);
         }
     }
 }
@@ -315,13 +348,14 @@ static void sweep(struct pollfd **fds, struct conn ***who, size_t *cap)
     uint64_t now = now_ms();
     size_t n = 0;
     char why[160];
+    struct sweep_log log = {0};
 
     pthread_mutex_lock(&conns.lock);
     for (struct conn *c = conns.head; c != NULL; c = c->next) {
         if (c->closing)
             continue;
         if (overdue(c, now, why, sizeof why) != NULL) {
-            close_conn(c, why);
+            close_conn(c, why, &log);
             continue;
         }
         if (atomic_load(&c->state) == CONN_BUSY)
@@ -340,8 +374,9 @@ static void sweep(struct pollfd **fds, struct conn ***who, size_t *cap)
         (*fds)[n] = (struct pollfd){.fd = c->fd, .events = POLLRDHUP};
         (*who)[n++] = c;
     }
-    sweep_half_closed(*fds, *who, n, now);
+    sweep_half_closed(*fds, *who, n, now, &log);
     pthread_mutex_unlock(&conns.lock);
+    sweep_log_write(&log);
 }
 
 static void *sweeper_main(void *arg)

@@ -1,7 +1,7 @@
 /* work.h - a small pool of threads for CPU-heavy or blocking jobs
  * (neighbour searches over big tables, large gradient batches, snapshots),
  * so that libmicrohttpd's threads keep accepting and answering light
- * requests while those run. Jobs run in submission order, each exactly
+ * requests while those run (pool threads run at a lower priority, nice 10). Jobs run in submission order, each exactly
  * once; work_stop runs every job still queued before it returns. */
 #ifndef SERVER_WORK_H
 #define SERVER_WORK_H

@@ -285,6 +285,46 @@ START_TEST(prescan_survives_garbage)
 }
 END_TEST
 
+/* Binary bodies: their length says how many ids they hold; a parsed
+ * lookup gives its sizes back for the same checks. */
+START_TEST(binary_bodies_and_parsed_sizes)
+{
+    struct request_size s;
+    request_prescan_binary(REQUEST_LOOKUP, 8000, 64, &s);
+    ck_assert_uint_eq(s.ids, 1000);
+    ck_assert_uint_eq(s.body_bytes, 8000);
+    request_prescan_binary(REQUEST_GRADIENTS, 10 * (8 + 64 * 4), 64, &s);
+    ck_assert_uint_eq(s.ids, 10);
+    struct request_cost c;
+    request_prescan_binary(REQUEST_LOOKUP, 64000, 64, &s); /* 8000 ids, 10 MB of JSON */
+    request_cost(&s, &LIM, &c);
+    ck_assert(request_cost_heavy(&c));
+
+    const char body[] = "{\"ids\": [[1, 2], [3, 4], [5, 6]]}";
+    struct lookup_request r;
+    struct request_limits lim = LIM;
+    lim.max_batch = 1000;
+    ck_assert_int_eq(request_parse_lookup(body, strlen(body), &lim, &r, err, sizeof err),
+                     STATUS_OK);
+    request_size_of_lookup(&r, &s);
+    ck_assert_int_eq(s.kind, REQUEST_LOOKUP);
+    ck_assert_uint_eq(s.ids, 6);
+    ck_assert_uint_eq(s.arrays, 4);
+    ck_assert_str_eq(s.field, "ids");
+    request_lookup_deinit(&r);
+    const char bags[] = "{\"bags\": [[1], [], [2, 3]]}";
+    ck_assert_int_eq(request_parse_lookup(bags, strlen(bags), &lim, &r, err, sizeof err),
+                     STATUS_OK);
+    request_size_of_lookup(&r, &s);
+    ck_assert_int_eq(s.kind, REQUEST_BAGS);
+    ck_assert_uint_eq(s.bags, 3);
+    ck_assert_uint_eq(s.ids, 3);
+    request_cost(&s, &lim, &c);
+    ck_assert_uint_eq(c.ids_in, 6);
+    request_lookup_deinit(&r);
+}
+END_TEST
+
 static Suite *proto_cost_suite(void)
 {
     Suite *s = suite_create("proto_cost");
@@ -298,6 +338,7 @@ static Suite *proto_cost_suite(void)
     tcase_add_test(tc, prescan_counts);
     tcase_add_test(tc, prescan_agrees_with_the_parser);
     tcase_add_test(tc, prescan_survives_garbage);
+    tcase_add_test(tc, binary_bodies_and_parsed_sizes);
     suite_add_tcase(s, tc);
     return s;
 }
