@@ -482,6 +482,23 @@ static bool parse_metric(struct ctx *c, const cJSON *v, enum metric *m)
     return ok;
 }
 
+/* "min_seq": a non-negative integer, the seq a read waits for (cluster
+ * mode's read-your-writes); absent is 0. */
+static bool parse_min_seq(struct ctx *c, const cJSON *v, uint64_t *seq)
+{
+    struct path p = {.field = "min_seq"};
+    *seq = 0;
+    if (v == NULL)
+        return true;
+    if (!cJSON_IsNumber(v))
+        return wrong_type(c, &p, "an integer", v);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < 0 || d > 9007199254740992.0)
+        return fail(c, STATUS_INVALID_ARGUMENT, "min_seq: must be an integer >= 0");
+    *seq = (uint64_t)d;
+    return true;
+}
+
 /* ---- lookup ---- */
 
 static bool parse_mode(struct ctx *c, const cJSON *v, enum bag_mode *mode)
@@ -604,10 +621,10 @@ static bool parse_bags(struct ctx *c, const cJSON *bags, const cJSON *mode,
 static bool parse_lookup(struct ctx *c, const cJSON *root, struct lookup_request *r)
 {
     struct key_slot k[] = {{"ids", NULL}, {"tokens", NULL}, {"bags", NULL},
-                           {"mode", NULL}, {"per_sample_weights", NULL}};
+                           {"mode", NULL}, {"per_sample_weights", NULL}, {"min_seq", NULL}};
     int which = 0;
 
-    if (!match_keys(c, root, k, 5))
+    if (!match_keys(c, root, k, 6) || !parse_min_seq(c, k[5].value, &r->min_seq))
         return false;
     if (k[2].value != NULL) {
         if (k[0].value != NULL || k[1].value != NULL)
@@ -650,9 +667,9 @@ static bool parse_pairs(struct ctx *c, const cJSON *v, struct similarity_request
 
 static bool parse_similarity(struct ctx *c, const cJSON *root, struct similarity_request *r)
 {
-    struct key_slot k[] = {{"pairs", NULL}, {"metric", NULL}};
+    struct key_slot k[] = {{"pairs", NULL}, {"metric", NULL}, {"min_seq", NULL}};
 
-    if (!match_keys(c, root, k, 2))
+    if (!match_keys(c, root, k, 3) || !parse_min_seq(c, k[2].value, &r->min_seq))
         return false;
     if (k[0].value == NULL)
         return fail(c, STATUS_INVALID_ARGUMENT, "body: missing \"pairs\"");
@@ -707,10 +724,10 @@ static bool parse_vectors(struct ctx *c, const cJSON *v, size_t want_rows, float
 static bool parse_neighbors(struct ctx *c, const cJSON *root, struct neighbors_request *r)
 {
     struct key_slot k[] = {{"ids", NULL}, {"tokens", NULL}, {"vectors", NULL},
-                           {"k", NULL}, {"metric", NULL}};
+                           {"k", NULL}, {"metric", NULL}, {"min_seq", NULL}};
     int which = 0;
 
-    if (!match_keys(c, root, k, 5))
+    if (!match_keys(c, root, k, 6) || !parse_min_seq(c, k[5].value, &r->min_seq))
         return false;
     if (k[2].value != NULL) {
         if (k[0].value != NULL || k[1].value != NULL)

@@ -9,8 +9,8 @@
 # it installs; prints nothing when everything is already there.
 set -eu
 
-build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev"
-test_pkgs="$build_pkgs check libcurl4-openssl-dev curl"
+build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libnats-dev"
+test_pkgs="$build_pkgs check libcurl4-openssl-dev curl nats-server"
 lint_pkgs="nodejs npm"
 
 case "${1:-build}" in

@@ -38,6 +38,7 @@ struct handler_ctx {
     const char *body;             /* NUL-terminated; len excludes the NUL */
     size_t len;
     bool binary;                  /* client accepts application/octet-stream */
+    const char *min_seq_header;   /* X-Embedding-Min-Seq, or NULL */
     /* Writes complete later, on the journal's thread: the handler calls
      * defer(io) before handing the write over (and sets *deferred), and
      * complete(io) once the answer is written into the answer it was given.

@@ -364,6 +364,8 @@ static void handler_ctx_of(struct request *rq, struct handler_ctx *c, bool *defe
         .body = rq->body ? rq->body : "",
         .len = rq->body_len,
         .binary = rq->binary,
+        .min_seq_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                      "X-Embedding-Min-Seq"),
         .defer = defer_answer,
         .complete = complete_answer,
         .io = rq,

@@ -16,6 +16,7 @@ static const struct route routes[] = {
     {ROUTE_GRADIENTS, "POST", "/v1/tables/{t}/gradients", ACCESS_WRITE, true},
     {ROUTE_ROWS, "PUT", "/v1/tables/{t}/rows", ACCESS_WRITE, true},
     {ROUTE_SNAPSHOT, "POST", "/v1/tables/{t}/snapshot", ACCESS_WRITE, true},
+    {ROUTE_CLUSTER, "GET", "/v1/cluster", ACCESS_READ, false},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 

@@ -24,6 +24,7 @@ enum route_id {
     ROUTE_GRADIENTS,
     ROUTE_ROWS,
     ROUTE_SNAPSHOT,
+    ROUTE_CLUSTER,
     ROUTE_UNMATCHED, /* 404 / 405: counted in metrics under this label */
     ROUTE_COUNT
 };
