@@ -20,7 +20,7 @@
  * same consumer callback in stream order, so every replica applies the same
  * bytes in the same order. Lock order: cl->mu, nothing inside it; the
  * table's write lock is taken by the apply alone, outside cl->mu. */
-#include "cluster.h"
+#include "cluster_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -41,7 +41,6 @@
 #define MAX_URLS 32
 #define RETRY_MS 500          /* between attempts while JetStream is unreachable */
 #define API_WAIT_MS 5000      /* JetStream API requests */
-#define LAG_NBUCKETS 12
 
 /* Histogram bounds in nanoseconds and as Prometheus "le" labels. */
 static const uint64_t lag_bucket_ns[LAG_NBUCKETS] = {
@@ -51,64 +50,6 @@ static const uint64_t lag_bucket_ns[LAG_NBUCKETS] = {
 static const char *const lag_bucket_le[LAG_NBUCKETS] = {
     "0.00025", "0.0005", "0.001", "0.002", "0.005", "0.01",
     "0.02",    "0.05",   "0.1",   "0.5",   "1",     "5",
-};
-
-struct histogram {
-    _Atomic uint64_t buckets[LAG_NBUCKETS]; /* not cumulative */
-    _Atomic uint64_t count, sum_ns;
-};
-
-struct pending {
-    uint64_t id;
-    struct journal_write *w;
-    struct cluster_table *ct;
-    uint64_t t0_ns;
-    bool acked, applied;
-    struct pending *next;
-};
-
-struct cluster {
-    const struct config *cfg;
-    natsOptions *opts;
-    natsConnection *nc;
-    jsCtx *js;
-    char node[128];
-    uint64_t nonce;       /* tells this process's records from others' */
-    char nonce_hex[17];
-    _Atomic uint64_t next_id;
-    _Atomic bool closing;
-    /* kept by libnats' callbacks: the hot path never asks the connection,
-     * whose lock a reconnect attempt may hold for its whole handshake */
-    _Atomic bool up;
-    pthread_mutex_t mu;   /* pending */
-    struct pending *pending;
-    struct histogram publish; /* publish to ack */
-    _Atomic uint64_t publish_errors;
-    _Atomic uint64_t disconnects;
-};
-
-struct cluster_table {
-    struct cluster *cl;
-    char name[TABLE_NAME_MAX + 1];
-    char stream[TABLE_NAME_MAX + 16];
-    char subject[TABLE_NAME_MAX + 16];
-    char snap_stream[TABLE_NAME_MAX + 20];
-    char snap_chunk[TABLE_NAME_MAX + 32];
-    char snap_commit[TABLE_NAME_MAX + 32];
-    struct table *t;
-    natsSubscription *sub;
-    _Atomic bool broken;       /* the table fell behind its stream for good */
-    _Atomic bool closed;
-    _Atomic uint64_t stream_seq; /* the stream's last seq as last seen */
-    _Atomic uint64_t applied_bytes;
-    _Atomic uint64_t applied_records;
-    _Atomic uint64_t last_lag_ns; /* stored-to-applied delay of the last record */
-    _Atomic uint64_t snapshot_seq; /* newest snapshot published for the cluster */
-    struct histogram lag;
-    pthread_mutex_t seq_mu;       /* min_seq waiters */
-    pthread_cond_t seq_cv;
-    _Atomic int waiters;
-    char why[160];                /* why it broke; written once */
 };
 
 static uint64_t mono_ns(void)
@@ -170,8 +111,8 @@ static void name_table(struct cluster_table *ct, const char *name)
     cluster_stream_name(name, 0, ct->stream, sizeof ct->stream);
     snprintf(ct->subject, sizeof ct->subject, "es.%s.0", name);
     snprintf(ct->snap_stream, sizeof ct->snap_stream, "ESSNAP-%s", ct->stream + 3);
-    snprintf(ct->snap_chunk, sizeof ct->snap_chunk, "es.snap.%s.0.chunk", name);
-    snprintf(ct->snap_commit, sizeof ct->snap_commit, "es.snap.%s.0.commit", name);
+    snprintf(ct->snap_chunk, sizeof ct->snap_chunk, "essnap.%s.0.chunk", name);
+    snprintf(ct->snap_commit, sizeof ct->snap_commit, "essnap.%s.0.commit", name);
 }
 
 /* ---- the connection --------------------------------------------------- */
@@ -325,15 +266,15 @@ void cluster_free(struct cluster *cl)
 /* ---- streams ---------------------------------------------------------- */
 
 /* True for the errors that mean "JetStream is not reachable now". */
-static bool transient(natsStatus s)
+bool cluster_transient(natsStatus s)
 {
     return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_CLOSED ||
            s == NATS_CONNECTION_DISCONNECTED || s == NATS_NOT_YET_CONNECTED ||
            s == NATS_STALE_CONNECTION;
 }
 
-static natsStatus ensure_stream(struct cluster *cl, const char *name, const char *subject,
-                                int replicas, jsErrCode *jerr)
+static natsStatus ensure_stream(struct cluster *cl, const char *name, const char **subjects,
+                                int nsubjects, int replicas, jsErrCode *jerr)
 {
     jsStreamInfo *si = NULL;
     natsStatus s = js_GetStreamInfo(&si, cl->js, name, NULL, jerr);
@@ -346,12 +287,11 @@ static natsStatus ensure_stream(struct cluster *cl, const char *name, const char
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
     sc.Name = name;
-    sc.Subjects = &subject;
-    sc.SubjectsLen = 1;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = nsubjects;
     sc.Storage = js_FileStorage;
     sc.Replicas = replicas;
     sc.Retention = js_LimitsPolicy;
-    sc.AllowDirect = true;
     s = js_AddStream(&si, cl->js, &sc, NULL, jerr);
     if (s != NATS_OK && *jerr == JSStreamNameExistErr) /* another server made it first */
         s = js_GetStreamInfo(&si, cl->js, name, NULL, jerr);
@@ -378,16 +318,18 @@ int cluster_table_open(struct cluster_table **out, struct cluster *cl, const cha
     uint64_t next_note = 0;
     for (;;) {
         jsErrCode jerr = 0;
-        natsStatus s = ensure_stream(cl, ct->stream, ct->subject, replicas, &jerr);
+        const char *records[] = {ct->subject};
+        const char *snaps[] = {ct->snap_chunk, ct->snap_commit};
+        natsStatus s = ensure_stream(cl, ct->stream, records, 1, replicas, &jerr);
         if (s == NATS_OK)
-            s = ensure_stream(cl, ct->snap_stream, ct->snap_chunk, replicas, &jerr);
+            s = ensure_stream(cl, ct->snap_stream, snaps, 2, replicas, &jerr);
         if (s == NATS_OK)
             break;
         if (atomic_load(&cl->closing)) {
             cluster_table_close(ct);
             return CORE_EUNAVAILABLE;
         }
-        if (!transient(s) && s != NATS_ERR) {
+        if (!cluster_transient(s) && s != NATS_ERR) {
             int rc = core_fail(err, errlen, CORE_EIO, "stream %s: %s (JetStream error %d)",
                                ct->stream, natsStatus_GetText(s), (int)jerr);
             cluster_table_close(ct);
@@ -687,7 +629,7 @@ int cluster_table_start(struct cluster_table *ct, struct table *t, char *err, si
         s = stream_state(ct, &first, &last, &jerr);
         if (s == NATS_OK)
             s = subscribe(ct, at + 1);
-        if (s == NATS_OK || atomic_load(&cl->closing) || !(transient(s) || s == NATS_ERR))
+        if (s == NATS_OK || atomic_load(&cl->closing) || !(cluster_transient(s) || s == NATS_ERR))
             break;
         if (mono_ns() >= next_note) {
             log_warn("table %s: JetStream not reachable (%s); retrying", ct->name,
@@ -1028,19 +970,3 @@ void cluster_render_metrics(struct cluster *cl, struct registry *r, struct buf *
                connected(cl) ? 1 : 0);
 }
 
-/* ---- snapshots for the cluster ------------------------------------------ */
-
-int cluster_table_fetch_snapshot(struct cluster_table *ct, const char *data_dir,
-                                 uint64_t after_seq, bool *fetched, char *err, size_t errlen)
-{
-    (void)ct; (void)data_dir; (void)after_seq; (void)err; (void)errlen;
-    *fetched = false;
-    return CORE_OK;
-}
-
-int cluster_table_publish_snapshot(struct cluster_table *ct, const char *dir, uint64_t seq,
-                                   char *err, size_t errlen)
-{
-    (void)ct; (void)dir; (void)seq; (void)err; (void)errlen;
-    return CORE_OK;
-}

@@ -14,7 +14,15 @@
  *   stream   ES-<table>-<shard>       ('.' in a table name becomes '~')
  *   subject  es.<table>.<shard>        records, one message each
  *   stream   ESSNAP-<table>-<shard>   snapshots published for the cluster
- *   subjects es.snap.<table>.<shard>.chunk / .commit
+ *   subjects essnap.<table>.<shard>.chunk   a snapshot's files, in chunks
+ *            essnap.<table>.<shard>.commit  one JSON message per complete
+ *                                           snapshot: its seq and files
+ * The first tokens differ (es / essnap), so no table's subjects can overlap
+ * another's. Snapshots go through JetStream (R replicas, like the records)
+ * rather than peer to peer over HTTP: every starting server can reach them
+ * whenever it can reach the stream, so the stream can be purged below the
+ * newest one without asking which peers are up; libnats 3.4 has no object
+ * store, so files are chunked into a stream of their own.
  * This issue has one shard per table: shard 0.
  *
  * Threads. libnats runs its own threads: the ack handler of asynchronous

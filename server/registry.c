@@ -414,6 +414,12 @@ static int open_cluster_entry(struct registry *r, struct registry_entry *e, char
     bool fetched = false;
     rc = cluster_table_fetch_snapshot(ct, c->data_dir, newest_local_seq(c->data_dir, name),
                                       &fetched, err, errlen);
+    if (rc != CORE_OK) {
+        /* the stream may still hold every record after the local snapshot;
+         * cluster_table_start says so when it does not */
+        log_warn("table %s: the cluster's snapshot could not be fetched: %s", name, err);
+        rc = CORE_OK;
+    }
     struct registry_load_opts o = {.data_dir = c->data_dir, .repair = WAL_RECOVER};
     struct registry_loaded res;
     struct table *t = NULL;
@@ -518,7 +524,9 @@ int registry_snapshot(struct registry *r, struct registry_entry *e, const char *
         if (seq_out != NULL)
             *seq_out = info.log_seq;
         prune(r, e);
-        if (e->cluster != NULL)
+        /* not the one at shutdown: a big table's upload would outlast the
+         * few seconds a process manager grants */
+        if (e->cluster != NULL && strcmp(why, "shutdown") != 0)
             publish_snapshot(e, path, info.log_seq);
     }
     atomic_store(&e->snapshot_running, false);

@@ -581,6 +581,58 @@ START_TEST(replica_restart_and_join)
 }
 END_TEST
 
+static bool log_has(const struct test_server *s, const char *what)
+{
+    char *log = test_server_log(s);
+    bool found = strstr(log, what) != NULL;
+    free(log);
+    return found;
+}
+
+/* A snapshot is published for the cluster and the stream purged below it;
+ * a new replica then starts from that snapshot plus the rest. */
+START_TEST(published_snapshot_purges_and_bootstraps)
+{
+    struct test_server a, b, c;
+    test_server_prepare(&a);
+    test_server_prepare(&b);
+    start_server(&a, "a", "pur", true, true);
+    start_server(&b, "b", "pur", true, true);
+    unsigned long long seq = 0;
+    for (int k = 0; k < 20; k++)
+        ck_assert_int_eq(post_step(k % 2 ? &a : &b, "pur", k, &seq), 200);
+    ck_assert_uint_eq(seq, 20);
+    ck_assert_uint_eq(table_seq(&b, "pur"), 20);
+    struct reply r;
+    http_json(&a, "POST", "/v1/tables/pur/snapshot", "{}", &r);
+    ck_reply(&r, 200, NULL);
+    reply_free(&r);
+    ck_assert_msg(log_has(&a, "published the snapshot at seq 20 for the cluster"), "no publish");
+    ck_assert_msg(log_has(&a, "purged stream ES-pur-0 up to seq 20"), "no purge");
+    http_get(&b, "/v1/cluster", &r);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"name\":\"pur\",\"seq\":20"));
+    reply_free(&r);
+    /* b's snapshot at the same seq: the cluster has one as new, nothing sent */
+    http_json(&b, "POST", "/v1/tables/pur/snapshot", "{}", &r);
+    ck_reply(&r, 200, NULL);
+    reply_free(&r);
+    ck_assert(!log_has(&b, "published the snapshot"));
+    for (int k = 20; k < 30; k++)
+        ck_assert_int_eq(post_step(&b, "pur", k, &seq), 200);
+    test_server_prepare(&c);
+    start_server(&c, "c", "pur", true, true);
+    char *log = test_server_log(&c);
+    ck_assert_msg(strstr(log, "fetched the cluster's snapshot at seq 20") != NULL, "%s", log);
+    ck_assert_msg(strstr(log, "applying stream ES-pur-0 from seq 21") != NULL, "%s", log);
+    free(log);
+    ck_same_rows(&a, &c, "pur", seq);
+    ck_same_rows(&b, &c, "pur", seq);
+    test_server_cleanup(&a);
+    test_server_cleanup(&b);
+    test_server_cleanup(&c);
+}
+END_TEST
+
 static Suite *cluster_suite(void)
 {
     Suite *s = suite_create("http_cluster");
@@ -589,6 +641,7 @@ static Suite *cluster_suite(void)
     tcase_add_test(tc, replicas_bit_identical);
     tcase_add_test(tc, read_your_writes);
     tcase_add_test(tc, replica_restart_and_join);
+    tcase_add_test(tc, published_snapshot_purges_and_bootstraps);
     tcase_add_test(tc, nats_node_killed_during_writes);
     tcase_add_test(tc, jetstream_unreachable);
     suite_add_tcase(s, tc);
