@@ -258,9 +258,11 @@ void cluster_free(struct cluster *cl)
         natsConnection_Destroy(cl->nc);
     }
     natsOptions_Destroy(cl->opts);
+    /* the connection's callbacks (on_disconnected...) run on libnats'
+     * threads, later: wait for them before cl goes */
+    nats_CloseAndWait(2000);
     pthread_mutex_destroy(&cl->mu);
     free(cl);
-    nats_Close();
 }
 
 /* ---- streams ---------------------------------------------------------- */

@@ -164,7 +164,7 @@ static int list_files(const char *dir, struct commit *c, char *err, size_t errle
         if (c->nfiles == MAX_FILES || strlen(de->d_name) >= sizeof c->files[0].name)
             rc = core_fail(err, errlen, CORE_EINVAL, "%s: unexpected file %s", dir, de->d_name);
         else
-            snprintf(c->files[c->nfiles++].name, sizeof c->files[0].name, "%s", de->d_name);
+            memcpy(c->files[c->nfiles++].name, de->d_name, strlen(de->d_name) + 1);
     }
     closedir(d);
     qsort(c->files, c->nfiles, sizeof c->files[0], compare_names);
