@@ -600,6 +600,13 @@ static natsStatus stream_state(struct cluster_table *ct, uint64_t *first, uint64
     return s;
 }
 
+/* libnats: the subscription is closed and its last callback has returned. */
+static void on_complete(void *closure)
+{
+    struct cluster_table *ct = closure;
+    atomic_store(&ct->sub_done, true);
+}
+
 static natsStatus subscribe(struct cluster_table *ct, uint64_t from)
 {
     jsSubOptions so;
@@ -615,6 +622,8 @@ static natsStatus subscribe(struct cluster_table *ct, uint64_t from)
     jsErrCode jerr = 0;
     natsStatus s = js_Subscribe(&ct->sub, ct->cl->js, ct->subject, on_record, ct, NULL, &so,
                                 &jerr);
+    if (s == NATS_OK)
+        s = natsSubscription_SetOnCompleteCB(ct->sub, on_complete, ct);
     if (s == NATS_OK)
         natsSubscription_SetPendingLimits(ct->sub, 1 << 20, 256 << 20);
     return s;
@@ -721,8 +730,11 @@ void cluster_table_close(struct cluster_table *ct)
     if (ct->t != NULL)
         table_set_renorm_hook(ct->t, NULL, NULL);
     if (ct->sub != NULL) {
-        natsSubscription_Unsubscribe(ct->sub);
-        /* the callback may be running: wait until the subscription is done */
+        /* the consumer's callback may be running: the table must outlive it */
+        if (natsSubscription_Unsubscribe(ct->sub) == NATS_OK) {
+            for (int i = 0; i < 2000 && !atomic_load(&ct->sub_done); i++)
+                sleep_ms(1);
+        }
         natsSubscription_Destroy(ct->sub);
         ct->sub = NULL;
     }

@@ -64,6 +64,7 @@ struct cluster_table {
     _Atomic uint64_t last_lag_ns; /* stored-to-applied delay of the last record */
     _Atomic uint64_t snapshot_seq; /* newest snapshot published for the cluster */
     struct histogram lag;
+    _Atomic bool sub_done;        /* libnats delivers nothing more (on_complete) */
     pthread_mutex_t seq_mu;       /* min_seq waiters */
     pthread_cond_t seq_cv;
     _Atomic int waiters;

@@ -437,7 +437,9 @@ static int open_cluster_entry(struct registry *r, struct registry_entry *e, char
         rc = cluster_table_start(ct, t, err, errlen);
         if (rc != CORE_OK) {
             e->cluster = NULL;
+            cluster_table_close(ct); /* stops applying to t first */
             table_free(t);
+            return rc;
         }
     }
     if (rc != CORE_OK) {
