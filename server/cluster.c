@@ -220,6 +220,34 @@ static int connect_nats(struct cluster *cl, char *err, size_t errlen)
     return rc;
 }
 
+static void sweep(struct cluster *cl);
+
+/* Fails writes whose ack is overdue, whatever libnats does about them: a
+ * write never waits past cluster.publish_timeout_ms (plus a second of
+ * slack for the library's own timeout to answer first). */
+static void *sweeper_main(void *arg)
+{
+    struct cluster *cl = arg;
+    pthread_mutex_lock(&cl->mu);
+    while (cl->sweeping) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 250000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&cl->sweep_cv, &cl->mu, &until);
+        if (!cl->sweeping)
+            break;
+        pthread_mutex_unlock(&cl->mu);
+        sweep(cl);
+        pthread_mutex_lock(&cl->mu);
+    }
+    pthread_mutex_unlock(&cl->mu);
+    return NULL;
+}
+
 int cluster_new(struct cluster **out, const struct config *c, char *err, size_t errlen)
 {
     *out = NULL;
@@ -236,7 +264,19 @@ int cluster_new(struct cluster **out, const struct config *c, char *err, size_t 
     snprintf(cl->nonce_hex, sizeof cl->nonce_hex, "%016" PRIx64, cl->nonce);
     atomic_init(&cl->next_id, 1);
     pthread_mutex_init(&cl->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&cl->sweep_cv, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = connect_nats(cl, err, errlen);
+    if (rc == CORE_OK) {
+        cl->sweeping = true;
+        if (pthread_create(&cl->sweeper, NULL, sweeper_main, cl) != 0) {
+            cl->sweeping = false;
+            rc = core_fail(err, errlen, CORE_ENOMEM, "cannot start the cluster's thread");
+        }
+    }
     if (rc != CORE_OK) {
         cluster_free(cl);
         return rc;
@@ -252,6 +292,13 @@ void cluster_free(struct cluster *cl)
     if (cl == NULL)
         return;
     atomic_store(&cl->closing, true);
+    pthread_mutex_lock(&cl->mu);
+    bool joined = cl->sweeping;
+    cl->sweeping = false;
+    pthread_cond_signal(&cl->sweep_cv);
+    pthread_mutex_unlock(&cl->mu);
+    if (joined)
+        pthread_join(cl->sweeper, NULL);
     jsCtx_Destroy(cl->js);
     if (cl->nc != NULL) {
         natsConnection_Close(cl->nc);
@@ -261,6 +308,7 @@ void cluster_free(struct cluster *cl)
     /* the connection's callbacks (on_disconnected...) run on libnats'
      * threads, later: wait for them before cl goes */
     nats_CloseAndWait(2000);
+    pthread_cond_destroy(&cl->sweep_cv);
     pthread_mutex_destroy(&cl->mu);
     free(cl);
 }
@@ -428,6 +476,33 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
     if (done != NULL)
         finish(done);
     natsMsg_Destroy(msg);
+}
+
+static void sweep(struct cluster *cl)
+{
+    uint64_t limit = ((uint64_t)cl->cfg->cluster_publish_timeout_ms + 1000u) * 1000000u;
+    for (;;) {
+        uint64_t now = mono_ns();
+        struct pending *late = NULL;
+        pthread_mutex_lock(&cl->mu);
+        for (struct pending **pp = &cl->pending; *pp; pp = &(*pp)->next) {
+            if (!(*pp)->acked && !(*pp)->applied && now - (*pp)->t0_ns > limit) {
+                late = *pp;
+                *pp = late->next;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&cl->mu);
+        if (late == NULL)
+            return;
+        atomic_fetch_add(&cl->publish_errors, 1);
+        struct journal_write *w = late->w;
+        free(late);
+        w->rc = CORE_EUNAVAILABLE;
+        snprintf(w->err, sizeof w->err, "JetStream did not acknowledge the write within %d ms; "
+                 "it may or may not have been stored", cl->cfg->cluster_publish_timeout_ms);
+        w->done(w);
+    }
 }
 
 /* The consumer applied one of our records (rc its result). */

@@ -39,7 +39,10 @@ struct cluster {
     /* kept by libnats' callbacks: the hot path never asks the connection,
      * whose lock a reconnect attempt may hold for its whole handshake */
     _Atomic bool up;
-    pthread_mutex_t mu;   /* pending */
+    pthread_mutex_t mu;   /* pending, sweeping */
+    pthread_cond_t sweep_cv;
+    bool sweeping;        /* the sweeper thread runs */
+    pthread_t sweeper;
     struct pending *pending;
     struct histogram publish; /* publish to ack */
     _Atomic uint64_t publish_errors;

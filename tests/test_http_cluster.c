@@ -479,6 +479,24 @@ START_TEST(jetstream_unreachable)
     ck_assert_msg(next == seq + 1, "the refused writes changed the stream: seq %llu after %llu",
                   next, seq);
     ck_same_rows(&a, &b, "down", next);
+
+    /* NATS stalls with the connection still up: the write is sent and its
+     * ack never comes; 503 after publish_timeout_ms (2 s, + 1 s of slack),
+     * and whatever JetStream makes of it later, the replicas agree */
+    for (int i = 0; i < NODES; i++)
+        nats_kill(i, SIGSTOP);
+    t0 = now_s();
+    ck_assert_int_eq(put_row(&a, "down", 4, 7.0, NULL, err, sizeof err), 503);
+    ck_assert_msg(strstr(err, "may or may not have been stored") != NULL, "%s", err);
+    ck_assert_double_lt(now_s() - t0, 3.8);
+    for (int i = 0; i < NODES; i++)
+        nats_kill(i, SIGCONT);
+    ck_assert(wait_nats_status(&a, true, 20) && wait_nats_status(&b, true, 20));
+    deadline = now_s() + 30;
+    while (post_step(&b, "down", 6, &next) != 200 && now_s() < deadline)
+        sleep_ms(200);
+    ck_assert_uint_ge(next, seq + 2);
+    ck_same_rows(&a, &b, "down", next);
     test_server_cleanup(&a);
     test_server_cleanup(&b);
 }
