@@ -127,13 +127,23 @@ static void on_disconnected(natsConnection *nc, void *closure)
         log_warn("cluster: lost the connection to NATS; writes answer 503 until it is back");
 }
 
-static void on_reconnected(natsConnection *nc, void *closure)
+/* What the request threads read about the connection, kept here so that
+ * they never ask libnats (see cluster.out_cv). Callback threads only. */
+static void note_connection(struct cluster *cl, natsConnection *nc)
 {
-    struct cluster *cl = closure;
-    atomic_store(&cl->up, true);
     char url[256] = "";
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    atomic_store(&cl->max_payload, natsConnection_GetMaxPayload(nc));
+    pthread_mutex_lock(&cl->mu);
+    snprintf(cl->url, sizeof cl->url, "%s", url);
+    pthread_mutex_unlock(&cl->mu);
+    atomic_store(&cl->up, true);
     log_info("cluster: connected to NATS at %s", url);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    note_connection(closure, nc);
 }
 
 static bool connected(const struct cluster *cl)
@@ -199,7 +209,7 @@ static int connect_nats(struct cluster *cl, char *err, size_t errlen)
         if (s == NATS_OK) {
             s = natsConnection_Connect(&cl->nc, cl->opts);
             if (s == NATS_OK)
-                atomic_store(&cl->up, true);
+                note_connection(cl, cl->nc);
             else if (s == NATS_NOT_YET_CONNECTED)
                 s = NATS_OK; /* libnats keeps trying in the background */
         }
@@ -221,6 +231,30 @@ static int connect_nats(struct cluster *cl, char *err, size_t errlen)
 }
 
 static void sweep(struct cluster *cl);
+static void publish_one(struct cluster *cl, struct outgoing *o);
+
+static void *publisher_main(void *arg)
+{
+    struct cluster *cl = arg;
+    pthread_mutex_lock(&cl->mu);
+    for (;;) {
+        while (cl->publishing && cl->out_head == NULL)
+            pthread_cond_wait(&cl->out_cv, &cl->mu);
+        if (!cl->publishing)
+            break;
+        struct outgoing *batch = cl->out_head;
+        cl->out_head = cl->out_tail = NULL;
+        pthread_mutex_unlock(&cl->mu);
+        while (batch != NULL) {
+            struct outgoing *o = batch;
+            batch = o->next;
+            publish_one(cl, o);
+        }
+        pthread_mutex_lock(&cl->mu);
+    }
+    pthread_mutex_unlock(&cl->mu);
+    return NULL;
+}
 
 /* Fails writes whose ack is overdue, whatever libnats does about them: a
  * write never waits past cluster.publish_timeout_ms (plus a second of
@@ -269,13 +303,16 @@ int cluster_new(struct cluster **out, const struct config *c, char *err, size_t 
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&cl->sweep_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&cl->out_cv, NULL);
     int rc = connect_nats(cl, err, errlen);
     if (rc == CORE_OK) {
-        cl->sweeping = true;
-        if (pthread_create(&cl->sweeper, NULL, sweeper_main, cl) != 0) {
-            cl->sweeping = false;
-            rc = core_fail(err, errlen, CORE_ENOMEM, "cannot start the cluster's thread");
-        }
+        cl->sweeping = cl->publishing = true;
+        bool swept = pthread_create(&cl->sweeper, NULL, sweeper_main, cl) == 0;
+        bool pub = pthread_create(&cl->publisher, NULL, publisher_main, cl) == 0;
+        cl->sweeping = swept;
+        cl->publishing = pub;
+        if (!swept || !pub)
+            rc = core_fail(err, errlen, CORE_ENOMEM, "cannot start the cluster's threads");
     }
     if (rc != CORE_OK) {
         cluster_free(cl);
@@ -293,12 +330,21 @@ void cluster_free(struct cluster *cl)
         return;
     atomic_store(&cl->closing, true);
     pthread_mutex_lock(&cl->mu);
-    bool joined = cl->sweeping;
-    cl->sweeping = false;
+    bool swept = cl->sweeping, pub = cl->publishing;
+    cl->sweeping = cl->publishing = false;
     pthread_cond_signal(&cl->sweep_cv);
+    pthread_cond_signal(&cl->out_cv);
     pthread_mutex_unlock(&cl->mu);
-    if (joined)
+    if (swept)
         pthread_join(cl->sweeper, NULL);
+    if (pub)
+        pthread_join(cl->publisher, NULL);
+    while (cl->out_head != NULL) { /* their writes were answered by the flush */
+        struct outgoing *o = cl->out_head;
+        cl->out_head = o->next;
+        natsMsg_Destroy(o->msg);
+        free(o);
+    }
     jsCtx_Destroy(cl->js);
     if (cl->nc != NULL) {
         natsConnection_Close(cl->nc);
@@ -308,6 +354,7 @@ void cluster_free(struct cluster *cl)
     /* the connection's callbacks (on_disconnected...) run on libnats'
      * threads, later: wait for them before cl goes */
     nats_CloseAndWait(2000);
+    pthread_cond_destroy(&cl->out_cv);
     pthread_cond_destroy(&cl->sweep_cv);
     pthread_mutex_destroy(&cl->mu);
     free(cl);
@@ -859,7 +906,7 @@ void cluster_submit(struct cluster_table *ct, struct journal_write *w)
     char *bytes = record_bytes(ct, w, &len);
     if (bytes == NULL)
         return fail_write(w, CORE_ENOMEM, "out of memory");
-    int64_t max_payload = natsConnection_GetMaxPayload(cl->nc);
+    int64_t max_payload = atomic_load(&cl->max_payload);
     if (max_payload > 0 && len > (size_t)max_payload) {
         free(bytes);
         char why[192];
@@ -891,29 +938,54 @@ void cluster_submit(struct cluster_table *ct, struct journal_write *w)
         natsMsg_Destroy(msg);
         return fail_write(w, CORE_ENOMEM, "out of memory");
     }
+    struct outgoing *o = malloc(sizeof *o);
+    if (o == NULL) {
+        free(p);
+        natsMsg_Destroy(msg);
+        return fail_write(w, CORE_ENOMEM, "out of memory");
+    }
+    *o = (struct outgoing){.msg = msg, .id = p->id};
     pthread_mutex_lock(&cl->mu);
     p->next = cl->pending;
     cl->pending = p;
+    if (cl->out_tail)
+        cl->out_tail->next = o;
+    else
+        cl->out_head = o;
+    cl->out_tail = o;
+    pthread_cond_signal(&cl->out_cv);
     pthread_mutex_unlock(&cl->mu);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = cl->cfg->cluster_publish_timeout_ms;
-    po.ExpectStream = ct->stream;
-    uint64_t id = p->id;
-    s = js_PublishMsgAsync(cl->js, &msg, &po);
-    natsMsg_Destroy(msg); /* NULL when the library took it */
-    if (s != NATS_OK) {
-        pthread_mutex_lock(&cl->mu);
-        struct pending *mine = take_pending(cl, id);
-        pthread_mutex_unlock(&cl->mu);
-        atomic_fetch_add(&cl->publish_errors, 1);
-        if (mine != NULL) {
-            free(mine);
-            char why[160];
-            snprintf(why, sizeof why, "JetStream is unreachable (%s); retry",
-                     natsStatus_GetText(s));
-            fail_write(w, CORE_EUNAVAILABLE, why);
-        }
+}
+
+/* The publisher thread: hands one message to libnats, unless its write was
+ * answered meanwhile (the sweeper, a flush). */
+static void publish_one(struct cluster *cl, struct outgoing *o)
+{
+    pthread_mutex_lock(&cl->mu);
+    bool wanted = find_pending(cl, o->id) != NULL;
+    pthread_mutex_unlock(&cl->mu);
+    natsStatus s = NATS_OK;
+    if (wanted) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = cl->cfg->cluster_publish_timeout_ms;
+        s = js_PublishMsgAsync(cl->js, &o->msg, &po);
+    }
+    natsMsg_Destroy(o->msg); /* NULL when the library took it */
+    uint64_t id = o->id;
+    free(o);
+    if (s == NATS_OK)
+        return;
+    pthread_mutex_lock(&cl->mu);
+    struct pending *mine = take_pending(cl, id);
+    pthread_mutex_unlock(&cl->mu);
+    atomic_fetch_add(&cl->publish_errors, 1);
+    if (mine != NULL) {
+        struct journal_write *w = mine->w;
+        free(mine);
+        char why[160];
+        snprintf(why, sizeof why, "JetStream is unreachable (%s); retry", natsStatus_GetText(s));
+        fail_write(w, CORE_EUNAVAILABLE, why);
     }
 }
 
@@ -977,8 +1049,10 @@ void cluster_render_info(struct cluster *cl, struct registry *r, struct buf *b)
     }
     char url[256] = "";
     bool up = connected(cl);
+    pthread_mutex_lock(&cl->mu);
     if (up)
-        natsConnection_GetConnectedUrl(cl->nc, url, sizeof url);
+        snprintf(url, sizeof url, "%s", cl->url);
+    pthread_mutex_unlock(&cl->mu);
     buf_printf(b, "],\"nats\":{\"status\":\"%s\",\"connected_url\":",
                up ? "connected" : "disconnected");
     if (url[0])

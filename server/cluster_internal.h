@@ -26,6 +26,13 @@ struct pending {
     struct pending *next;
 };
 
+/* A message waiting for the publisher thread. */
+struct outgoing {
+    natsMsg *msg;
+    uint64_t id; /* its pending write */
+    struct outgoing *next;
+};
+
 struct cluster {
     const struct config *cfg;
     natsOptions *opts;
@@ -43,6 +50,15 @@ struct cluster {
     pthread_cond_t sweep_cv;
     bool sweeping;        /* the sweeper thread runs */
     pthread_t sweeper;
+    /* Publishing happens on a thread of its own: libnats holds the
+     * connection's lock through a reconnect's handshake, which must never
+     * stall a request thread. */
+    pthread_cond_t out_cv;
+    struct outgoing *out_head, *out_tail;
+    bool publishing;      /* the publisher thread runs */
+    pthread_t publisher;
+    _Atomic int64_t max_payload; /* the server's, as of the last connect */
+    char url[256];        /* the server connected to, under mu */
     struct pending *pending;
     struct histogram publish; /* publish to ack */
     _Atomic uint64_t publish_errors;
