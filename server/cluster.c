@@ -3,7 +3,10 @@
  * A write's way. cluster_submit (a libmicrohttpd or pool thread) copies the
  * record into a message with two headers, Es-Kind (the journal_op) and
  * Es-Write (this process's nonce and a counter), registers a struct
- * pending, and publishes asynchronously. Two events complete it, in either
+ * pending and queues the message for the publisher thread, which publishes
+ * it asynchronously (request threads never call libnats: it may hold the
+ * connection's lock for a reconnect's whole handshake). The sweeper thread
+ * fails a write whose ack is overdue. Two events complete it, in either
  * order, under cl->mu:
  *   - the ack (libnats' ack handler): JetStream stored it on a quorum;
  *   - the apply (the table's consumer thread): the ordered consumer handed

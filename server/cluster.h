@@ -27,8 +27,10 @@
  *
  * Threads. libnats runs its own threads: the ack handler of asynchronous
  * publishes runs on one, each table's consumer callback on its
- * subscription's thread; both complete writes (journal_write.done). Any
- * thread may call cluster_submit. The loader thread opens tables. */
+ * subscription's thread; both complete writes (journal_write.done), as does
+ * the cluster's sweeper thread (overdue acks). The cluster's publisher
+ * thread alone publishes records. Any thread may call cluster_submit. The
+ * loader thread opens tables. */
 #ifndef SERVER_CLUSTER_H
 #define SERVER_CLUSTER_H
 
