@@ -176,7 +176,9 @@ static int split_urls(char *copy, const char **urls, int *n, char *err, size_t e
     return CORE_OK;
 }
 
-static int connect_nats(struct cluster *cl, char *err, size_t errlen)
+/* The connection's options; the connection itself is made by the loader
+ * (cluster_table_open), so that the server listens at once. */
+static int nats_options(struct cluster *cl, char *err, size_t errlen)
 {
     char *copy = strdup(cl->cfg->cluster_nats);
     const char *urls[MAX_URLS];
@@ -204,26 +206,9 @@ static int connect_nats(struct cluster *cl, char *err, size_t errlen)
         if (s == NATS_OK)
             s = natsOptions_SetFailRequestsOnDisconnect(cl->opts, true);
         if (s == NATS_OK)
-            s = natsOptions_SetRetryOnFailedConnect(cl->opts, true, on_reconnected, cl);
-        if (s == NATS_OK)
             s = natsOptions_SetDisconnectedCB(cl->opts, on_disconnected, cl);
         if (s == NATS_OK)
             s = natsOptions_SetReconnectedCB(cl->opts, on_reconnected, cl);
-        if (s == NATS_OK) {
-            s = natsConnection_Connect(&cl->nc, cl->opts);
-            if (s == NATS_OK)
-                note_connection(cl, cl->nc);
-            else if (s == NATS_NOT_YET_CONNECTED)
-                s = NATS_OK; /* libnats keeps trying in the background */
-        }
-        if (s == NATS_OK) {
-            jsOptions jo;
-            jsOptions_Init(&jo);
-            jo.Wait = API_WAIT_MS;
-            jo.PublishAsync.AckHandler = ack_handler;
-            jo.PublishAsync.AckHandlerClosure = cl;
-            s = natsConnection_JetStream(&cl->js, cl->nc, &jo);
-        }
         if (s != NATS_OK)
             rc = core_fail(err, errlen, s == NATS_NO_MEMORY ? CORE_ENOMEM : CORE_EINVAL,
                            "cluster.nats \"%s\": %s", cl->cfg->cluster_nats,
@@ -231,6 +216,51 @@ static int connect_nats(struct cluster *cl, char *err, size_t errlen)
     }
     free(copy);
     return rc;
+}
+
+/* Connects once; until then retries every RETRY_MS while the cluster is
+ * open. libnats' own retry of a failed first connect is not used: in 3.4
+ * it gives up for good when a server accepts the TCP connection but never
+ * answers (a stopped or overloaded nats-server). Reconnects after a first
+ * success are libnats' (forever). Loader thread. */
+static int ensure_connected(struct cluster *cl, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&cl->connect_mu);
+    uint64_t next_note = 0;
+    natsStatus s = NATS_OK;
+    while (cl->nc == NULL && !atomic_load(&cl->closing)) {
+        natsConnection *nc = NULL;
+        s = natsConnection_Connect(&nc, cl->opts);
+        if (s == NATS_OK) {
+            jsOptions jo;
+            jsOptions_Init(&jo);
+            jo.Wait = API_WAIT_MS;
+            jo.PublishAsync.AckHandler = ack_handler;
+            jo.PublishAsync.AckHandlerClosure = cl;
+            s = natsConnection_JetStream(&cl->js, nc, &jo);
+            if (s != NATS_OK) {
+                natsConnection_Destroy(nc);
+                break;
+            }
+            cl->nc = nc;
+            note_connection(cl, nc);
+            break;
+        }
+        if (mono_ns() >= next_note) {
+            log_warn("cluster: cannot connect to NATS at %s (%s); retrying",
+                     cl->cfg->cluster_nats, natsStatus_GetText(s));
+            next_note = mono_ns() + 5000000000u;
+        }
+        sleep_ms(RETRY_MS);
+    }
+    bool ok = cl->nc != NULL;
+    pthread_mutex_unlock(&cl->connect_mu);
+    if (ok)
+        return CORE_OK;
+    if (atomic_load(&cl->closing))
+        return CORE_EUNAVAILABLE;
+    return core_fail(err, errlen, CORE_EIO, "cluster.nats %s: %s", cl->cfg->cluster_nats,
+                     natsStatus_GetText(s));
 }
 
 static void sweep(struct cluster *cl);
@@ -307,7 +337,8 @@ int cluster_new(struct cluster **out, const struct config *c, char *err, size_t 
     pthread_cond_init(&cl->sweep_cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&cl->out_cv, NULL);
-    int rc = connect_nats(cl, err, errlen);
+    pthread_mutex_init(&cl->connect_mu, NULL);
+    int rc = nats_options(cl, err, errlen);
     if (rc == CORE_OK) {
         cl->sweeping = cl->publishing = true;
         bool swept = pthread_create(&cl->sweeper, NULL, sweeper_main, cl) == 0;
@@ -359,6 +390,7 @@ void cluster_free(struct cluster *cl)
     nats_CloseAndWait(2000);
     pthread_cond_destroy(&cl->out_cv);
     pthread_cond_destroy(&cl->sweep_cv);
+    pthread_mutex_destroy(&cl->connect_mu);
     pthread_mutex_destroy(&cl->mu);
     free(cl);
 }
@@ -414,6 +446,11 @@ int cluster_table_open(struct cluster_table **out, struct cluster *cl, const cha
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ct->seq_cv, &ca);
     pthread_condattr_destroy(&ca);
+    int rc0 = ensure_connected(cl, err, errlen);
+    if (rc0 != CORE_OK) {
+        cluster_table_close(ct);
+        return rc0;
+    }
     int replicas = cl->cfg->cluster_stream_replicas;
     uint64_t next_note = 0;
     for (;;) {

@@ -58,6 +58,7 @@ struct cluster {
     bool publishing;      /* the publisher thread runs */
     pthread_t publisher;
     _Atomic int64_t max_payload; /* the server's, as of the last connect */
+    pthread_mutex_t connect_mu;  /* the first connect (nc, js set once) */
     char url[256];        /* the server connected to, under mu */
     struct pending *pending;
     struct histogram publish; /* publish to ack */

@@ -488,7 +488,14 @@ int cluster_table_fetch_snapshot(struct cluster_table *ct, const char *data_dir,
     *fetched = false;
     struct commit c;
     bool found = false;
-    int rc = last_commit(ct, &c, &found, err, errlen);
+    /* JetStream may answer the stream's creation and still be electing the
+     * snapshot stream's leader (error 10008) for a few seconds */
+    int rc = CORE_EIO;
+    for (int i = 0; i < 20 && rc == CORE_EIO; i++) {
+        if (i > 0)
+            nanosleep(&(struct timespec){0, 500000000L}, NULL);
+        rc = last_commit(ct, &c, &found, err, errlen);
+    }
     if (rc != CORE_OK || !found)
         return rc;
     atomic_store(&ct->snapshot_seq, c.seq);

@@ -469,6 +469,15 @@ START_TEST(jetstream_unreachable)
     size_t len;
     free(all_rows(&b, "down", 0, &len)); /* reads go on */
     ck_assert_uint_eq(table_seq(&a, "down"), seq);
+    /* a replica starting now cannot reach its stream: not ready */
+    struct test_server c;
+    test_server_prepare(&c);
+    start_server(&c, "c", "down", true, false);
+    sleep_ms(1500);
+    struct reply r;
+    http_get(&c, "/readyz", &r);
+    ck_assert_int_eq(r.status, 503);
+    reply_free(&r);
     for (int i = 0; i < NODES; i++)
         nats_kill(i, SIGCONT);
     ck_assert(wait_nats_status(&a, true, 20));
@@ -479,6 +488,17 @@ START_TEST(jetstream_unreachable)
     ck_assert_msg(next == seq + 1, "the refused writes changed the stream: seq %llu after %llu",
                   next, seq);
     ck_same_rows(&a, &b, "down", next);
+    deadline = now_s() + 30;
+    long ready = 0;
+    while (ready != 200 && now_s() < deadline) {
+        http_get(&c, "/readyz", &r);
+        ready = r.status;
+        reply_free(&r);
+        sleep_ms(100);
+    }
+    ck_assert_int_eq(ready, 200);
+    ck_same_rows(&a, &c, "down", next);
+    test_server_cleanup(&c);
 
     /* NATS stalls with the connection still up: the write is sent and its
      * ack never comes; 503 after publish_timeout_ms (2 s, + 1 s of slack),
