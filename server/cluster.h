@@ -99,7 +99,8 @@ bool cluster_table_wait_seq(struct cluster_table *ct, uint64_t seq, int wait_ms)
 uint64_t cluster_table_applied_bytes(const struct cluster_table *ct);
 
 /* Publishes the snapshot directory dir (holding log seq seq) for the
- * cluster unless the cluster already has one as new, then purges the
+ * cluster unless the cluster already has one as new (or got one in the
+ * last 30 s: replicas reach log_max_bytes together), then purges the
  * table's stream below it: every starting server can reach that snapshot,
  * so no one needs those records again. Any thread but a libnats one.
  * CORE_OK (also when skipped), CORE_EIO. */

@@ -5,7 +5,7 @@
  * of at most CHUNK_MAX bytes on the subject essnap.<table>.0.chunk (headers
  * Es-Snap: the publication's id, Es-File: the file name), then one commit
  * message on essnap.<table>.0.commit:
- *   {"format": 1, "seq": S, "id": "...", "files": [{"name", "bytes",
+ *   {"format": 1, "seq": S, "time_ms", "id": "...", "files": [{"name", "bytes",
  *    "crc32c", "first", "chunks"}, ...]}
  * where first is the stream sequence of the file's first chunk. The commit
  * is published with the last commit's sequence as the expected one, so of
@@ -37,6 +37,10 @@
 #define CHUNK_MAX ((size_t)1 << 20)
 #define MAX_FILES 16
 #define COMMIT_FORMAT 1
+/* Replicas reach log_max_bytes at about the same time: one publication per
+ * table in this window is enough (the others would upload the same table
+ * again for a few more records). */
+#define REPUBLISH_MS 30000
 
 struct snap_file {
     char name[64];
@@ -48,11 +52,19 @@ struct snap_file {
 
 struct commit {
     uint64_t seq;      /* the table's log seq the snapshot holds */
+    uint64_t time_ms;  /* wall clock at publication */
     char id[64];
     size_t nfiles;
     struct snap_file files[MAX_FILES];
     uint64_t msg_seq;  /* the commit message's own stream seq */
 };
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static double now_s(void)
 {
@@ -80,8 +92,10 @@ static int parse_commit(const char *text, size_t len, struct commit *c, char *er
     bool ok = cJSON_IsNumber(seq) && seq->valuedouble >= 1 && cJSON_IsString(id) &&
               strlen(id->valuestring) < sizeof c->id && cJSON_IsArray(files) &&
               cJSON_GetArraySize(files) <= MAX_FILES;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "time_ms");
     if (ok) {
         c->seq = (uint64_t)seq->valuedouble;
+        c->time_ms = cJSON_IsNumber(t) ? (uint64_t)t->valuedouble : 0;
         snprintf(c->id, sizeof c->id, "%s", id->valuestring);
         for (const cJSON *f = files->child; f && ok; f = f->next) {
             struct snap_file *sf = &c->files[c->nfiles++];
@@ -132,8 +146,8 @@ static int last_commit(struct cluster_table *ct, struct commit *c, bool *found, 
 
 static void write_commit(const struct commit *c, struct buf *b)
 {
-    buf_printf(b, "{\"format\":%d,\"seq\":%" PRIu64 ",\"id\":\"%s\",\"files\":[", COMMIT_FORMAT,
-               c->seq, c->id);
+    buf_printf(b, "{\"format\":%d,\"seq\":%" PRIu64 ",\"time_ms\":%" PRIu64 ",\"id\":\"%s\","
+                  "\"files\":[", COMMIT_FORMAT, c->seq, c->time_ms, c->id);
     for (size_t i = 0; i < c->nfiles; i++) {
         const struct snap_file *f = &c->files[i];
         buf_printf(b, "%s{\"name\":\"%s\",\"bytes\":%" PRIu64 ",\"crc32c\":%u,\"first\":%" PRIu64
@@ -328,12 +342,16 @@ int cluster_table_publish_snapshot(struct cluster_table *ct, const char *dir, ui
     int rc = last_commit(ct, &prev, &have_prev, err, errlen);
     if (rc != CORE_OK)
         return rc;
-    if (seq == 0 || (have_prev && prev.seq >= seq)) {
-        atomic_store(&ct->snapshot_seq, prev.seq);
-        return CORE_OK; /* the cluster has one as new */
+    uint64_t now = wall_ms();
+    bool recent = have_prev && now >= prev.time_ms && now - prev.time_ms < REPUBLISH_MS;
+    if (seq == 0 || (have_prev && (prev.seq >= seq || recent))) {
+        if (have_prev)
+            atomic_store(&ct->snapshot_seq, prev.seq);
+        return CORE_OK; /* the cluster has one as new, or one just published */
     }
     memset(&c, 0, sizeof c);
     c.seq = seq;
+    c.time_ms = now;
     snprintf(c.id, sizeof c.id, "%s-%" PRIu64, ct->cl->nonce_hex,
              atomic_fetch_add(&ct->cl->next_id, 1));
     if ((rc = list_files(dir, &c, err, errlen)) != CORE_OK)
