@@ -6,7 +6,7 @@
 FROM debian:bookworm-slim AS build
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev \
+      build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libnats-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -22,7 +22,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DBUILD_
 FROM debian:bookworm-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libmicrohttpd12 libcjson1 libuv1 \
+      libmicrohttpd12 libcjson1 libuv1 libnats3.4 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /usr/share/doc /usr/share/man \
  && useradd --system --uid 999 --user-group --home-dir /data --shell /usr/sbin/nologin embedding \

@@ -86,6 +86,20 @@ const struct config_option config_options[] = {
      OFF(min_body_rate), 0, INT64_C(1) << 40,
      "16384", "Bytes per second a body must keep up after a grace of header_timeout seconds, "
      "else the connection is closed; 0 = no minimum."},
+    {"cluster.nats", "NATS", "--nats", "URLS", OPT_STRING, OFF(cluster_nats), 0, 0, NULL,
+     "Cluster mode: NATS JetStream servers (comma-separated, or a JSON array); each table's "
+     "log is a replicated stream and every server applies it."},
+    {"cluster.node", "NODE", "--node", "NAME", OPT_STRING, OFF(cluster_node), 0, 0, NULL,
+     "Cluster mode: this server's name in /v1/cluster (default: the host name)."},
+    {"cluster.stream_replicas", "STREAM_REPLICAS", "--stream-replicas", "N", OPT_INT,
+     OFF(cluster_stream_replicas), 1, 5, "3",
+     "Cluster mode: JetStream replicas of each table's stream (file storage)."},
+    {"cluster.wait_ms", "CLUSTER_WAIT_MS", "--cluster-wait-ms", "MS", OPT_INT,
+     OFF(cluster_wait_ms), 0, 60000, "1000",
+     "Cluster mode: longest wait of a read with min_seq before 503 not_ready."},
+    {"cluster.publish_timeout_ms", "PUBLISH_TIMEOUT_MS", "--publish-timeout-ms", "MS", OPT_INT,
+     OFF(cluster_publish_timeout_ms), 100, 600000, "5000",
+     "Cluster mode: longest wait for JetStream's ack of a write before 503 unavailable."},
 };
 const size_t config_noptions = sizeof config_options / sizeof config_options[0];
 
@@ -480,6 +494,12 @@ int config_validate(const struct config *c, char *err, size_t errlen)
                                  "tables[%zu].name: \"%s\" is already the name of tables[%zu]",
                                  i, c->tables[i].name, j);
         }
+        /* the stream is the table's history: a fresh start would disagree
+         * with every replica that has applied it */
+        if (c->cluster_nats && !c->tables[i].resume)
+            return core_fail(err, errlen, CORE_EINVAL,
+                             "tables[%zu].resume: false is not possible in cluster mode "
+                             "(cluster.nats is set): the table's stream is its history", i);
     }
     return CORE_OK;
 }

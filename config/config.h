@@ -103,6 +103,12 @@ struct config {
     int durability_interval_ms; /* durability_interval_ms, default 1000 */
     uint64_t log_max_bytes;     /* log_max_bytes: a table's log this long since its last
                                    snapshot triggers one; default 256 MiB */
+    /* cluster mode (API.md, "Cluster mode"): on when cluster_nats is set */
+    char *cluster_nats;         /* cluster.nats: NATS URLs, comma-separated, or NULL */
+    char *cluster_node;         /* cluster.node: this server's name, default the host name */
+    int cluster_stream_replicas; /* cluster.stream_replicas: JetStream replicas, default 3 */
+    int cluster_wait_ms;        /* cluster.wait_ms: longest wait of a read for min_seq */
+    int cluster_publish_timeout_ms; /* cluster.publish_timeout_ms: wait for JetStream's ack */
     size_t ntables;
     struct config_table *tables;
     bool builtin_default;       /* tables[] is the built-in "words" table */

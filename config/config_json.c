@@ -688,6 +688,35 @@ static int parse_tables(struct config *c, const cJSON *v, const struct jctx *x)
     return CORE_OK;
 }
 
+/* ---- the cluster section ---- */
+
+/* "cluster": {"nats": ["nats://a:4222", ...]}: the URLs joined with commas,
+ * the form EMBEDDING_SERVER_NATS and --nats take. */
+static int parse_nats_urls(struct config *c, const cJSON *arr, const char *where,
+                           const struct jctx *x)
+{
+    size_t len = 1, i = 0;
+    for (const cJSON *u = arr->child; u; u = u->next, i++) {
+        if (!cJSON_IsString(u) || u->valuestring[0] == '\0' || strchr(u->valuestring, ','))
+            return FAIL(x, "%s[%zu]: must be a NATS URL such as \"nats://host:4222\"", where, i);
+        len += strlen(u->valuestring) + 1;
+    }
+    if (i == 0)
+        return FAIL(x, "%s: must list at least one NATS URL", where);
+    char *joined = malloc(len);
+    if (!joined)
+        return FAIL(x, "%s: out of memory", where);
+    joined[0] = '\0';
+    for (const cJSON *u = arr->child; u; u = u->next) {
+        if (joined[0])
+            strcat(joined, ",");
+        strcat(joined, u->valuestring);
+    }
+    free(c->cluster_nats);
+    c->cluster_nats = joined;
+    return CORE_OK;
+}
+
 /* ---- scalar settings and sections ---- */
 
 static int parse_member(struct config *c, const cJSON *m, const char *prefix,
@@ -713,6 +742,8 @@ static int parse_member(struct config *c, const cJSON *m, const char *prefix,
     if (*prefix == '\0' && strcmp(m->string, "tables") == 0)
         return parse_tables(c, m, x);
     const struct config_option *o = config_option_by_key(key, strlen(key));
+    if (o && strcmp(key, "cluster.nats") == 0 && cJSON_IsArray(m))
+        return parse_nats_urls(c, m, where, x);
     if (o)
         return config_option_set_json(c, o, m, where, x->err, x->errlen);
     if (!config_is_section(key, strlen(key)))

@@ -113,4 +113,10 @@ if command -v podman-compose >/dev/null || apt-get install -y -qq podman-compose
 else
     log "podman-compose not installable: compose file not exercised"
 fi
+# Cluster mode: three NATS nodes, three replicas, nginx (compose-cluster.yaml).
+if command -v podman-compose >/dev/null; then
+    bash "$here/check-cluster.sh"
+else
+    log "podman-compose not installable: the cluster compose file not exercised"
+fi
 log "all container checks passed"

@@ -618,6 +618,23 @@ static bool parse_metric(struct ctx *c, const struct key_slot *slot, enum metric
     return ok;
 }
 
+/* "min_seq": a non-negative integer, the seq a read waits for (cluster
+ * mode's read-your-writes); absent is 0. */
+static bool parse_min_seq(struct ctx *c, const struct key_slot *slot, uint64_t *seq)
+{
+    struct path p = {.field = "min_seq"};
+    *seq = 0;
+    if (!slot->present)
+        return true;
+    if (json_type_of(slot->value) != JSON_NUMBER)
+        return wrong_type(c, &p, "an integer", slot->value);
+    double d = number_of(slot->value);
+    if (!isfinite(d) || d != floor(d) || d < 0 || d > 9007199254740992.0)
+        return fail(c, STATUS_INVALID_ARGUMENT, "min_seq: must be an integer >= 0");
+    *seq = (uint64_t)d;
+    return true;
+}
+
 /* ---- lookup ---- */
 
 static bool parse_mode(struct ctx *c, const struct key_slot *slot, enum bag_mode *mode)
@@ -780,10 +797,11 @@ static bool parse_bags(struct ctx *c, const struct key_slot *bags, const struct 
 static bool parse_lookup(struct ctx *c, struct json_value root, struct lookup_request *r)
 {
     struct key_slot k[] = {{.name = "ids"}, {.name = "tokens"}, {.name = "bags"},
-                           {.name = "mode"}, {.name = "per_sample_weights"}};
+                           {.name = "mode"}, {.name = "per_sample_weights"},
+                           {.name = "min_seq"}};
     int which = 0;
 
-    if (!match_keys(c, root, k, 5))
+    if (!match_keys(c, root, k, 6) || !parse_min_seq(c, &k[5], &r->min_seq))
         return false;
     if (k[2].present) {
         if (k[0].present || k[1].present)
@@ -831,9 +849,9 @@ static bool parse_pairs(struct ctx *c, struct json_value v, struct similarity_re
 
 static bool parse_similarity(struct ctx *c, struct json_value root, struct similarity_request *r)
 {
-    struct key_slot k[] = {{.name = "pairs"}, {.name = "metric"}};
+    struct key_slot k[] = {{.name = "pairs"}, {.name = "metric"}, {.name = "min_seq"}};
 
-    if (!match_keys(c, root, k, 2))
+    if (!match_keys(c, root, k, 3) || !parse_min_seq(c, &k[2], &r->min_seq))
         return false;
     if (!k[0].present)
         return fail(c, STATUS_INVALID_ARGUMENT, "body: missing \"pairs\"");
@@ -892,10 +910,10 @@ static bool parse_vectors(struct ctx *c, struct json_value v, size_t want_rows,
 static bool parse_neighbors(struct ctx *c, struct json_value root, struct neighbors_request *r)
 {
     struct key_slot k[] = {{.name = "ids"}, {.name = "tokens"}, {.name = "vectors"},
-                           {.name = "k"}, {.name = "metric"}};
+                           {.name = "k"}, {.name = "metric"}, {.name = "min_seq"}};
     int which = 0;
 
-    if (!match_keys(c, root, k, 5))
+    if (!match_keys(c, root, k, 6) || !parse_min_seq(c, &k[5], &r->min_seq))
         return false;
     if (k[2].present && (k[0].present || k[1].present))
         return fail(c, STATUS_INVALID_ARGUMENT,

@@ -70,6 +70,7 @@ struct lookup_request {
     size_t *offsets;           /* nbags + 1 entries, bags only, owned */
     enum bag_mode mode;        /* default BAG_MEAN, as nn.EmbeddingBag */
     float *per_sample_weights; /* in.n floats or NULL (only with BAG_SUM) */
+    uint64_t min_seq;          /* "min_seq": the seq the read waits for, 0 = none */
 };
 
 /* POST /v1/tables/{t}/similarity: {"pairs": [[a, b], ...], "metric"}. */
@@ -77,6 +78,7 @@ struct similarity_request {
     struct request_ids pairs; /* shape [npairs, 2], n = 2 * npairs */
     size_t npairs;            /* >= 1 */
     enum metric metric;       /* default METRIC_COSINE */
+    uint64_t min_seq;         /* as in lookup_request */
 };
 
 /* POST /v1/tables/{t}/neighbors: {"ids": [...]} | {"tokens": [...]} |
@@ -88,6 +90,7 @@ struct neighbors_request {
     size_t nq;                  /* queries, >= 1 */
     size_t k;                   /* in [1, max_k] */
     enum metric metric;
+    uint64_t min_seq;           /* as in lookup_request */
 };
 
 /* POST /v1/tables/{t}/gradients: {"ids": X, "grads": G, "lr"}, G of X's

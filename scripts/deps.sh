@@ -13,8 +13,8 @@
 # it installs; prints nothing when everything is already there.
 set -eu
 
-build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev"
-test_pkgs="$build_pkgs check libcurl4-openssl-dev curl chromium python3 python3-numpy python3-torch"
+build_pkgs="build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libuv1-dev libnats-dev"
+test_pkgs="$build_pkgs check libcurl4-openssl-dev curl nats-server chromium python3 python3-numpy python3-torch"
 lint_pkgs="nodejs npm"
 
 step=${1:-build}

@@ -8,6 +8,7 @@
  * a row. */
 #include "handlers.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 
 #include "binary.h"
+#include "cluster.h"
 #include "cost.h"
 #include "error.h"
 #include "explorer.h"
@@ -203,10 +205,65 @@ static void handle_tables(const struct handler_ctx *c, struct answer *a)
     free(cfgs);
 }
 
+/* GET /v1/cluster */
+static void handle_cluster(const struct handler_ctx *c, struct answer *a)
+{
+    if (c->srv->cluster == NULL) {
+        answer_error(a, STATUS_NOT_FOUND, "%s",
+                     "cluster mode is off (set cluster.nats to run replicas over NATS JetStream)");
+        return;
+    }
+    cluster_render_info(c->srv->cluster, &c->srv->tables, &a->body);
+}
+
 static void handle_table(const struct handler_ctx *c, struct answer *a)
 {
     struct optim_config cfg;
     response_table_info(&a->body, c->table, info_optimizer(c->table, &cfg));
+}
+
+/* ---- read-your-writes ------------------------------------------------ */
+
+/* Parses X-Embedding-Min-Seq; false (with a 400) when it is not a number. */
+static bool header_min_seq(const struct handler_ctx *c, uint64_t *seq, struct answer *a)
+{
+    *seq = 0;
+    const char *s = c->min_seq_header;
+    if (s == NULL || *s == '\0')
+        return true;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end != '\0' || errno == ERANGE) {
+        answer_error(a, STATUS_INVALID_ARGUMENT,
+                     "X-Embedding-Min-Seq: expected a non-negative integer, got \"%.40s\"", s);
+        return false;
+    }
+    *seq = v;
+    return true;
+}
+
+/* A read with min_seq (body or header) waits until the table has applied
+ * that record: up to cluster.wait_ms in cluster mode (replication is on
+ * its way), not at all on a single server (an answered write is applied).
+ * False with a 503 not_ready when it has not. */
+static bool reached_min_seq(const struct handler_ctx *c, uint64_t body_seq, struct answer *a)
+{
+    uint64_t want = 0;
+    if (!header_min_seq(c, &want, a))
+        return false;
+    if (body_seq > want)
+        want = body_seq;
+    if (want == 0 || table_log_seq(c->table) >= want)
+        return true;
+    int wait_ms = c->srv->cfg->cluster_wait_ms;
+    if (c->entry->cluster != NULL && cluster_table_wait_seq(c->entry->cluster, want, wait_ms))
+        return true;
+    answer_error(a, STATUS_NOT_READY,
+                 "min_seq: table \"%s\" has applied up to seq %llu, not %llu%s; retry",
+                 table_name(c->table), (unsigned long long)table_log_seq(c->table),
+                 (unsigned long long)want, c->entry->cluster ? " yet" : "");
+    return false;
 }
 
 /* ---- lookup -------------------------------------------------------- */
@@ -367,6 +424,8 @@ static void handle_lookup(const struct handler_ctx *c, struct answer *a)
         sc = request_resolve_lookup(c->table, &rq, err, sizeof err);
     if (sc != STATUS_OK) {
         answer_error(a, sc, "%s", err);
+    } else if (!reached_min_seq(c, rq.min_seq, a)) {
+        /* answered */
     } else if (rq.is_bags) {
         size_t shape[1] = {rq.nbags};
         if (!c->binary && !table_settings(c->table)->has_max_norm)
@@ -408,8 +467,9 @@ static void handle_similarity(const struct handler_ctx *c, struct answer *a)
     enum status_code sc = request_parse_similarity(c->body, c->len, &lim, &rq, err, sizeof err);
     if (sc == STATUS_OK)
         sc = request_resolve(c->table, &rq.pairs, true, "pairs", err, sizeof err);
-    if (sc != STATUS_OK) {
-        answer_error(a, sc, "%s", err);
+    if (sc != STATUS_OK || !reached_min_seq(c, rq.min_seq, a)) {
+        if (sc != STATUS_OK)
+            answer_error(a, sc, "%s", err);
         request_similarity_deinit(&rq);
         return;
     }
@@ -544,7 +604,7 @@ static void handle_neighbors(const struct handler_ctx *c, struct answer *a)
                              rq.queries.is_tokens ? "tokens" : "ids", err, sizeof err);
     if (sc != STATUS_OK)
         answer_error(a, sc, "%s", err);
-    else
+    else if (reached_min_seq(c, rq.min_seq, a))
         search(c, &rq, a);
     request_neighbors_deinit(&rq);
 }
@@ -691,7 +751,7 @@ static void submit_write(const struct handler_ctx *c, struct pending_write *p,
     p->w.done = write_done;
     *c->deferred = true;
     c->defer(c->io);
-    journal_submit(c->entry->journal, &p->w);
+    registry_submit(c->entry, &p->w);
 }
 
 static void handle_gradients(const struct handler_ctx *c, struct answer *a)
@@ -857,6 +917,7 @@ static const handler_fn handlers[ROUTE_COUNT] = {
     [ROUTE_SNAPSHOT] = handle_snapshot,     [ROUTE_DELETE_ROWS] = handle_delete_rows,
     [ROUTE_TOKENS] = tokens_handle,
     [ROUTE_EXPLORER] = explorer_handle,     [ROUTE_EXPLORER_ASSET] = explorer_handle,
+    [ROUTE_CLUSTER] = handle_cluster,
 };
 
 void handler_run(const struct handler_ctx *c, struct answer *a)

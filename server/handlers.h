@@ -57,6 +57,7 @@ struct handler_ctx {
     bool binary_body;
     const char *shape_header;     /* X-Embedding-Shape */
     const char *lr_header;        /* X-Embedding-Lr */
+    const char *min_seq_header;   /* X-Embedding-Min-Seq, or NULL */
     /* Writes complete later, on the journal's thread: the handler calls
      * defer(io) before handing the write over (and sets *deferred), and
      * complete(io) once the answer is written into the answer it was given.

@@ -798,6 +798,8 @@ static void handler_ctx_of(struct request *rq, struct handler_ctx *c, bool *defe
         .binary_body = rq->binary_body,
         .shape_header = rq->shape_header,
         .lr_header = rq->lr_header,
+        .min_seq_header = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                      "X-Embedding-Min-Seq"),
         .defer = defer_answer,
         .complete = complete_answer,
         .io = rq,

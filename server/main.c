@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "error.h"
 #include "handlers.h"
@@ -89,9 +90,11 @@ static bool snapshot_entry(struct server *s, struct registry_entry *e, const cha
 /* True when e's log has grown past log_max_bytes since its last snapshot. */
 static bool log_full(const struct server *s, struct registry_entry *e)
 {
-    if (e->journal == NULL || registry_table(e) == NULL)
+    if ((e->journal == NULL && e->cluster == NULL) || registry_table(e) == NULL)
         return false;
-    uint64_t grown = journal_appended_bytes(e->journal) - atomic_load(&e->snapshot_log_bytes);
+    uint64_t bytes = e->journal ? journal_appended_bytes(e->journal)
+                                : cluster_table_applied_bytes(e->cluster);
+    uint64_t grown = bytes - atomic_load(&e->snapshot_log_bytes);
     return grown > s->cfg->log_max_bytes;
 }
 
@@ -293,10 +296,11 @@ static bool final_snapshots(struct app *app)
          * if the log broke later; with interval, only if the last sync held */
         bool broken = e->journal != NULL && journal_broken(e->journal);
         int rc = journal_close(e->journal);
-        bool logged = e->journal != NULL &&
-                      (app->cfg.durability == CONFIG_DURABILITY_SYNC ||
-                       (app->cfg.durability == CONFIG_DURABILITY_INTERVAL && !broken &&
-                        rc == CORE_OK));
+        bool logged = (e->journal != NULL &&
+                       (app->cfg.durability == CONFIG_DURABILITY_SYNC ||
+                        (app->cfg.durability == CONFIG_DURABILITY_INTERVAL && !broken &&
+                         rc == CORE_OK))) ||
+                      e->cluster != NULL; /* the stream holds every answered write */
         e->journal = NULL;
         if (unsaved(e) && !saved && !logged) {
             log_error("table %s: answered writes since seq %llu are neither in a snapshot nor "
@@ -378,10 +382,19 @@ static int serve(struct app *app)
         registry_deinit(&s->tables, 0);
         return 1;
     }
+    if (app->cfg.cluster_nats != NULL &&
+        cluster_new(&s->cluster, &app->cfg, err, sizeof err) != CORE_OK) {
+        log_error("%s", err);
+        work_deinit(&s->work);
+        registry_deinit(&s->tables, 0);
+        return 1;
+    }
+    s->tables.cluster = s->cluster;
     if (init_loop(app) != 0 || http_start(s, err, sizeof err) != 0) {
         log_error("%s", err[0] ? err : "cannot install signal handlers");
         work_deinit(&s->work);
         registry_deinit(&s->tables, 0);
+        cluster_free(s->cluster);
         return 1;
     }
     log_summary(app);
@@ -397,9 +410,12 @@ static int serve(struct app *app)
      * aborts when stopped with a connection still suspended; the pool stays
      * valid (refusing new jobs) until the daemon's threads are gone */
     work_stop(&s->work);
-    for (size_t i = 0; i < s->tables.n; i++)
-        if (registry_table(&s->tables.entries[i]) != NULL)
-            journal_flush(s->tables.entries[i].journal);
+    for (size_t i = 0; i < s->tables.n; i++) {
+        if (registry_table(&s->tables.entries[i]) == NULL)
+            continue;
+        journal_flush(s->tables.entries[i].journal);
+        cluster_table_flush(s->tables.entries[i].cluster, app->cfg.cluster_publish_timeout_ms);
+    }
     http_stop(s);
     work_deinit(&s->work);
     if (!final_snapshots(app))
@@ -410,6 +426,7 @@ static int serve(struct app *app)
         log_info("stopped (a table was still loading)");
         _exit(app->exit_code);
     }
+    cluster_free(s->cluster);
     uv_loop_close(app->loop);
     log_info("stopped");
     return app->exit_code;

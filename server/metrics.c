@@ -1,6 +1,8 @@
 /* metrics.c - see metrics.h. */
 #include "metrics.h"
 
+#include "cluster.h"
+
 #include <stddef.h>
 #include <stdio.h>
 
@@ -199,4 +201,5 @@ void metrics_render(struct metrics *m, struct registry *r, struct buf *b)
     render_table_family(r, b, "log_broken", "gauge",
                         "1 after a log append could not be undone or a sync failed: writes "
                         "answer 503 until a restart.", log_broken);
+    cluster_render_metrics(r->cluster, r, b);
 }

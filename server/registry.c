@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "error.h"
 #include "loader.h"
 #include "log.h"
@@ -403,6 +404,84 @@ static int open_entry(struct registry *r, struct registry_entry *e, char *err, s
     return rc;
 }
 
+/* The newest snapshot seq of a table in data_dir, 0 when none. */
+static uint64_t newest_local_seq(const char *data_dir, const char *name)
+{
+    uint64_t *seqs = NULL, last = 0;
+    size_t n = 0;
+    if (snapshot_list(data_dir, name, &seqs, &n, NULL, 0) == CORE_OK && n > 0)
+        last = seqs[0];
+    free(seqs);
+    return last;
+}
+
+/* Cluster mode: the newest snapshot this server can reach (its data_dir's,
+ * or the cluster's, fetched into data_dir when newer or when the stream
+ * lost the records after the local one), then the table's stream from that
+ * snapshot's seq. There is no local log: the stream is the log. */
+static int open_cluster_entry(struct registry *r, struct registry_entry *e, char *err,
+                              size_t errlen)
+{
+    const struct config *c = r->cfg;
+    const char *name = e->cfg->name;
+    struct cluster_table *ct = NULL;
+    double start = now_seconds();
+    size_t stale = 0;
+    char why[512] = "";
+    if (snapshot_clean_tmp(c->data_dir, name, &stale, why, sizeof why) != CORE_OK)
+        log_warn("table %s: removing unfinished snapshots: %s", name, why);
+    int rc = cluster_table_open(&ct, r->cluster, name, err, errlen);
+    if (rc != CORE_OK)
+        return rc;
+    bool fetched = false;
+    rc = cluster_table_fetch_snapshot(ct, c->data_dir, newest_local_seq(c->data_dir, name),
+                                      &fetched, err, errlen);
+    if (rc != CORE_OK) {
+        /* the stream may still hold every record after the local snapshot;
+         * cluster_table_start says so when it does not */
+        log_warn("table %s: the cluster's snapshot could not be fetched: %s", name, err);
+        rc = CORE_OK;
+    }
+    struct registry_load_opts o = {.data_dir = c->data_dir, .repair = WAL_RECOVER};
+    struct registry_loaded res;
+    struct table *t = NULL;
+    if (rc == CORE_OK)
+        rc = registry_load_table(e->cfg, &o, &t, &res, err, errlen);
+    if (rc == CORE_OK && res.wal.replayed > 0) {
+        rc = core_fail(err, errlen, CORE_EINVAL,
+                       "%s/%s/wal holds a local log: this data_dir was used without cluster "
+                       "mode; start it once without cluster.nats and snapshot it, or move the "
+                       "log away", c->data_dir, name);
+        table_free(t);
+    }
+    if (rc == CORE_OK) {
+        e->cluster = ct;
+        rc = cluster_table_start(ct, t, err, errlen);
+        if (rc != CORE_OK) {
+            e->cluster = NULL;
+            cluster_table_close(ct); /* stops applying to t first */
+            table_free(t);
+            return rc;
+        }
+    }
+    if (rc != CORE_OK) {
+        cluster_table_close(ct);
+        return rc;
+    }
+    log_loaded(t, now_seconds() - start);
+    e->table = t;
+    atomic_store(&e->snapshot_seq, res.from_snapshot ? res.snapshot_seq : 0);
+    return CORE_OK;
+}
+
+void registry_submit(struct registry_entry *e, struct journal_write *w)
+{
+    if (e->cluster != NULL)
+        cluster_submit(e->cluster, w);
+    else
+        journal_submit(e->journal, w);
+}
+
 static void *loader_main(void *arg)
 {
     struct registry *r = arg;
@@ -410,7 +489,8 @@ static void *loader_main(void *arg)
     for (size_t i = 0; i < r->n && ok; i++) {
         struct registry_entry *e = &r->entries[i];
         char err[1024] = "";
-        int rc = open_entry(r, e, err, sizeof err);
+        int rc = r->cluster != NULL ? open_cluster_entry(r, e, err, sizeof err)
+                                    : open_entry(r, e, err, sizeof err);
         if (rc != CORE_OK) {
             log_error("table %s: %s", e->cfg->name, err[0] ? err : core_strerror(rc));
             atomic_store_explicit(&e->state, ENTRY_FAILED, memory_order_release);
@@ -426,6 +506,17 @@ static void *loader_main(void *arg)
     return NULL;
 }
 
+/* Cluster mode: the snapshot is published for the cluster too, which lets
+ * the stream go below it. A failure costs only a longer stream. */
+static void publish_snapshot(struct registry_entry *e, const char *path, uint64_t seq)
+{
+    char err[512] = "";
+    int rc = cluster_table_publish_snapshot(e->cluster, path, seq, err, sizeof err);
+    if (rc != CORE_OK)
+        log_warn("table %s: publishing the snapshot at seq %llu for the cluster: %s",
+                 e->cfg->name, (unsigned long long)seq, err[0] ? err : core_strerror(rc));
+}
+
 int registry_snapshot(struct registry *r, struct registry_entry *e, const char *why,
                       char *path_out, size_t path_len, uint64_t *version_out,
                       uint64_t *seq_out, char *err, size_t errlen)
@@ -438,7 +529,9 @@ int registry_snapshot(struct registry *r, struct registry_entry *e, const char *
     struct snapshot_info info = {0};
     /* records appended after this point may or may not be in the copy; the
      * size trigger counts from here either way */
-    uint64_t bytes = e->journal ? journal_appended_bytes(e->journal) : 0;
+    uint64_t bytes = e->journal   ? journal_appended_bytes(e->journal)
+                     : e->cluster ? cluster_table_applied_bytes(e->cluster)
+                                  : 0;
     int rc = snapshot_write(e->table, c->data_dir, path, sizeof path, &info, err, errlen);
     if (rc == CORE_OK) {
         atomic_store(&e->snapshot_seq, info.log_seq);
@@ -455,6 +548,10 @@ int registry_snapshot(struct registry *r, struct registry_entry *e, const char *
         if (seq_out != NULL)
             *seq_out = info.log_seq;
         prune(r, e);
+        /* not the one at shutdown: a big table's upload would outlast the
+         * few seconds a process manager grants */
+        if (e->cluster != NULL && strcmp(why, "shutdown") != 0)
+            publish_snapshot(e, path, info.log_seq);
     }
     atomic_store(&e->snapshot_running, false);
     return rc;
@@ -506,6 +603,7 @@ bool registry_deinit(struct registry *r, int wait_ms)
     if (r->loader_started && !join_loader(r, wait_ms))
         return false;
     for (size_t i = 0; i < r->n; i++) {
+        cluster_table_close(r->entries[i].cluster);
         journal_close(r->entries[i].journal);
         table_free(r->entries[i].table);
     }

@@ -21,10 +21,14 @@
 
 enum entry_state { ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED };
 
+struct cluster;
+struct cluster_table;
+
 struct registry_entry {
     const struct config_table *cfg; /* borrowed from the config */
     struct table *table;            /* valid once state is ENTRY_READY */
     struct journal *journal;        /* its writes' path; valid with table */
+    struct cluster_table *cluster;  /* cluster mode: the stream instead of journal */
     _Atomic int state;              /* enum entry_state */
     _Atomic uint64_t rows_served;   /* rows returned by lookups and bags */
     _Atomic uint64_t updates;       /* write requests applied */
@@ -42,6 +46,7 @@ struct registry {
     struct registry_entry *entries;
     size_t n;
     const struct config *cfg; /* data_dir, durability, snapshot.keep */
+    struct cluster *cluster;  /* cluster mode (set before registry_start), or NULL */
     _Atomic bool ready;  /* every entry loaded */
     _Atomic bool finished; /* the loader thread is done (ok or not) */
     pthread_t loader;
@@ -111,6 +116,10 @@ int registry_load_table(const struct config_table *ct, const struct registry_loa
 int registry_snapshot(struct registry *r, struct registry_entry *e, const char *why,
                       char *path_out, size_t path_len, uint64_t *version_out,
                       uint64_t *seq_out, char *err, size_t errlen);
+
+/* Hands a validated write to e's log: its journal, or its stream in
+ * cluster mode (see journal_submit, cluster_submit). Any thread. */
+void registry_submit(struct registry_entry *e, struct journal_write *w);
 
 /* <data_dir>/<name>/wal into out. */
 int registry_wal_dir(const char *data_dir, const char *name, char *out, size_t len);

@@ -21,6 +21,7 @@ static const struct route routes[] = {
     /* the page is open so it can ask for the read token; its API calls are not */
     {ROUTE_EXPLORER, "GET", "/", ACCESS_OPEN, false},
     {ROUTE_EXPLORER_ASSET, "GET", "/explorer/{t}", ACCESS_OPEN, false}, /* {t}: a file name */
+    {ROUTE_CLUSTER, "GET", "/v1/cluster", ACCESS_READ, false},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 

@@ -29,6 +29,7 @@ enum route_id {
     ROUTE_EXPLORER,        /* the explorer page at / */
     ROUTE_EXPLORER_ASSET,  /* its scripts and style sheet */
     ROUTE_DELETE_ROWS,     /* keyed tables: DELETE /v1/tables/{t}/rows */
+    ROUTE_CLUSTER,
     ROUTE_UNMATCHED, /* 404 / 405: counted in metrics under this label */
     ROUTE_COUNT
 };

@@ -26,6 +26,7 @@ struct server {
     struct auth auth;
     struct metrics metrics;
     struct work_pool work;       /* heavy requests and snapshots */
+    struct cluster *cluster;     /* cluster mode, or NULL (cluster.h) */
     struct MHD_Daemon *daemon;
     uint16_t port;               /* the bound port (useful with port 0) */
     _Atomic bool draining;       /* shutdown began: writes answer 503 */

@@ -725,6 +725,65 @@ START_TEST(test_log_levels)
 }
 END_TEST
 
+/* The "cluster" section: nats as an array (joined) or a string, the other
+ * keys through the option table, and the rules that span sections. */
+START_TEST(test_cluster_section)
+{
+    struct config c;
+    char err[512] = "";
+    ck_assert_int_eq(parse(&c, "{\"cluster\": {\"nats\": [\"nats://a:4222\", \"nats://b:4222\"],"
+                               " \"node\": \"es-1\", \"stream_replicas\": 1, \"wait_ms\": 50}}",
+                           err, sizeof err),
+                     CORE_OK);
+    ck_assert_str_eq(c.cluster_nats, "nats://a:4222,nats://b:4222");
+    ck_assert_str_eq(c.cluster_node, "es-1");
+    ck_assert_int_eq(c.cluster_stream_replicas, 1);
+    ck_assert_int_eq(c.cluster_wait_ms, 50);
+    ck_assert_int_eq(c.cluster_publish_timeout_ms, 5000);
+    config_deinit(&c);
+
+    ck_assert_int_eq(parse(&c, "{\"cluster\": {\"nats\": \"nats://a:4222\"}}", err, sizeof err),
+                     CORE_OK);
+    ck_assert_str_eq(c.cluster_nats, "nats://a:4222");
+    ck_assert_int_eq(c.cluster_stream_replicas, 3);
+    config_deinit(&c);
+
+    ck_assert_int_eq(parse(&c, "{}", err, sizeof err), CORE_OK);
+    ck_assert_ptr_null(c.cluster_nats); /* off unless asked for */
+    config_deinit(&c);
+
+    ck_assert_int_eq(parse(&c, "{\"cluster\": {\"nats\": []}}", err, sizeof err), CORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "cluster.nats: must list at least one NATS URL"));
+    config_deinit(&c);
+    ck_assert_int_eq(parse(&c, "{\"cluster\": {\"nats\": [\"a\", 3]}}", err, sizeof err),
+                     CORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "cluster.nats[1]"));
+    config_deinit(&c);
+    ck_assert_int_eq(parse(&c, "{\"cluster\": {\"stream_replicas\": 7}}", err, sizeof err),
+                     CORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "cluster.stream_replicas"));
+    config_deinit(&c);
+    ck_assert_int_eq(parse(&c, "{\"cluster\": {\"natz\": 1}}", err, sizeof err), CORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "cluster.natz: unknown key"));
+    config_deinit(&c);
+
+    ck_assert_int_eq(parse(&c, "{\"cluster\": {\"nats\": [\"nats://a:4222\"]}, \"tables\": "
+                               "[{\"name\": \"t\", \"init\": {\"num_embeddings\": 4, "
+                               "\"embedding_dim\": 2}, \"resume\": false}]}", err, sizeof err),
+                     CORE_OK);
+    ck_assert_int_eq(config_validate(&c, err, sizeof err), CORE_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "tables[0].resume"));
+    config_deinit(&c);
+
+    setenv("EMBEDDING_SERVER_NATS", "nats://x:1,nats://y:2", 1);
+    ck_assert_int_eq(config_init(&c), CORE_OK);
+    ck_assert_int_eq(config_apply_env(&c, err, sizeof err), CORE_OK);
+    ck_assert_str_eq(c.cluster_nats, "nats://x:1,nats://y:2");
+    unsetenv("EMBEDDING_SERVER_NATS");
+    config_deinit(&c);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -747,6 +806,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_default_table_loads);
     tcase_add_test(tc, test_help_mentions_everything);
     tcase_add_test(tc, test_log_levels);
+    tcase_add_test(tc, test_cluster_section);
     suite_add_tcase(s, tc);
     return s;
 }

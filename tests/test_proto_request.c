@@ -166,7 +166,7 @@ START_TEST(lookup_keys_and_body)
                  "body: give either \"ids\" or \"tokens\", not both");
     lookup_fails("{}", STATUS_INVALID_ARGUMENT, "body: missing \"ids\" (or \"tokens\")");
     lookup_fails("{\"idz\":[0]}", STATUS_INVALID_ARGUMENT,
-                 "body: unknown key \"idz\" (expected ids, tokens, bags, mode, per_sample_weights)");
+                 "body: unknown key \"idz\" (expected ids, tokens, bags, mode, per_sample_weights, min_seq)");
     lookup_fails("[0,1]", STATUS_INVALID_ARGUMENT, "body: expected a JSON object, got an array");
     lookup_fails("{\"ids\":[0,1]} x", STATUS_INVALID_JSON, "byte 14: trailing bytes");
     lookup_fails("{\"ids\":[0],\"ids\":[1]}", STATUS_INVALID_JSON, "duplicate key \"ids\"");
@@ -455,7 +455,7 @@ START_TEST(similarity_errors)
     similarity_fails("{\"pairs\":[[0,1]],\"metric\":null}", STATUS_INVALID_ARGUMENT,
                      "metric: expected a string, got null");
     similarity_fails("{\"pairs\":[[0,1]],\"k\":3}", STATUS_INVALID_ARGUMENT,
-                     "body: unknown key \"k\" (expected pairs, metric)");
+                     "body: unknown key \"k\" (expected pairs, metric, min_seq)");
     /* pairs count twice: 5 pairs are 10 ids > 8 */
     similarity_fails("{\"pairs\":[[0,1],[0,1],[0,1],[0,1],[0,1]]}", STATUS_PAYLOAD_TOO_LARGE,
                      "pairs: 5 pairs (10 ids) exceed max_batch 8");
