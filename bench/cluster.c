@@ -7,7 +7,8 @@
  *
  * (a) 4 clients, each on its own keep-alive connection, posting small
  *     gradient steps (8 ids x 16 floats) back to back to one replica;
- * (b) 1 client posting big steps (1024 ids x 64 floats, JSON);
+ * (b) 1 client posting big steps (1024 ids x 64 floats; JSON, or binary
+ *     bodies with BINARY=1);
  * for each: steps/s and the latency of each write (p50, p99), cluster and
  * single server in alternating rounds (medians over rounds). Replication
  * lag: the p99 of the other replica's stored-to-applied delay
@@ -212,21 +213,51 @@ static int roundtrip(int fd, const char *req, size_t len, char *buf, size_t cap)
     return atoi(buf + 9);
 }
 
-static char *request(const char *method, const char *path, const char *body, size_t blen,
-                     const char *extra, size_t *len)
+static char *request_typed(const char *method, const char *path, const char *type,
+                           const char *body, size_t blen, const char *extra, size_t *len)
 {
     char *req = malloc(blen + 512);
     *len = (size_t)snprintf(req, 512,
-                            "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                            "%sContent-Length: %zu\r\n\r\n", method, path, extra, blen);
+                            "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
+                            "%sContent-Length: %zu\r\n\r\n", method, path, type, extra, blen);
     memcpy(req + *len, body, blen);
     *len += blen;
     return req;
 }
 
-/* A JSON gradient request of n ids x dim. */
+static char *request(const char *method, const char *path, const char *body, size_t blen,
+                     const char *extra, size_t *len)
+{
+    return request_typed(method, path, "application/json", body, blen, extra, len);
+}
+
+/* The same step as a binary body (BINARY=1): n int64 ids, n x dim float32. */
+static char *binary_gradient_request(const char *table, int n, int dim, int seed, size_t *len)
+{
+    size_t blen = (size_t)n * 8 + (size_t)n * (size_t)dim * 4;
+    char *body = malloc(blen), path[128], shape[64];
+    for (int i = 0; i < n; i++) {
+        int64_t id = ((unsigned)seed * 7919u + (unsigned)i * 104729u) % 100000u;
+        memcpy(body + (size_t)i * 8, &id, 8);
+    }
+    float *g = (float *)(void *)(body + (size_t)n * 8);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < dim; j++) {
+            float v = (float)((i * 31 + j * 17 + seed) % 200 - 100) / 1000.0f;
+            memcpy(&g[(size_t)i * (size_t)dim + (size_t)j], &v, 4);
+        }
+    snprintf(path, sizeof path, "/v1/tables/%s/gradients", table);
+    snprintf(shape, sizeof shape, "X-Embedding-Shape: %d,%d\r\n", n, dim);
+    char *req = request_typed("POST", path, "application/octet-stream", body, blen, shape, len);
+    free(body);
+    return req;
+}
+
+/* A JSON gradient request of n ids x dim (binary with BINARY=1). */
 static char *gradient_request(const char *table, int n, int dim, int seed, size_t *len)
 {
+    if (getenv("BINARY") != NULL && strcmp(getenv("BINARY"), "1") == 0)
+        return binary_gradient_request(table, n, dim, seed, len);
     size_t cap = (size_t)n * (size_t)dim * 12 + (size_t)n * 12 + 512;
     char *body = malloc(cap);
     size_t b = 0;
@@ -427,7 +458,7 @@ int main(int argc, char **argv)
 
     struct { const char *name; int nclients; char **reqs; size_t *lens; const char *table; }
         loads[] = {{"8 x 16 steps, 4 clients", 4, small, small_len, "small"},
-                   {"1024 x 64 steps (JSON), 1 client", 1, big, big_len, "big"}};
+                   {getenv("BINARY") ? "1024 x 64 steps (binary), 1 client" : "1024 x 64 steps (JSON), 1 client", 1, big, big_len, "big"}};
     for (size_t l = 0; l < 2; l++) {
         double cps[16], cp50[16], cp99[16], sps[16], sp50[16], sp99[16], lag[16];
         for (int r = 0; r < rounds && r < 16; r++) {
