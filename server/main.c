@@ -18,10 +18,12 @@
  * log_max_bytes, on shutdown, or asked for over HTTP) bound the log, and
  * each keeps the newest snapshot.keep of its table. The exit status is 1
  * when an answered write may have been lost. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -369,12 +371,34 @@ static int run_action(struct app *app, enum config_action action, const char *pr
     return -1;
 }
 
+/* The failures a newcomer meets first (a table file that is missing or
+ * unreadable) are reported before anything says "listening"; what only
+ * reading a file can find is reported while it loads. stat and access only:
+ * nothing is opened (a path may be a pipe that blocks). */
+static bool tables_reachable(const struct config *c)
+{
+    bool ok = true;
+    for (size_t i = 0; i < c->ntables; i++) {
+        const struct config_table *t = &c->tables[i];
+        struct stat st;
+        if (t->path == NULL)
+            continue;
+        if (stat(t->path, &st) != 0 || access(t->path, R_OK) != 0) {
+            log_error("table %s: %s: %s", t->name, t->path, strerror(errno));
+            ok = false;
+        }
+    }
+    return ok;
+}
+
 static int serve(struct app *app)
 {
     struct server *s = &app->srv;
     char err[512] = "";
     s->cfg = &app->cfg;
     s->auth = (struct auth){app->cfg.read_token, app->cfg.write_token};
+    if (!tables_reachable(&app->cfg))
+        return 1;
     metrics_init(&s->metrics);
     if (registry_init(&s->tables, &app->cfg) != CORE_OK ||
         work_init(&s->work, app->cfg.threads > 0 ? (size_t)app->cfg.threads : 1) != 0) {

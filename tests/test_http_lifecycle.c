@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "http_client.h"
@@ -468,6 +469,34 @@ START_TEST(snapshot_failure_is_internal)
 }
 END_TEST
 
+/* A table whose file is missing is reported, and the server exits 1, before
+ * anything says "listening" (a newcomer otherwise sees it listening, then
+ * an error, then the stop). */
+START_TEST(missing_table_file_is_reported_before_listening)
+{
+    struct test_server s;
+    test_server_prepare(&s);
+    char config[1024], cmd[2048];
+    snprintf(config, sizeof config,
+             "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0},"
+             " \"data_dir\": \"%s/data\","
+             " \"tables\": [{\"name\": \"w\", \"path\": \"%s/no-such-file.vec\"}]}",
+             s.dir, s.dir);
+    free(testutil_write_file(s.dir, "config.json", config, strlen(config)));
+    snprintf(cmd, sizeof cmd, "%s --config %s/config.json 2>&1", SERVER_BIN, s.dir);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    char out[8192];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d: %s", status, out);
+    ck_assert_msg(strstr(out, "no-such-file.vec: No such file or directory") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "listening") == NULL, "%s", out);
+    test_server_cleanup(&s);
+}
+END_TEST
+
 /* Seconds until the server closes fd (recv returns 0), or -1 after limit. */
 static double seconds_until_closed(int fd, double limit)
 {
@@ -542,6 +571,7 @@ static Suite *http_lifecycle_suite(void)
     tcase_add_test(tc, bad_table_exits_nonzero);
     tcase_add_test(tc, sigterm_finishes_requests_in_flight);
     tcase_add_test(tc, snapshot_failure_is_internal);
+    tcase_add_test(tc, missing_table_file_is_reported_before_listening);
     tcase_add_test(tc, connection_limits);
     suite_add_tcase(s, tc);
     return s;
