@@ -32,6 +32,9 @@ chmod 0777 "$data"   # the image runs as the non-root uid 999
 
 log "building $image"
 podman build --format docker --isolation chroot -q -t "$image" "$root" >/dev/null
+# the compose files name embedding-server:latest; podman-compose builds only
+# when no image of that name exists, so a stale one would be tested instead
+podman tag "$image" embedding-server:latest
 size=$(podman image inspect --format '{{.Size}}' "$image")
 base=$(podman image inspect --format '{{.Size}}' docker.io/library/debian:bookworm-slim 2>/dev/null || echo 0)
 log "image size: $((size / 1000000)) MB (the debian:bookworm-slim base here: $((base / 1000000)) MB; ours on top: $(((size - base) / 1000000)) MB)"
