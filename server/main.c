@@ -224,6 +224,9 @@ static void on_loaded(uv_async_t *async)
         begin_shutdown(app, "a table failed to load");
         return;
     }
+    bool v6 = strchr(app->cfg.host, ':') != NULL;
+    log_info("embedding-server %s listening on http://%s%s%s:%u", ES_VERSION, v6 ? "[" : "",
+             app->cfg.host, v6 ? "]" : "", (unsigned)app->srv.port);
     log_info("ready: %zu table%s loaded", app->srv.tables.n, app->srv.tables.n == 1 ? "" : "s");
     if (app->cfg.durability != CONFIG_DURABILITY_NONE)
         uv_timer_start(&app->log_check, on_log_timer, 1000, 1000);
@@ -240,8 +243,11 @@ static void log_summary(const struct app *app)
     const struct config *c = &app->cfg;
     const struct server *s = &app->srv;
     bool v6 = strchr(c->host, ':') != NULL;
-    log_info("embedding-server %s listening on http://%s%s%s:%u", ES_VERSION, v6 ? "[" : "",
-             c->host, v6 ? "]" : "", (unsigned)s->port);
+    /* "listening" is said once the tables are loaded (log_listening): a table
+     * that fails to load is reported before anything says it */
+    log_info("embedding-server %s accepting connections on http://%s%s%s:%u (tables loading; "
+             "/readyz answers 503 until they are)", ES_VERSION, v6 ? "[" : "", c->host,
+             v6 ? "]" : "", (unsigned)s->port);
     log_info("limits: max_body_bytes %llu, max_batch %llu, max_k %d, connection_timeout %d s, "
              "max_connections %d (%d per IP), threads %d",
              (unsigned long long)c->max_body_bytes, (unsigned long long)c->max_batch, c->max_k,
@@ -381,8 +387,16 @@ static bool tables_reachable(const struct config *c)
     for (size_t i = 0; i < c->ntables; i++) {
         const struct config_table *t = &c->tables[i];
         struct stat st;
+        uint64_t *seqs = NULL;
+        size_t n = 0;
         if (t->path == NULL)
             continue;
+        if (t->resume && snapshot_list(c->data_dir, t->name, &seqs, &n, NULL, 0) == CORE_OK &&
+            n > 0) {
+            free(seqs);
+            continue; /* it resumes from its snapshot: the file is not read */
+        }
+        free(seqs);
         if (stat(t->path, &st) != 0 || access(t->path, R_OK) != 0) {
             log_error("table %s: %s: %s", t->name, t->path, strerror(errno));
             ok = false;

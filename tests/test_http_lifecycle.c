@@ -493,6 +493,23 @@ START_TEST(missing_table_file_is_reported_before_listening)
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d: %s", status, out);
     ck_assert_msg(strstr(out, "no-such-file.vec: No such file or directory") != NULL, "%s", out);
     ck_assert_msg(strstr(out, "listening") == NULL, "%s", out);
+
+    /* a file that only fails once read: still no "listening" before the error */
+    free(testutil_write_file(s.dir, "bad.vec", "2 3\nword 1 2\n", 14));
+    snprintf(config, sizeof config,
+             "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0},"
+             " \"data_dir\": \"%s/data\","
+             " \"tables\": [{\"name\": \"w\", \"path\": \"%s/bad.vec\"}]}",
+             s.dir, s.dir);
+    free(testutil_write_file(s.dir, "config.json", config, strlen(config)));
+    p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    status = pclose(p);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d: %s", status, out);
+    ck_assert_msg(strstr(out, "table w:") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "listening") == NULL, "%s", out);
     test_server_cleanup(&s);
 }
 END_TEST
