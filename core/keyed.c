@@ -164,8 +164,7 @@ static void init_row(const struct table *t, int64_t key, float *out)
 {
     struct rng r;
     rng_seed(&r, t->ks.seed, (uint64_t)key);
-    for (int64_t j = 0; j < t->w.dim; j++)
-        out[j] = (float)(t->ks.std * rng_normal(&r));
+    rng_fill_normal_scaled(&r, out, (size_t)t->w.dim, t->ks.std); /* std * N(0, 1) in double */
 }
 
 /* ---- readers ---- */

@@ -139,9 +139,11 @@ double rng_normal(struct rng *r)
     return normal(r);
 }
 
-/* normal() with the generator state in four locals, spilled to *r only on
- * the rare slow path, so the loop runs from registers. */
-void rng_fill_normal(struct rng *r, float *out, size_t n)
+/* normal() times scale, rounded to float, with the generator state in four
+ * locals, spilled to *r only on the rare slow path, so the loop runs from
+ * registers. Inlined into both fills, so the unscaled one keeps no
+ * multiply (and x * 1.0 == x exactly anyway). */
+static inline void fill(struct rng *r, float *out, size_t n, double scale)
 {
     uint64_t s0 = r->s[0], s1 = r->s[1], s2 = r->s[2], s3 = r->s[3];
     for (size_t k = 0; k < n; k++) {
@@ -156,12 +158,22 @@ void rng_fill_normal(struct rng *r, float *out, size_t n)
         unsigned i = (unsigned)(u & (ZIG_LAYERS - 1));
         double x = (double)(u >> 11) * 0x1p-53 * zig_x[i];
         if (__builtin_expect(x < zig_x[i + 1], 1)) {
-            out[k] = (float)with_sign(x, u);
+            out[k] = (float)(scale * with_sign(x, u));
             continue;
         }
         *r = (struct rng){{s0, s1, s2, s3}};
-        out[k] = (float)normal_slow(r, u);
+        out[k] = (float)(scale * normal_slow(r, u));
         s0 = r->s[0], s1 = r->s[1], s2 = r->s[2], s3 = r->s[3];
     }
     *r = (struct rng){{s0, s1, s2, s3}};
+}
+
+void rng_fill_normal(struct rng *r, float *out, size_t n)
+{
+    fill(r, out, n, 1.0);
+}
+
+void rng_fill_normal_scaled(struct rng *r, float *out, size_t n, double scale)
+{
+    fill(r, out, n, scale);
 }

@@ -29,4 +29,8 @@ double rng_normal(struct rng *r);
  * as n calls of rng_normal, with the state kept in registers. */
 void rng_fill_normal(struct rng *r, float *out, size_t n);
 
+/* Writes (float)(scale * rng_normal(r)) n times to out: the same values as
+ * that loop, bit for bit (the product is taken in double, as there). */
+void rng_fill_normal_scaled(struct rng *r, float *out, size_t n, double scale);
+
 #endif
