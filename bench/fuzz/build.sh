@@ -32,14 +32,14 @@ CONFIG=$(ls "$ROOT"/config/*.c)
 # The sources each harness needs besides its own file.
 sources() {
     case $1 in
-    fuzz_json) echo "$CORE $PROTO" ;;
+    fuzz_json | fuzz_binary) echo "$CORE $PROTO" ;;
     fuzz_loaders | fuzz_snapshot_manifest) echo "$CORE" ;;
     fuzz_config) echo "$CORE $PROTO $CONFIG" ;;
     *) echo "unknown harness $1" >&2; exit 2 ;;
     esac
 }
 
-[ $# -gt 0 ] || set -- fuzz_json fuzz_loaders fuzz_config fuzz_snapshot_manifest
+[ $# -gt 0 ] || set -- fuzz_json fuzz_binary fuzz_loaders fuzz_config fuzz_snapshot_manifest
 for name in "$@"; do
     src=$(sources "$name")
     echo "building $OUT/$name"
