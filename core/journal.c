@@ -452,20 +452,31 @@ static void wake_waiter(struct journal_write *w)
     pthread_mutex_unlock(&wt->mu);
 }
 
-void journal_submit_wait(struct journal *j, struct journal_write *w)
+void journal_write_wait(struct journal_write *w,
+                        void (*submit)(void *target, struct journal_write *w), void *target)
 {
     struct waiter wt = {.done = false};
     pthread_mutex_init(&wt.mu, NULL);
     pthread_cond_init(&wt.cv, NULL);
     w->done = wake_waiter;
     w->ud = &wt;
-    journal_submit(j, w);
+    submit(target, w);
     pthread_mutex_lock(&wt.mu);
     while (!wt.done)
         pthread_cond_wait(&wt.cv, &wt.mu);
     pthread_mutex_unlock(&wt.mu);
     pthread_cond_destroy(&wt.cv);
     pthread_mutex_destroy(&wt.mu);
+}
+
+static void submit_to(void *target, struct journal_write *w)
+{
+    journal_submit(target, w);
+}
+
+void journal_submit_wait(struct journal *j, struct journal_write *w)
+{
+    journal_write_wait(w, submit_to, j);
 }
 
 static int renorm_through(void *ud, const int64_t *ids, size_t m)

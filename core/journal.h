@@ -128,6 +128,12 @@ void journal_submit(struct journal *j, struct journal_write *w);
  * renormalizations). w->done and w->ud are the journal's. */
 void journal_submit_wait(struct journal *j, struct journal_write *w);
 
+/* The same for any log: calls submit(target, w) with w->done and w->ud set
+ * to a waiter of its own, and returns once done has run (cluster mode's
+ * renormalizations wait on their stream this way). */
+void journal_write_wait(struct journal_write *w,
+                        void (*submit)(void *target, struct journal_write *w), void *target);
+
 /* True once a sync failed or an append could not be undone. */
 bool journal_broken(const struct journal *j);
 

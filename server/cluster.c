@@ -715,35 +715,15 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
 
 /* ---- renormalizations through the stream --------------------------------- */
 
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-};
-
-static void wake_waiter(struct journal_write *w)
+static void submit_to(void *target, struct journal_write *w)
 {
-    struct waiter *wt = w->ud;
-    pthread_mutex_lock(&wt->mu);
-    wt->done = true;
-    pthread_cond_signal(&wt->cv);
-    pthread_mutex_unlock(&wt->mu);
+    cluster_submit(target, w);
 }
 
 static int renorm_through(void *ud, const int64_t *ids, size_t m)
 {
-    struct journal_write w = {.op = JOURNAL_RENORM, .ids = ids, .n = m, .done = wake_waiter};
-    struct waiter wt = {.done = false};
-    pthread_mutex_init(&wt.mu, NULL);
-    pthread_cond_init(&wt.cv, NULL);
-    w.ud = &wt;
-    cluster_submit(ud, &w);
-    pthread_mutex_lock(&wt.mu);
-    while (!wt.done)
-        pthread_cond_wait(&wt.cv, &wt.mu);
-    pthread_mutex_unlock(&wt.mu);
-    pthread_cond_destroy(&wt.cv);
-    pthread_mutex_destroy(&wt.mu);
+    struct journal_write w = {.op = JOURNAL_RENORM, .ids = ids, .n = m};
+    journal_write_wait(&w, submit_to, ud);
     return w.rc;
 }
 
