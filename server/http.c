@@ -88,6 +88,7 @@ struct request {
     bool has_body;
     bool on_pool;       /* the handler runs on the work pool (already suspended) */
     bool deferred;      /* the final call was put off once (see defer_final_call) */
+    signed char heavy;  /* handler_is_heavy's answer once asked (it pre-scans the body), or -1 */
     struct conn *cn;    /* the connection's entry in the sweeper's list, or NULL */
     char *body;
     size_t body_len, body_cap;
@@ -822,12 +823,20 @@ static void run_offloaded(struct work_job *job)
     complete_answer(rq);
 }
 
+/* handler_is_heavy, asked once per request. */
+static bool is_heavy(struct request *rq, const struct handler_ctx *c)
+{
+    if (rq->heavy < 0)
+        rq->heavy = handler_is_heavy(c);
+    return rq->heavy > 0;
+}
+
 static enum MHD_Result run_handler(struct request *rq)
 {
     struct handler_ctx c;
     bool deferred;
     handler_ctx_of(rq, &c, &deferred);
-    if (handler_is_heavy(&c)) {
+    if (is_heavy(rq, &c)) {
         rq->phase = PHASE_OFFLOADED;
         rq->on_pool = true;
         rq->job.run = run_offloaded;
@@ -911,6 +920,7 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     rq->srv = s;
     rq->conn = conn;
     rq->route = ROUTE_UNMATCHED;
+    rq->heavy = -1;
     rq->start_ns = now_ns();
     rq->url = url;
     copy_printable(rq->method, sizeof rq->method, method);
@@ -950,7 +960,7 @@ static bool defer_final_call(struct request *rq)
     struct handler_ctx c;
     bool unused;
     handler_ctx_of(rq, &c, &unused);
-    rq->deferred = write || handler_is_heavy(&c);
+    rq->deferred = is_heavy(rq, &c) || write;
     return rq->deferred;
 }
 
