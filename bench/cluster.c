@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_http.h"
+
 #define NODES 3
 #define MAX_SAMPLES (1 << 20)
 
@@ -167,51 +169,7 @@ static void server_start(struct server *s, const char *bin, const char *name, bo
     exit(1);
 }
 
-/* ---- a keep-alive HTTP client ---------------------------------------------- */
-
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
-        die("connect");
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
-
-/* Sends req and reads one answer into buf; returns its status. */
-static int roundtrip(int fd, const char *req, size_t len, char *buf, size_t cap)
-{
-    for (size_t off = 0; off < len;) {
-        ssize_t n = send(fd, req + off, len - off, 0);
-        if (n <= 0)
-            die("send");
-        off += (size_t)n;
-    }
-    size_t have = 0;
-    char *end = NULL;
-    while (end == NULL) {
-        ssize_t n = recv(fd, buf + have, cap - have - 1, 0);
-        if (n <= 0)
-            die("recv");
-        have += (size_t)n;
-        buf[have] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-    }
-    const char *cl = strcasestr(buf, "Content-Length:");
-    size_t body = cl ? strtoul(cl + 15, NULL, 10) : 0;
-    size_t want = (size_t)(end + 4 - buf) + body;
-    while (have < want) {
-        ssize_t n = recv(fd, buf + have, cap - have - 1, 0);
-        if (n <= 0)
-            die("recv");
-        have += (size_t)n;
-    }
-    buf[have] = '\0';
-    return atoi(buf + 9);
-}
+/* ---- requests (sent with bench_http.h) ------------------------------------ */
 
 static char *request_typed(const char *method, const char *path, const char *type,
                            const char *body, size_t blen, const char *extra, size_t *len)
@@ -295,12 +253,12 @@ struct client {
 static void *client_main(void *arg)
 {
     struct client *c = arg;
-    int fd = connect_to(c->port);
+    int fd = bench_connect(c->port);
     char *buf = malloc(1 << 22);
     double end = now_s() + c->seconds;
     while (now_s() < end) {
         double t0 = now_s();
-        int st = roundtrip(fd, c->req, c->len, buf, 1 << 22);
+        int st = bench_roundtrip(fd, c->req, c->len, buf, 1 << 22);
         if (st != 200)
             c->bad = st;
         if (c->lat && c->nlat < MAX_SAMPLES)
@@ -385,11 +343,11 @@ struct hist {
 
 static void read_hist(int port, const char *table, struct hist *h)
 {
-    int fd = connect_to(port);
+    int fd = bench_connect(port);
     size_t len;
     char *req = request("GET", "/metrics", "", 0, "", &len);
     char *buf = malloc(1 << 22);
-    roundtrip(fd, req, len, buf, 1 << 22);
+    bench_roundtrip(fd, req, len, buf, 1 << 22);
     close(fd);
     free(req);
     char key[128];

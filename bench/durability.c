@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_http.h"
 #include "error.h"
 #include "journal.h"
 #include "optim.h"
@@ -115,50 +116,7 @@ static void server_stop(struct server *s)
         fprintf(stderr, "durability: could not remove %s\n", s->dir);
 }
 
-/* ---- a keep-alive HTTP client ---------------------------------------------- */
-
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
-        die("connect");
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
-
-/* Sends req and reads one answer; returns its status. */
-static int roundtrip(int fd, const char *req, size_t len, char *buf, size_t cap)
-{
-    for (size_t off = 0; off < len;) {
-        ssize_t n = send(fd, req + off, len - off, 0);
-        if (n <= 0)
-            die("send");
-        off += (size_t)n;
-    }
-    size_t have = 0;
-    char *end = NULL;
-    while (end == NULL) {
-        ssize_t n = recv(fd, buf + have, cap - have - 1, 0);
-        if (n <= 0)
-            die("recv");
-        have += (size_t)n;
-        buf[have] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-    }
-    const char *cl = strcasestr(buf, "Content-Length:");
-    size_t body = cl ? strtoul(cl + 15, NULL, 10) : 0;
-    size_t want = (size_t)(end + 4 - buf) + body;
-    while (have < want) {
-        ssize_t n = recv(fd, buf + have, cap - have - 1, 0);
-        if (n <= 0)
-            die("recv");
-        have += (size_t)n;
-    }
-    return atoi(buf + 9);
-}
+/* ---- requests (sent with bench_http.h) ------------------------------------ */
 
 /* The same step as a binary body: n int64 ids, then n x dim float32. */
 static char *binary_gradient_request(const char *table, int n, int dim, int rows, int seed,
@@ -230,11 +188,11 @@ struct client {
 static void *client_main(void *arg)
 {
     struct client *c = arg;
-    int fd = connect_to(c->port);
+    int fd = bench_connect(c->port);
     char *buf = malloc(1 << 16);
     double end = now_s() + c->seconds;
     while (now_s() < end) {
-        int st = roundtrip(fd, c->req, c->len, buf, 1 << 16);
+        int st = bench_roundtrip(fd, c->req, c->len, buf, 1 << 16);
         if (st != 200)
             c->bad_status = st;
         c->steps++;
