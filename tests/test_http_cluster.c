@@ -195,9 +195,10 @@ static unsigned long long seq_of(const struct reply *r)
 }
 
 /* One deterministic gradient step (number k) through s; returns the
- * status, and *seq the answer's seq when 200. */
-static long post_step(const struct test_server *s, const char *table, int k,
-                      unsigned long long *seq)
+ * status, *seq the answer's seq when 200, and err (when not NULL) the
+ * answer's body. */
+static long post_step_why(const struct test_server *s, const char *table, int k,
+                          unsigned long long *seq, char *err, size_t errlen)
 {
     char body[2048];
     int n = snprintf(body, sizeof body, "{\"ids\": [%d, %d, %d], \"grads\": [", 1 + k % 13,
@@ -217,8 +218,16 @@ static long post_step(const struct test_server *s, const char *table, int k,
     long status = r.status;
     if (status == 200 && seq != NULL)
         *seq = seq_of(&r);
+    if (err != NULL)
+        snprintf(err, errlen, "%s", r.body);
     reply_free(&r);
     return status;
+}
+
+static long post_step(const struct test_server *s, const char *table, int k,
+                      unsigned long long *seq)
+{
+    return post_step_why(s, table, k, seq, NULL, 0);
 }
 
 /* Assigns row id the vector (v, v, ...); returns the status. */
@@ -284,10 +293,20 @@ static void ck_rows(const struct test_server *a, const struct test_server *b,
                     const char *table, unsigned long long seq, bool b_local)
 {
     size_t la, lb;
-    /* a first read of a max_norm table renormalizes (a record of its own):
-     * compare at the seq after it, where reading changes nothing */
+    /* a read of a max_norm table renormalizes (a record of its own), and a
+     * renormalized row can still exceed max_norm by a rounding (torch's
+     * embedding_renorm_ does the same: the next forward scales it again):
+     * read until reading changes nothing, and compare at that seq, where b
+     * (the same bits) has nothing to renormalize either */
     free(all_rows(a, table, seq, &la));
     seq = table_seq(a, table);
+    for (int tries = 0; tries < 20; tries++) {
+        free(all_rows(a, table, seq, &la));
+        unsigned long long now = table_seq(a, table);
+        if (now == seq)
+            break;
+        seq = now;
+    }
     if (b_local)
         free(all_rows(b, table, 0, &lb));
     char *ra = all_rows(a, table, seq, &la);
@@ -481,12 +500,25 @@ START_TEST(jetstream_unreachable)
     for (int i = 0; i < NODES; i++)
         nats_kill(i, SIGCONT);
     ck_assert(wait_nats_status(&a, true, 20));
+    /* the writes refused as unreachable were never sent; a retry refused
+     * with "may or may not have been stored" (an ack lost while the stream
+     * elects its leader again) may have been */
     double deadline = now_s() + 30;
     unsigned long long next = 0;
-    while (post_step(&a, "down", 5, &next) != 200 && now_s() < deadline)
+    unsigned ambiguous = 0;
+    long st;
+    char refused[512] = "none";
+    while ((st = post_step_why(&a, "down", 5, &next, err, sizeof err)) != 200 &&
+           now_s() < deadline) {
+        if (strstr(err, "may or may not have been stored") != NULL)
+            ambiguous++;
+        snprintf(refused, sizeof refused, "%ld %s", st, err);
         sleep_ms(200);
-    ck_assert_msg(next == seq + 1, "the refused writes changed the stream: seq %llu after %llu",
-                  next, seq);
+    }
+    ck_assert_int_eq(st, 200);
+    ck_assert_msg(next >= seq + 1 && next <= seq + 1 + ambiguous,
+                  "the refused writes changed the stream: seq %llu after %llu (%u answers "
+                  "were ambiguous; the last refusal: %s)", next, seq, ambiguous, refused);
     ck_same_rows(&a, &b, "down", next);
     deadline = now_s() + 30;
     long ready = 0;
