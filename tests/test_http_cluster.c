@@ -507,7 +507,7 @@ START_TEST(jetstream_unreachable)
     unsigned long long next = 0;
     unsigned ambiguous = 0;
     long st;
-    char refused[512] = "none";
+    char refused[600] = "none";
     while ((st = post_step_why(&a, "down", 5, &next, err, sizeof err)) != 200 &&
            now_s() < deadline) {
         if (strstr(err, "may or may not have been stored") != NULL)
