@@ -229,8 +229,11 @@ static inline void prefetch_row(const struct table *t, int64_t row)
         __builtin_prefetch(p + off, 0, 0);
 }
 
-/* Keyed forward: resolves a group of keys (their rows prefetched), then
- * copies each, so the misses of a group overlap. */
+/* Keyed forward in three passes over a group of keys, so that the misses
+ * of a group overlap: their home slots are fetched; each key's candidate row
+ * (a tag match, keys[] not read yet) is fetched with its key and time; each
+ * row is copied and validated. A candidate that is not the key's, or no
+ * candidate, is resolved exactly by table_keyed_read. */
 int table_keyed_lookup(const struct table *t, const int64_t *keys, size_t n, float *out,
                        size_t *bad)
 {
@@ -243,17 +246,19 @@ int table_keyed_lookup(const struct table *t, const int64_t *keys, size_t n, flo
             keymap_prefetch(t->km, keys[g + i]);
         for (size_t i = 0; i < m; i++) {
             int64_t key = keys[g + i];
-            rows[i] = key == KEYMAP_NO_KEY ? -1 : keymap_find_reader(t->km, key);
-            if (rows[i] >= 0)
+            rows[i] = key == KEYMAP_NO_KEY ? -1 : keymap_candidate(t->km, key);
+            if (rows[i] >= 0) {
                 prefetch_row(t, rows[i]);
+                keymap_prefetch_row(t->km, rows[i], t->ks.ttl_seconds > 0);
+            }
         }
         for (size_t i = 0; i < m; i++) {
             float *dst = out + (g + i) * dim;
             bool gone = false;
             if (rows[i] >= 0 && copy_keyed(t, keys[g + i], rows[i], now, dst, &gone))
                 continue;
-            if (!gone && rows[i] >= 0 ? table_keyed_read(t, keys[g + i], now, dst, NULL)
-                                      : missing_row(t, keys[g + i], dst))
+            if (!gone ? table_keyed_read(t, keys[g + i], now, dst, NULL)
+                      : missing_row(t, keys[g + i], dst))
                 continue;
             if (bad != NULL)
                 *bad = g + i;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "matrix.h"
 
 #define NIL UINT32_MAX
 
@@ -69,11 +70,13 @@ int keymap_new(struct keymap **out, int64_t capacity)
     m->rowmask = m->rowbits >= 32 ? UINT32_MAX : ((1u << m->rowbits) - 1u);
     m->nwords = (c + 63) / 64;
     m->nsum = (m->nwords + 63) / 64;
-    m->slots = calloc(m->nslots, sizeof *m->slots);
-    m->keys = malloc(c * sizeof *m->keys);
-    m->wsec = calloc(c, sizeof *m->wsec);
-    m->prev = malloc(c * sizeof *m->prev);
-    m->next = malloc(c * sizeof *m->next);
+    /* the arrays probed at random get huge pages (a lookup's slot and key
+     * would otherwise cost a page walk each) */
+    m->slots = matrix_zalloc((size_t)m->nslots * sizeof *m->slots);
+    m->keys = matrix_zalloc(c * sizeof *m->keys);
+    m->wsec = matrix_zalloc(c * sizeof *m->wsec);
+    m->prev = matrix_zalloc(c * sizeof *m->prev);
+    m->next = matrix_zalloc(c * sizeof *m->next);
     m->free_bits = calloc(m->nwords, sizeof *m->free_bits);
     m->free_sum = calloc(m->nsum, sizeof *m->free_sum);
     if (!m->slots || !m->keys || !m->wsec || !m->prev || !m->next || !m->free_bits ||
@@ -96,11 +99,12 @@ void keymap_free(struct keymap *m)
 {
     if (m == NULL)
         return;
-    free((void *)m->slots);
-    free((void *)m->keys);
-    free((void *)m->wsec);
-    free(m->prev);
-    free(m->next);
+    size_t c = (size_t)m->capacity;
+    matrix_zfree((void *)m->slots, (size_t)m->nslots * sizeof *m->slots);
+    matrix_zfree((void *)m->keys, c * sizeof *m->keys);
+    matrix_zfree((void *)m->wsec, c * sizeof *m->wsec);
+    matrix_zfree(m->prev, c * sizeof *m->prev);
+    matrix_zfree(m->next, c * sizeof *m->next);
     free(m->free_bits);
     free(m->free_sum);
     free(m);
@@ -178,9 +182,30 @@ int64_t keymap_find_reader(const struct keymap *m, int64_t key)
     }
 }
 
+int64_t keymap_candidate(const struct keymap *m, int64_t key)
+{
+    uint64_t h = mix(key);
+    uint32_t tag = tag_of(m, h), i = home_of(m, h);
+    for (uint32_t steps = 0; steps < m->nslots; steps++, i = next_slot(m, i)) {
+        uint32_t s = atomic_load_explicit(&m->slots[i], memory_order_relaxed);
+        if (s == 0)
+            return -1;
+        if ((s & ~m->rowmask) == tag)
+            return (int64_t)(s & m->rowmask) - 1;
+    }
+    return -1;
+}
+
 void keymap_prefetch(const struct keymap *m, int64_t key)
 {
     __builtin_prefetch((const void *)&m->slots[home_of(m, mix(key))], 0, 3);
+}
+
+void keymap_prefetch_row(const struct keymap *m, int64_t row, bool with_time)
+{
+    __builtin_prefetch((const void *)&m->keys[row], 0, 3);
+    if (with_time)
+        __builtin_prefetch((const void *)&m->wsec[row], 0, 3);
 }
 
 int64_t keymap_key_of(const struct keymap *m, int64_t row)

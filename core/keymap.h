@@ -60,8 +60,20 @@ size_t keymap_bytes(const struct keymap *m);
  * keymap_key_of inside the row's stripe bracket (see the top). */
 int64_t keymap_find_reader(const struct keymap *m, int64_t key);
 
-/* Asks for key's home slot ahead of keymap_find_reader. */
+/* The row of the first slot on key's probe path whose tag matches, or -1:
+ * cheaper than keymap_find_reader (keys[] is not read, so its line can be
+ * fetched together with the row's), and weaker: the row may hold another
+ * key (a tag collision), and -1 may be a miss that a concurrent shift
+ * caused. The caller validates a row as above and asks keymap_find_reader
+ * when the row is not key's or the answer is -1. */
+int64_t keymap_candidate(const struct keymap *m, int64_t key);
+
+/* Asks for key's home slot ahead of keymap_find_reader or keymap_candidate. */
 void keymap_prefetch(const struct keymap *m, int64_t key);
+
+/* Asks for what validating row reads: its key, and its write time when
+ * with_time (the table has a ttl). */
+void keymap_prefetch_row(const struct keymap *m, int64_t row, bool with_time);
 
 /* The key of row (KEYMAP_NO_KEY when free); an atomic read. */
 int64_t keymap_key_of(const struct keymap *m, int64_t row);

@@ -3,7 +3,10 @@
  * Rows start on 64-byte boundaries: stride is dim rounded up to a multiple of
  * MATRIX_ALIGN_FLOATS, and the padding floats of every row are zero and must
  * stay zero (so kernels may run over the whole stride). Plain data: the
- * fields are read directly; only matrix_init/matrix_deinit allocate. */
+ * fields are read directly; only matrix_init/matrix_deinit allocate.
+ *
+ * matrix_zalloc is the storage behind every matrix, and core/'s one place
+ * for memory that is read at random (the keyed tables' key map too). */
 #ifndef CORE_MATRIX_H
 #define CORE_MATRIX_H
 
@@ -19,6 +22,12 @@ struct matrix {
     int64_t stride; /* floats between row starts, multiple of 16, >= dim */
     size_t bytes;   /* size of the allocation behind data */
 };
+
+/* bytes (>= 1) of zeroed, 64-byte-aligned memory, or NULL. From 1 MiB up:
+ * anonymous mmap (untouched pages cost nothing, freed to the system) with
+ * the huge-page hint. Free with matrix_zfree and the same bytes. */
+void *matrix_zalloc(size_t bytes);
+void matrix_zfree(void *p, size_t bytes);
 
 /* Allocates a zero-filled rows x dim matrix (large ones with anonymous mmap,
  * so untouched pages cost nothing). Returns CORE_OK, CORE_EINVAL (rows < 0,

@@ -279,6 +279,59 @@ START_TEST(readers_never_see_torn_or_foreign_rows)
 }
 END_TEST
 
+/* keymap_candidate answers a tag match without reading keys[]: on a map
+ * with short tags some keys that are not there get a candidate (another
+ * key's row). Lookups must still answer each key's own row, and not found
+ * for the others. */
+START_TEST(tag_collisions_are_validated)
+{
+    enum { CAP = 1 << 16, USED = 60000, DIM = 4 };
+    struct table_keyed_settings k;
+    table_keyed_settings_init(&k);
+    k.capacity = CAP; /* row + 1 takes 17 bits of a slot: 15-bit tags */
+    k.missing = TABLE_MISSING_ERROR;
+    struct table_settings s;
+    table_settings_init(&s);
+    struct table *t = NULL;
+    char err[128];
+    ck_assert_int_eq(table_new_keyed(&t, "tags", DIM, &k, &s, err, sizeof err), CORE_OK);
+    int64_t *keys = malloc(USED * sizeof *keys);
+    float *v = malloc((size_t)USED * DIM * sizeof *v);
+    for (int i = 0; i < USED; i++) {
+        keys[i] = (int64_t)i * 7919 + 13; /* odd multiples: never a key below */
+        for (int j = 0; j < DIM; j++)
+            v[i * DIM + j] = (float)i;
+    }
+    struct table_keyed_result res;
+    for (int i = 0; i < USED; i += 1000)
+        ck_assert_int_eq(table_keyed_apply(t, TABLE_KEYED_ROWS, NULL, 0, keys + i, 1000,
+                                           v + (size_t)i * DIM, NULL, &res), CORE_OK);
+    float out[16 * DIM];
+    for (int i = 0; i + 16 <= USED; i += 16) {
+        ck_assert_int_eq(table_lookup(t, keys + i, 16, out, NULL), CORE_OK);
+        for (int q = 0; q < 16; q++)
+            ck_assert_float_eq(out[q * DIM], (float)(i + q));
+    }
+    int false_candidates = 0;
+    for (int64_t x = 0; x < 400000; x++) {
+        int64_t absent = x * 7919 + 14; /* 14 mod 7919: never a key */
+        if (keymap_candidate(t->km, absent) >= 0)
+            false_candidates++;
+        int64_t ids[16];
+        for (int q = 0; q < 16; q++)
+            ids[q] = keys[(x + q) % USED];
+        ids[x % 16] = absent;
+        size_t bad = 99;
+        ck_assert_int_eq(table_lookup(t, ids, 16, out, &bad), CORE_ENOTFOUND);
+        ck_assert_uint_eq(bad, (size_t)(x % 16));
+    }
+    ck_assert_int_gt(false_candidates, 0); /* the path above was taken */
+    free(keys);
+    free(v);
+    table_free(t);
+}
+END_TEST
+
 static Suite *keymap_suite(void)
 {
     Suite *s = suite_create("keymap");
@@ -292,6 +345,7 @@ static Suite *keymap_suite(void)
     tcase_add_test(tc, ttl_follows_the_record_clock);
     tcase_add_test(tc, same_records_same_table);
     tcase_add_test(tc, readers_never_see_torn_or_foreign_rows);
+    tcase_add_test(tc, tag_collisions_are_validated);
     suite_add_tcase(s, tc);
     return s;
 }
