@@ -170,11 +170,10 @@ static const char tables_fmt[] =
     "{\"name\": \"%s.norm\", \"init\": {\"num_embeddings\": %d, \"embedding_dim\": %d, \"seed\": 6},"
     " \"max_norm\": 1.5, \"optimizer\": {\"name\": \"adagrad\", \"lr\": 0.1}}";
 
-static void start_server(struct test_server *s, const char *node, const char *table, bool cluster,
-                         bool wait_ready)
+static void start_server_with(struct test_server *s, const char *node, const char *tables,
+                              bool cluster, bool wait_ready)
 {
-    char tables[1024], config[4096], clus[768] = "";
-    snprintf(tables, sizeof tables, tables_fmt, table, ROWS, DIM, table, ROWS, DIM);
+    char config[4096], clus[768] = "";
     if (cluster)
         snprintf(clus, sizeof clus,
                  "\"cluster\": {\"nats\": [%s], \"node\": \"%s\", \"wait_ms\": 3000,"
@@ -183,6 +182,14 @@ static void start_server(struct test_server *s, const char *node, const char *ta
              "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0}, \"data_dir\": \"%s/data\","
              " \"threads\": 2, %s \"tables\": [%s]}", s->dir, clus, tables);
     test_server_start(s, config, NULL, wait_ready);
+}
+
+static void start_server(struct test_server *s, const char *node, const char *table, bool cluster,
+                         bool wait_ready)
+{
+    char tables[1024];
+    snprintf(tables, sizeof tables, tables_fmt, table, ROWS, DIM, table, ROWS, DIM);
+    start_server_with(s, node, tables, cluster, wait_ready);
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -729,6 +736,166 @@ START_TEST(published_snapshot_purges_and_bootstraps)
 }
 END_TEST
 
+/* ---- keyed tables ------------------------------------------------------------ */
+
+/* A keyed table that is always full (capacity 6, lru) and one whose keys
+ * expire after a second, both Adagrad: inserts, evictions and expiry ride
+ * the stream with the publisher's clock in each record. */
+static const char keyed_tables[] =
+    "{\"name\": \"kv\", \"keys\": \"int64\", \"capacity\": 6, \"missing\": \"zeros\","
+    " \"init\": {\"embedding_dim\": 8, \"seed\": 3}, \"optimizer\": {\"name\": \"adagrad\","
+    " \"lr\": 0.1}},"
+    "{\"name\": \"kv.ttl\", \"keys\": \"int64\", \"capacity\": 64, \"missing\": \"zeros\","
+    " \"ttl_seconds\": 1, \"init\": {\"embedding_dim\": 8, \"seed\": 4},"
+    " \"optimizer\": {\"name\": \"adagrad\", \"lr\": 0.1}}";
+
+/* Keys 1..KEYS_SEEN cover every key the keyed steps below use. */
+#define KEYS_SEEN 40
+
+/* A gradient step on three keys of table (number k: new keys, repeated
+ * ones, negative and large ones); returns the status, *seq when 200. */
+static long keyed_step(const struct test_server *s, const char *table, int k,
+                       unsigned long long *seq)
+{
+    char body[1024], path[128];
+    int n = snprintf(body, sizeof body, "{\"ids\": [%d, %d, %d], \"grads\": [", 1 + (k * 7) % KEYS_SEEN,
+                     1 + k % 4, 1 + (k * 3 + 1) % KEYS_SEEN);
+    for (int i = 0; i < 3; i++) {
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s[", i ? "," : "");
+        for (int d = 0; d < 8; d++)
+            n += snprintf(body + n, sizeof body - (size_t)n, "%s%.3f", d ? "," : "",
+                          (double)((k * 13 + i * 5 + d * 3) % 11 - 5) / 4.0);
+        n += snprintf(body + n, sizeof body - (size_t)n, "]");
+    }
+    snprintf(body + n, sizeof body - (size_t)n, "]}");
+    snprintf(path, sizeof path, "/v1/tables/%s/gradients", table);
+    struct reply r;
+    http_json(s, "POST", path, body, &r);
+    long status = r.status;
+    if (status == 200 && seq != NULL)
+        *seq = seq_of(&r);
+    reply_free(&r);
+    return status;
+}
+
+/* Every key 1..KEYS_SEEN of table as float32 (zeros for keys not held),
+ * read at min_seq, and GET's rows_used and evictions; caller frees. */
+static char *keyed_state(const struct test_server *s, const char *table, unsigned long long min_seq,
+                         size_t *len, char *info, size_t infolen)
+{
+    char body[1024], path[128];
+    int n = snprintf(body, sizeof body, "{\"min_seq\": %llu, \"ids\": [", min_seq);
+    for (int i = 1; i <= KEYS_SEEN; i++)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s%d", i > 1 ? "," : "", i);
+    snprintf(body + n, sizeof body - (size_t)n, "]}");
+    snprintf(path, sizeof path, "/v1/tables/%s/lookup", table);
+    const char *hdrs[] = {"Accept: application/octet-stream", NULL};
+    struct reply r;
+    http_do(s, "POST", path, "application/json", body, strlen(body), hdrs, &r);
+    ck_assert_msg(r.status == 200, "keyed lookup on %s: %ld %s", s->base, r.status, r.body);
+    ck_assert_uint_eq(r.len, (size_t)KEYS_SEEN * 8 * sizeof(float));
+    char *rows = malloc(r.len);
+    memcpy(rows, r.body, r.len);
+    *len = r.len;
+    reply_free(&r);
+    snprintf(path, sizeof path, "/v1/tables/%s", table);
+    http_get(s, path, &r);
+    ck_assert_int_eq(r.status, 200);
+    const char *u = strstr(r.body, "\"rows_used\":"), *e = strstr(r.body, "\"evictions\":");
+    ck_assert_msg(u != NULL && e != NULL, "%s", r.body);
+    snprintf(info, infolen, "rows_used %lld evictions %lld seq %llu", strtoll(u + 12, NULL, 10),
+             strtoll(e + 12, NULL, 10), seq_of(&r));
+    reply_free(&r);
+    return rows;
+}
+
+static void ck_same_keyed(const struct test_server *a, const struct test_server *b,
+                          const char *table, unsigned long long seq)
+{
+    size_t la, lb;
+    char ia[128], ib[128];
+    char *ra = keyed_state(a, table, seq, &la, ia, sizeof ia);
+    char *rb = keyed_state(b, table, seq, &lb, ib, sizeof ib);
+    ck_assert_msg(strcmp(ia, ib) == 0, "%s: %s on %s, %s on %s", table, ia, a->base, ib, b->base);
+    ck_assert_msg(la == lb && memcmp(ra, rb, la) == 0, "keyed table %s differs between %s and %s",
+                  table, a->base, b->base);
+    free(ra);
+    free(rb);
+}
+
+/* Keyed tables through the stream: inserts, lru evictions at capacity,
+ * deletes and ttl expiry give the same keys in the same rows on every
+ * replica, on a single server given the same writes, and on a replica
+ * restarted from the stream. */
+START_TEST(keyed_replicas_agree)
+{
+    struct test_server a, b, local;
+    test_server_prepare(&a);
+    test_server_prepare(&b);
+    test_server_prepare(&local);
+    start_server_with(&a, "a", keyed_tables, true, true);
+    start_server_with(&b, "b", keyed_tables, true, true);
+    start_server_with(&local, "local", keyed_tables, false, true);
+    unsigned long long seq = 0, tseq = 0;
+    struct reply r;
+    for (int k = 0; k < 40; k++) {
+        ck_assert_int_eq(keyed_step(k % 2 ? &a : &b, "kv", k, &seq), 200);
+        ck_assert_int_eq(keyed_step(&local, "kv", k, NULL), 200);
+        if (k % 9 == 8) {
+            char del[64];
+            snprintf(del, sizeof del, "{\"ids\": [%d, 999]}", 1 + k % 4);
+            http_do(k % 2 ? &b : &a, "DELETE", "/v1/tables/kv/rows", "application/json", del,
+                    strlen(del), NULL, &r);
+            ck_reply(&r, 200, NULL);
+            seq = seq_of(&r);
+            reply_free(&r);
+            http_do(&local, "DELETE", "/v1/tables/kv/rows", "application/json", del, strlen(del),
+                    NULL, &r);
+            ck_reply(&r, 200, NULL);
+            reply_free(&r);
+        }
+    }
+    /* keys written, a pause past the ttl, then more: the first expire at
+     * the later write, by the record's time on every replica */
+    for (int k = 0; k < 4; k++)
+        ck_assert_int_eq(keyed_step(k % 2 ? &a : &b, "kv.ttl", k, &tseq), 200);
+    sleep_ms(2100);
+    for (int k = 10; k < 13; k++)
+        ck_assert_int_eq(keyed_step(k % 2 ? &a : &b, "kv.ttl", k, &tseq), 200);
+    ck_same_keyed(&a, &b, "kv", seq);
+    ck_same_keyed(&a, &b, "kv.ttl", tseq);
+    size_t la, ll;
+    char ia[128], il[128];
+    char *ra = keyed_state(&a, "kv", seq, &la, ia, sizeof ia);
+    char *rl = keyed_state(&local, "kv", 0, &ll, il, sizeof il);
+    ck_assert_str_eq(ia, il); /* the same writes in the same order: the same seq too */
+    ck_assert_msg(la == ll && memcmp(ra, rl, la) == 0,
+                  "the replicas and the single server hold different keyed rows (%s / %s)", ia,
+                  il);
+    free(ra);
+    free(rl);
+    ck_assert_msg(strstr(ia, "evictions 0") == NULL, "no eviction happened: %s", ia);
+    char *rt = keyed_state(&a, "kv.ttl", tseq, &la, ia, sizeof ia);
+    /* the 9 keys of the first 4 steps expired; the last 3 steps hold 8
+     * (4 of them written before, back with fresh rows) */
+    ck_assert_msg(strstr(ia, "rows_used 8 evictions 9 ") != NULL,
+                  "the expired keys are not gone as expected: %s", ia);
+    free(rt);
+
+    /* b killed and restarted: its keyed tables come back from the stream */
+    kill(b.pid, SIGKILL);
+    ck_assert(test_server_wait(&b, 10));
+    start_server_with(&b, "b", keyed_tables, true, true);
+    ck_same_keyed(&a, &b, "kv", seq);
+    ck_same_keyed(&a, &b, "kv.ttl", tseq);
+    ck_assert_int_eq(keyed_step(&b, "kv", 77, &seq), 200);
+    ck_same_keyed(&b, &a, "kv", seq);
+    test_server_cleanup(&a);
+    test_server_cleanup(&b);
+    test_server_cleanup(&local);
+}
+END_TEST
+
 static Suite *cluster_suite(void)
 {
     Suite *s = suite_create("http_cluster");
@@ -740,6 +907,7 @@ static Suite *cluster_suite(void)
     tcase_add_test(tc, published_snapshot_purges_and_bootstraps);
     tcase_add_test(tc, nats_node_killed_during_writes);
     tcase_add_test(tc, jetstream_unreachable);
+    tcase_add_test(tc, keyed_replicas_agree);
     suite_add_tcase(s, tc);
     return s;
 }
