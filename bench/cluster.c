@@ -16,7 +16,11 @@
  * buckets) under that load. Reads: 4 clients of 64-id lookups against one
  * replica, then split over both (the ratio; on two cores the clients and
  * the servers share them). Targets (issue 10): p50 <= 2 ms for (b), lag p99
- * <= 50 ms, reads of two replicas >= 1.6x one. Needs nats-server. */
+ * <= 50 ms, reads of two replicas >= 1.6x one. The floor, in the same run:
+ * a libnats client alone publishing messages of each record's size to an
+ * R=3 file stream of the same nodes, one at a time (js_Publish: what one
+ * replicated, stored message costs here, before any server work). Needs
+ * nats-server. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -33,6 +37,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <nats/nats.h>
 
 #include "bench_http.h"
 
@@ -386,6 +392,58 @@ static double hist_quantile(const struct hist *a, const struct hist *b, double p
 
 /* ---- main ---------------------------------------------------------------------- */
 
+/* ---- the floor: JetStream alone ------------------------------------------- */
+
+/* Publishes len-byte messages one at a time for seconds to an R=3 file
+ * stream (created on first use) and waits for each ack. */
+static struct result jetstream_floor(size_t len, double seconds)
+{
+    static natsConnection *nc;
+    static jsCtx *js;
+    struct result f = {0, 0, 0};
+    char urls[256];
+    snprintf(urls, sizeof urls, "nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d",
+             client_port[0], client_port[1], client_port[2]);
+    if (nc == NULL) {
+        jsErrCode jerr = 0;
+        jsStreamInfo *si = NULL;
+        jsStreamConfig cfg;
+        const char *subjects[] = {"floor"};
+        if (natsConnection_ConnectTo(&nc, urls) != NATS_OK ||
+            natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+            die("floor: connecting to NATS");
+        jsStreamConfig_Init(&cfg);
+        cfg.Name = "FLOOR";
+        cfg.Subjects = subjects;
+        cfg.SubjectsLen = 1;
+        cfg.Storage = js_FileStorage;
+        cfg.Replicas = 3;
+        if (js_AddStream(&si, js, &cfg, NULL, &jerr) != NATS_OK)
+            die("floor: creating the stream");
+        jsStreamInfo_Destroy(si);
+    }
+    char *msg = malloc(len);
+    memset(msg, 0x5a, len);
+    double *lat = malloc(MAX_SAMPLES * sizeof *lat);
+    size_t n = 0;
+    double t0 = now_s(), end = t0 + seconds;
+    while (now_s() < end && n < MAX_SAMPLES) {
+        double a = now_s();
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        if (js_Publish(&pa, js, "floor", msg, (int)len, NULL, &jerr) != NATS_OK)
+            die("floor: publish");
+        jsPubAck_Destroy(pa);
+        lat[n++] = now_s() - a;
+    }
+    f.per_s = (double)n / (now_s() - t0);
+    f.p50 = pct(lat, n, 0.50);
+    f.p99 = pct(lat, n, 0.99);
+    free(lat);
+    free(msg);
+    return f;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -414,11 +472,16 @@ int main(int argc, char **argv)
         small[i] = gradient_request("small", 8, 16, i + 1, &small_len[i]);
     big[0] = gradient_request("big", 1024, 64, 9, &big_len[0]);
 
-    struct { const char *name; int nclients; char **reqs; size_t *lens; const char *table; }
-        loads[] = {{"8 x 16 steps, 4 clients", 4, small, small_len, "small"},
-                   {getenv("BINARY") ? "1024 x 64 steps (binary), 1 client" : "1024 x 64 steps (JSON), 1 client", 1, big, big_len, "big"}};
+    /* a record: its 80-byte head, the ids and the gradients */
+    struct { const char *name; int nclients; char **reqs; size_t *lens; const char *table;
+             size_t record; }
+        loads[] = {{"8 x 16 steps, 4 clients", 4, small, small_len, "small", 80 + 8 * (8 + 8 * 16 / 2)},
+                   {getenv("BINARY") ? "1024 x 64 steps (binary), 1 client"
+                                     : "1024 x 64 steps (JSON), 1 client",
+                    1, big, big_len, "big", 80 + 1024 * 8 + 1024 * 64 * 4}};
     for (size_t l = 0; l < 2; l++) {
-        double cps[16], cp50[16], cp99[16], sps[16], sp50[16], sp99[16], lag[16];
+        double cps[16], cp50[16], cp99[16], sps[16], sp50[16], sp99[16], lag[16], fp50[16],
+            fps[16];
         for (int r = 0; r < rounds && r < 16; r++) {
             struct hist h0, h1;
             read_hist(b.port, loads[l].table, &h0);
@@ -429,6 +492,8 @@ int main(int argc, char **argv)
             lag[r] = hist_quantile(&h0, &h1, 0.99);
             struct result s = run(&single.port, 1, loads[l].nclients, loads[l].reqs,
                                   loads[l].lens, seconds, true);
+            struct result f = jetstream_floor(loads[l].record, seconds / 2);
+            fps[r] = f.per_s, fp50[r] = f.p50;
             cps[r] = c.per_s, cp50[r] = c.p50, cp99[r] = c.p99;
             sps[r] = s.per_s, sp50[r] = s.p50, sp99[r] = s.p99;
         }
@@ -438,6 +503,9 @@ int main(int argc, char **argv)
                c50 * 1e3, median(cp99, rounds) * 1e3);
         printf("  single   %8.0f steps/s  p50 %6.2f ms  p99 %6.2f ms\n", median(sps, rounds),
                s50 * 1e3, median(sp99, rounds) * 1e3);
+        printf("  floor    %8.0f publishes/s  p50 %6.2f ms  (libnats alone, %zu-byte messages,"
+               " one at a time, R=3)\n", median(fps, rounds), median(fp50, rounds) * 1e3,
+               loads[l].record);
         printf("  cluster / single steps/s %.2f; p50 added by replication %.2f ms\n",
                median(cps, rounds) / median(sps, rounds), (c50 - s50) * 1e3);
         printf("  replication lag p99 on the other replica: %.1f ms (target <= 50)\n",
