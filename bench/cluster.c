@@ -13,7 +13,7 @@
  * single server in alternating rounds (medians over rounds). Replication
  * lag: the p99 of the other replica's stored-to-applied delay
  * (embedding_server_replication_apply_delay_seconds, interpolated in its
- * buckets) under that load. Reads: 4 clients of 64-id lookups against one
+ * buckets) under that load (LAG_DETAIL=1 prints each round's buckets). Reads: 4 clients of 64-id lookups against one
  * replica, then split over both (the ratio; on two cores the clients and
  * the servers share them). Targets (issue 10): p50 <= 2 ms for (b), lag p99
  * <= 50 ms, reads of two replicas >= 1.6x one. The floor, in the same run:
@@ -370,6 +370,28 @@ static void read_hist(int port, const char *table, struct hist *h)
 
 /* The p-quantile of the delta between two scrapes, interpolated linearly in
  * the bucket it falls in. */
+/* The share of b - a in each bucket, as "<=le: pct" for nonempty ones. */
+static void print_hist(const struct hist *a, const struct hist *b)
+{
+    if (a->n != b->n || b->n == 0)
+        return;
+    double total = b->cum[b->n - 1] - a->cum[a->n - 1], prev = 0;
+    if (total <= 0)
+        return;
+    printf("  lag distribution:");
+    for (int i = 0; i < b->n; i++) {
+        double c = b->cum[i] - a->cum[i];
+        if (c > prev) {
+            if (b->le[i] > 1e8)
+                printf(" >%g ms %.1f%%", b->le[i - 1] * 1e3, 100 * (c - prev) / total);
+            else
+                printf(" <=%g ms %.1f%%", b->le[i] * 1e3, 100 * (c - prev) / total);
+        }
+        prev = c;
+    }
+    printf("\n");
+}
+
 static double hist_quantile(const struct hist *a, const struct hist *b, double p)
 {
     if (a->n != b->n || b->n == 0)
@@ -490,6 +512,8 @@ int main(int argc, char **argv)
             usleep(200000);
             read_hist(b.port, loads[l].table, &h1);
             lag[r] = hist_quantile(&h0, &h1, 0.99);
+            if (getenv("LAG_DETAIL") != NULL)
+                print_hist(&h0, &h1);
             struct result s = run(&single.port, 1, loads[l].nclients, loads[l].reqs,
                                   loads[l].lens, seconds, true);
             struct result f = jetstream_floor(loads[l].record, seconds / 2);
