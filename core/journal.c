@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "error.h"
 #include "optim.h"
 
@@ -57,13 +58,6 @@ struct journal {
     char why[320]; /* why it broke; written once, under mu */
 };
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void fail_write(struct journal_write *w, int rc, const char *why)
 {
     w->rc = rc;
@@ -87,7 +81,7 @@ static void head_of(const struct table *t, const struct journal_write *w,
     h->format = RECORD_FORMAT;
     h->n = w->n;
     h->dim = w->op == JOURNAL_RENORM || w->op == JOURNAL_DELETE ? 0 : (uint64_t)table_dim(t);
-    h->time_ms = wall_ms();
+    h->time_ms = clock_wall_ms();
     if (w->op == JOURNAL_GRADIENTS || (w->op == JOURNAL_ROWS && table_is_keyed(t))) {
         struct optim_config c;
         table_optimizer_config(t, &c);
@@ -221,14 +215,6 @@ static bool has_data(const struct journal_write *w)
     return false;
 }
 
-/* Syncs, then applies the batch in order (or fails all of it). */
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t batch_size(const struct journal_write *w)
 {
     uint64_t n = 0;
@@ -237,14 +223,15 @@ static uint64_t batch_size(const struct journal_write *w)
     return n;
 }
 
+/* Syncs, then applies the batch in order (or fails all of it). */
 static void commit_batch(struct journal *j, struct journal_write *batch)
 {
     char err[160] = "";
     int rc = CORE_OK;
     if (has_data(batch)) {
-        uint64_t t0 = mono_ns();
+        uint64_t t0 = clock_mono_ns();
         rc = wal_sync(j->wal, err, sizeof err) == CORE_OK ? CORE_OK : CORE_EUNAVAILABLE;
-        uint64_t took = mono_ns() - t0;
+        uint64_t took = clock_mono_ns() - t0;
         j->last_sync_ns = took; /* the committer's own; gather reads it on this thread */
         atomic_fetch_add_explicit(&j->sync_ns, took, memory_order_relaxed);
         atomic_fetch_add_explicit(&j->syncs, 1, memory_order_relaxed);
@@ -278,13 +265,6 @@ static void commit_batch(struct journal *j, struct journal_write *batch)
         }
         w->done(w);
     }
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* JOURNAL_INTERVAL: one sync per interval when anything was appended. */
@@ -328,15 +308,15 @@ static void gather(struct journal *j)
 static void *committer_main(void *arg)
 {
     struct journal *j = arg;
-    uint64_t next_sync = mono_ms() + j->interval_ms;
+    uint64_t next_sync = clock_mono_ns() / 1000000u + j->interval_ms;
     pthread_mutex_lock(&j->mu);
     for (;;) {
         if (j->mode == JOURNAL_INTERVAL) {
-            uint64_t now = mono_ms();
+            uint64_t now = clock_mono_ns() / 1000000u;
             if (now >= next_sync || j->stopping) {
                 pthread_mutex_unlock(&j->mu);
                 interval_sync(j);
-                next_sync = mono_ms() + j->interval_ms;
+                next_sync = clock_mono_ns() / 1000000u + j->interval_ms;
                 pthread_mutex_lock(&j->mu);
                 if (j->stopping)
                     break;

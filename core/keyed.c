@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "error.h"
 #include "keymap.h"
 #include "rng.h"
@@ -28,13 +29,6 @@ void table_keyed_settings_init(struct table_keyed_settings *k)
     k->std = 1.0;
     k->missing = TABLE_MISSING_ERROR;
     k->evict = TABLE_EVICT_LRU;
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int check_keyed(const char *name, const struct table_keyed_settings *k,
@@ -238,7 +232,7 @@ int table_keyed_lookup(const struct table *t, const int64_t *keys, size_t n, flo
                        size_t *bad)
 {
     size_t dim = (size_t)t->w.dim;
-    uint64_t now = wall_ms();
+    uint64_t now = clock_wall_ms();
     int64_t rows[LOOKUP_GROUP];
     for (size_t g = 0; g < n; g += LOOKUP_GROUP) {
         size_t m = n - g < LOOKUP_GROUP ? n - g : LOOKUP_GROUP;

@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "error.h"
 #include "loader.h"
 #include "manifest.h"
@@ -95,13 +96,6 @@ static int remove_flat_dir(const char *path)
 }
 
 /* ---- the copy ------------------------------------------------------------ */
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* A table copied out under its write lock: what the manifest records and,
  * for every .npy file, rows x dim floats packed (no row padding) in one
@@ -239,22 +233,22 @@ static int copy_take(struct table *t, struct copy *c, char *err, size_t errlen)
         }
         bool last = attempt == COPY_ATTEMPTS;
         pthread_mutex_lock(&t->write_lock);
-        uint64_t t0 = now_us();
+        uint64_t t0 = clock_mono_ns() / 1000u;
         size_t n = npy_files_held(t);
         if (!last) {
-            c->lock_us += now_us() - t0;
+            c->lock_us += clock_mono_ns() / 1000u - t0;
             pthread_mutex_unlock(&t->write_lock);
         }
         int rc = copy_alloc(c, n * per_file);
         if (rc == CORE_OK && !last) {
             pthread_mutex_lock(&t->write_lock);
-            t0 = now_us();
+            t0 = clock_mono_ns() / 1000u;
         }
         bool fits = rc == CORE_OK && npy_files_held(t) <= n;
         if (fits)
             copy_fill(t, c);
         if (rc == CORE_OK || last) {
-            c->lock_us += now_us() - t0;
+            c->lock_us += clock_mono_ns() / 1000u - t0;
             pthread_mutex_unlock(&t->write_lock);
         }
         if (rc != CORE_OK)
@@ -511,7 +505,7 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
     if (info == NULL)
         info = &scratch;
     memset(info, 0, sizeof(*info));
-    uint64_t start = now_us();
+    uint64_t start = clock_mono_ns() / 1000u;
     char table_dir[PATH_MAX], tmp[PATH_MAX], final[PATH_MAX];
     int rc = prepare_dirs(data_dir, t->name, table_dir, sizeof(table_dir), err, errlen);
     if (rc != CORE_OK)
@@ -543,7 +537,7 @@ int snapshot_write(struct table *t, const char *data_dir, char *path_out, size_t
     }
     info->version = m.version;
     info->log_seq = m.log_seq;
-    info->total_us = now_us() - start;
+    info->total_us = clock_mono_ns() / 1000u - start;
     return CORE_OK;
 }
 

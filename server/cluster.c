@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "error.h"
 #include "log.h"
 #include "registry.h"
@@ -54,20 +55,6 @@ static const char *const lag_bucket_le[LAG_NBUCKETS] = {
     "0.00025", "0.0005", "0.001", "0.002", "0.005", "0.01",
     "0.02",    "0.05",   "0.1",   "0.5",   "1",     "5",
 };
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void sleep_ms(int ms)
 {
@@ -246,10 +233,10 @@ static int ensure_connected(struct cluster *cl, char *err, size_t errlen)
             note_connection(cl, nc);
             break;
         }
-        if (mono_ns() >= next_note) {
+        if (clock_mono_ns() >= next_note) {
             log_warn("cluster: cannot connect to NATS at %s (%s); retrying",
                      cl->cfg->cluster_nats, natsStatus_GetText(s));
-            next_note = mono_ns() + 5000000000u;
+            next_note = clock_mono_ns() + 5000000000u;
         }
         sleep_ms(RETRY_MS);
     }
@@ -327,7 +314,7 @@ int cluster_new(struct cluster **out, const struct config *c, char *err, size_t 
     else if (gethostname(cl->node, sizeof cl->node - 1) != 0)
         snprintf(cl->node, sizeof cl->node, "es-%d", (int)getpid());
     if (getrandom(&cl->nonce, sizeof cl->nonce, 0) != (ssize_t)sizeof cl->nonce)
-        cl->nonce = (uint64_t)wall_ns() ^ ((uint64_t)getpid() << 32);
+        cl->nonce = (uint64_t)clock_wall_ns() ^ ((uint64_t)getpid() << 32);
     snprintf(cl->nonce_hex, sizeof cl->nonce_hex, "%016" PRIx64, cl->nonce);
     atomic_init(&cl->next_id, 1);
     pthread_mutex_init(&cl->mu, NULL);
@@ -472,11 +459,11 @@ int cluster_table_open(struct cluster_table **out, struct cluster *cl, const cha
             cluster_table_close(ct);
             return rc;
         }
-        if (mono_ns() >= next_note) {
+        if (clock_mono_ns() >= next_note) {
             log_warn("table %s: JetStream not reachable for stream %s (%s%s%s); retrying",
                      name, ct->stream, natsStatus_GetText(s), jerr ? ", JetStream error " : "",
                      jerr ? (jerr == 10008 ? "10008" : "set") : "");
-            next_note = mono_ns() + 5000000000u;
+            next_note = clock_mono_ns() + 5000000000u;
         }
         sleep_ms(RETRY_MS);
     }
@@ -542,7 +529,7 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
     struct pending *p = find_pending(cl, id);
     if (p != NULL && pa != NULL) {
         p->acked = true;
-        observe(&cl->publish, mono_ns() - p->t0_ns);
+        observe(&cl->publish, clock_mono_ns() - p->t0_ns);
         max_store(&p->ct->stream_seq, pa->Sequence);
         if (p->applied)
             done = take_pending(cl, id);
@@ -569,7 +556,7 @@ static void sweep(struct cluster *cl)
 {
     uint64_t limit = ((uint64_t)cl->cfg->cluster_publish_timeout_ms + 1000u) * 1000000u;
     for (;;) {
-        uint64_t now = mono_ns();
+        uint64_t now = clock_mono_ns();
         struct pending *late = NULL;
         pthread_mutex_lock(&cl->mu);
         for (struct pending **pp = &cl->pending; *pp; pp = &(*pp)->next) {
@@ -699,7 +686,7 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
          * The table cannot skip it and stay identical to its replicas. */
         set_broken(ct, err[0] ? err : core_strerror(rc));
     }
-    int64_t lag = wall_ns() - stored;
+    int64_t lag = clock_wall_ns() - stored;
     uint64_t lag_ns = lag > 0 ? (uint64_t)lag : 0;
     observe(&ct->lag, lag_ns);
     atomic_store_explicit(&ct->last_lag_ns, ahead ? lag_ns : 0, memory_order_relaxed);
@@ -784,10 +771,10 @@ int cluster_table_start(struct cluster_table *ct, struct table *t, char *err, si
             s = subscribe(ct, at + 1);
         if (s == NATS_OK || atomic_load(&cl->closing) || !(cluster_transient(s) || s == NATS_ERR))
             break;
-        if (mono_ns() >= next_note) {
+        if (clock_mono_ns() >= next_note) {
             log_warn("table %s: JetStream not reachable (%s); retrying", ct->name,
                      natsStatus_GetText(s));
-            next_note = mono_ns() + 5000000000u;
+            next_note = clock_mono_ns() + 5000000000u;
         }
         sleep_ms(RETRY_MS);
     }
@@ -808,14 +795,14 @@ int cluster_table_start(struct cluster_table *ct, struct table *t, char *err, si
     max_store(&ct->stream_seq, last);
     log_info("table %s: applying stream %s from seq %llu (its end: %llu)", ct->name, ct->stream,
              (unsigned long long)at + 1, (unsigned long long)last);
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = clock_mono_ns();
     while (table_log_seq(t) < last && !atomic_load(&ct->broken) && !atomic_load(&cl->closing))
         cluster_table_wait_seq(ct, last, 200);
     if (atomic_load(&ct->broken))
         return core_fail(err, errlen, CORE_EFORMAT, "%s", ct->why);
     if (last > at)
         log_info("table %s: caught up with the stream: %llu records in %.2f s, now at seq %llu",
-                 ct->name, (unsigned long long)(last - at), (double)(mono_ns() - t0) * 1e-9,
+                 ct->name, (unsigned long long)(last - at), (double)(clock_mono_ns() - t0) * 1e-9,
                  (unsigned long long)table_log_seq(t));
     table_set_renorm_hook(t, renorm_through, ct);
     return CORE_OK;
@@ -837,8 +824,8 @@ void cluster_table_flush(struct cluster_table *ct, int timeout_ms)
     if (ct == NULL)
         return;
     struct cluster *cl = ct->cl;
-    uint64_t deadline = mono_ns() + (uint64_t)timeout_ms * 1000000u;
-    while (has_pending(cl, ct) && mono_ns() < deadline)
+    uint64_t deadline = clock_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    while (has_pending(cl, ct) && clock_mono_ns() < deadline)
         sleep_ms(2);
     for (;;) {
         pthread_mutex_lock(&cl->mu);
@@ -946,7 +933,7 @@ void cluster_submit(struct cluster_table *ct, struct journal_write *w)
     p->id = atomic_fetch_add(&cl->next_id, 1);
     p->w = w;
     p->ct = ct;
-    p->t0_ns = mono_ns();
+    p->t0_ns = clock_mono_ns();
     char kind[12], tag[48];
     snprintf(kind, sizeof kind, "%d", (int)w->op);
     snprintf(tag, sizeof tag, "%s-%" PRIu64, cl->nonce_hex, p->id);

@@ -29,6 +29,7 @@
 #include <cjson/cJSON.h>
 
 #include "cluster_internal.h"
+#include "clock.h"
 #include "error.h"
 #include "log.h"
 #include "snapshot.h"
@@ -58,20 +59,6 @@ struct commit {
     struct snap_file files[MAX_FILES];
     uint64_t msg_seq;  /* the commit message's own stream seq */
 };
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int nats_fail(char *err, size_t errlen, const char *what, const char *name, natsStatus s,
                      jsErrCode jerr)
@@ -342,7 +329,7 @@ int cluster_table_publish_snapshot(struct cluster_table *ct, const char *dir, ui
     int rc = last_commit(ct, &prev, &have_prev, err, errlen);
     if (rc != CORE_OK)
         return rc;
-    uint64_t now = wall_ms();
+    uint64_t now = clock_wall_ms();
     bool recent = have_prev && now >= prev.time_ms && now - prev.time_ms < REPUBLISH_MS;
     if (seq == 0 || (have_prev && (prev.seq >= seq || recent))) {
         if (have_prev)
@@ -363,7 +350,7 @@ int cluster_table_publish_snapshot(struct cluster_table *ct, const char *dir, ui
     char *buf = malloc(chunk);
     if (buf == NULL)
         return CORE_ENOMEM;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     uint64_t bytes = 0;
     for (size_t i = 0; i < c.nfiles && rc == CORE_OK; i++) {
         rc = publish_file(ct, dir, c.id, &c.files[i], buf, chunk, err, errlen);
@@ -381,7 +368,7 @@ int cluster_table_publish_snapshot(struct cluster_table *ct, const char *dir, ui
     }
     atomic_store(&ct->snapshot_seq, seq);
     log_info("table %s: published the snapshot at seq %llu for the cluster (%.1f MB in %.2f s)",
-             ct->name, (unsigned long long)seq, (double)bytes / 1e6, now_s() - t0);
+             ct->name, (unsigned long long)seq, (double)bytes / 1e6, clock_mono_s() - t0);
     return purge(ct, &c, err, errlen);
 }
 
@@ -519,7 +506,7 @@ int cluster_table_fetch_snapshot(struct cluster_table *ct, const char *data_dir,
     atomic_store(&ct->snapshot_seq, c.seq);
     if (c.seq <= after_seq)
         return CORE_OK; /* the local one is as new */
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     if ((rc = fetch(ct, data_dir, &c, err, errlen)) != CORE_OK)
         return rc;
     uint64_t bytes = 0;
@@ -527,7 +514,7 @@ int cluster_table_fetch_snapshot(struct cluster_table *ct, const char *data_dir,
         bytes += c.files[i].bytes;
     log_info("table %s: fetched the cluster's snapshot at seq %llu (newest here: %llu; %.1f MB "
              "in %.2f s)", ct->name, (unsigned long long)c.seq, (unsigned long long)after_seq,
-             (double)bytes / 1e6, now_s() - t0);
+             (double)bytes / 1e6, clock_mono_s() - t0);
     *fetched = true;
     return CORE_OK;
 }

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "binary.h"
+#include "clock.h"
 #include "cluster.h"
 #include "cost.h"
 #include "error.h"
@@ -516,9 +517,7 @@ static float *keyed_query_rows(const struct handler_ctx *c, const struct neighbo
 {
     int64_t dim = table_dim(c->table);
     float *q = alloc_floats(rq->nq, dim);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t now = clock_wall_ms();
     for (size_t i = 0; q != NULL && i < rq->nq; i++) {
         if (!table_keyed_read(c->table, rq->queries.ids[i], now, q + i * (size_t)dim,
                               &exclude[i])) {

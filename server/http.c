@@ -59,6 +59,7 @@
 #include <unistd.h>
 
 #include "binary.h"
+#include "clock.h"
 #include "handlers.h"
 #include "log.h"
 #include "server.h"
@@ -99,16 +100,9 @@ struct request {
 
 static _Atomic int64_t in_flight;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t now_ms(void)
 {
-    return now_ns() / 1000000u;
+    return clock_mono_ns() / 1000000u;
 }
 
 /* ---- connections and the sweeper ---------------------------------------- */
@@ -921,7 +915,7 @@ static enum MHD_Result begin_request(struct server *s, struct MHD_Connection *co
     rq->conn = conn;
     rq->route = ROUTE_UNMATCHED;
     rq->heavy = -1;
-    rq->start_ns = now_ns();
+    rq->start_ns = clock_mono_ns();
     rq->url = url;
     copy_printable(rq->method, sizeof rq->method, method);
     copy_printable(rq->path, sizeof rq->path, url);
@@ -1007,7 +1001,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct request *rq = *con_cls;
     if (rq == NULL)
         return;
-    uint64_t elapsed = now_ns() - rq->start_ns;
+    uint64_t elapsed = clock_mono_ns() - rq->start_ns;
     unsigned status = rq->phase == PHASE_QUEUED ? rq->ans.http : 0;
     metrics_observe(&s->metrics, rq->route, status, elapsed);
     log_debug("%s %s -> %u %s, %.3f ms%s", rq->method, rq->path, status,

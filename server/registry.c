@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "clock.h"
 #include "error.h"
 #include "loader.h"
 #include "log.h"
@@ -24,13 +25,6 @@ struct progress {
     const char *table;
     int last_tenth; /* last tenth of the file reported */
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void report_progress(void *ud, uint64_t done, uint64_t total)
 {
@@ -363,7 +357,7 @@ static int open_entry(struct registry *r, struct registry_entry *e, char *err, s
     struct registry_load_opts o = {.data_dir = c->data_dir, .repair = WAL_RECOVER};
     struct registry_loaded res;
     struct table *t = NULL;
-    double start = now_seconds();
+    double start = clock_mono_s();
     size_t stale = 0;
     char why[512] = "";
     /* no snapshot of this table can be running yet: whatever is half
@@ -386,7 +380,7 @@ static int open_entry(struct registry *r, struct registry_entry *e, char *err, s
         table_free(t);
         return rc;
     }
-    log_loaded(t, now_seconds() - start);
+    log_loaded(t, clock_mono_s() - start);
     e->table = t;
     /* what is already on disk in a snapshot (or the source file) needs no
      * snapshot of its own; replayed records do, to shorten the next start */
@@ -425,7 +419,7 @@ static int open_cluster_entry(struct registry *r, struct registry_entry *e, char
     const struct config *c = r->cfg;
     const char *name = e->cfg->name;
     struct cluster_table *ct = NULL;
-    double start = now_seconds();
+    double start = clock_mono_s();
     size_t stale = 0;
     char why[512] = "";
     if (snapshot_clean_tmp(c->data_dir, name, &stale, why, sizeof why) != CORE_OK)
@@ -468,7 +462,7 @@ static int open_cluster_entry(struct registry *r, struct registry_entry *e, char
         cluster_table_close(ct);
         return rc;
     }
-    log_loaded(t, now_seconds() - start);
+    log_loaded(t, clock_mono_s() - start);
     e->table = t;
     atomic_store(&e->snapshot_seq, res.from_snapshot ? res.snapshot_seq : 0);
     return CORE_OK;
