@@ -21,7 +21,11 @@
 
 /* Keys resolved ahead of their copies in a lookup, so that the misses of
  * slots, keys and rows overlap. */
-#define LOOKUP_GROUP 16
+/* The lookup's pipeline: keys between a home slot's fetch and the copy,
+ * between a candidate row's fetch and the copy, and the candidates kept. */
+#define SLOT_AHEAD 16
+#define ROW_AHEAD 8
+#define ROW_RING 16 /* > ROW_AHEAD, a power of two */
 
 void table_keyed_settings_init(struct table_keyed_settings *k)
 {
@@ -223,41 +227,50 @@ static inline void prefetch_row(const struct table *t, int64_t row)
         __builtin_prefetch(p + off, 0, 0);
 }
 
-/* Keyed forward in three passes over a group of keys, so that the misses
- * of a group overlap: their home slots are fetched; each key's candidate row
- * (a tag match, keys[] not read yet) is fetched with its key and time; each
- * row is copied and validated. A candidate that is not the key's, or no
- * candidate, is resolved exactly by table_keyed_read. */
+/* Asks for key's candidate row (the row itself, its key and its time) and
+ * returns it, or -1. */
+static int64_t candidate_ahead(const struct table *t, int64_t key)
+{
+    int64_t row = key == KEYMAP_NO_KEY ? -1 : keymap_candidate(t->km, key);
+    if (row >= 0) {
+        prefetch_row(t, row);
+        keymap_prefetch_row(t->km, row, t->ks.ttl_seconds > 0);
+    }
+    return row;
+}
+
+/* Keyed forward, software-pipelined so that the misses overlap: home slots
+ * are fetched SLOT_AHEAD keys ahead of the copy; ROW_AHEAD keys ahead, each
+ * key's candidate row (a tag match, keys[] not read yet) is fetched with its
+ * key and time; each row is copied and validated as it comes. A candidate
+ * that is not the key's, or none, is resolved exactly by table_keyed_read.
+ * (Resolving 16 candidates before the first copy made the slots' misses a
+ * round trip of their own: 0.51x dense against 0.57x in bench/keyed.) */
 int table_keyed_lookup(const struct table *t, const int64_t *keys, size_t n, float *out,
                        size_t *bad)
 {
     size_t dim = (size_t)t->w.dim;
-    uint64_t now = clock_wall_ms();
-    int64_t rows[LOOKUP_GROUP];
-    for (size_t g = 0; g < n; g += LOOKUP_GROUP) {
-        size_t m = n - g < LOOKUP_GROUP ? n - g : LOOKUP_GROUP;
-        for (size_t i = 0; i < m; i++)
-            keymap_prefetch(t->km, keys[g + i]);
-        for (size_t i = 0; i < m; i++) {
-            int64_t key = keys[g + i];
-            rows[i] = key == KEYMAP_NO_KEY ? -1 : keymap_candidate(t->km, key);
-            if (rows[i] >= 0) {
-                prefetch_row(t, rows[i]);
-                keymap_prefetch_row(t->km, rows[i], t->ks.ttl_seconds > 0);
-            }
-        }
-        for (size_t i = 0; i < m; i++) {
-            float *dst = out + (g + i) * dim;
-            bool gone = false;
-            if (rows[i] >= 0 && copy_keyed(t, keys[g + i], rows[i], now, dst, &gone))
-                continue;
-            if (!gone ? table_keyed_read(t, keys[g + i], now, dst, NULL)
-                      : missing_row(t, keys[g + i], dst))
-                continue;
-            if (bad != NULL)
-                *bad = g + i;
-            return CORE_ENOTFOUND;
-        }
+    uint64_t now = t->ks.ttl_seconds > 0 ? clock_wall_ms() : 0;
+    int64_t rows[ROW_RING];
+    for (size_t i = 0; i < n && i < SLOT_AHEAD; i++)
+        keymap_prefetch(t->km, keys[i]);
+    for (size_t i = 0; i < n && i < ROW_AHEAD; i++)
+        rows[i % ROW_RING] = candidate_ahead(t, keys[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (i + SLOT_AHEAD < n)
+            keymap_prefetch(t->km, keys[i + SLOT_AHEAD]);
+        if (i + ROW_AHEAD < n)
+            rows[(i + ROW_AHEAD) % ROW_RING] = candidate_ahead(t, keys[i + ROW_AHEAD]);
+        int64_t row = rows[i % ROW_RING];
+        float *dst = out + i * dim;
+        bool gone = false;
+        if (row >= 0 && copy_keyed(t, keys[i], row, now, dst, &gone))
+            continue;
+        if (!gone ? table_keyed_read(t, keys[i], now, dst, NULL) : missing_row(t, keys[i], dst))
+            continue;
+        if (bad != NULL)
+            *bad = i;
+        return CORE_ENOTFOUND;
     }
     return CORE_OK;
 }
