@@ -536,6 +536,13 @@ int main(int argc, char **argv)
                median(lag, rounds) * 1e3);
     }
 
+    /* the floor at PERFORMANCE.md's size, to compare with its figure */
+    double f64[16];
+    for (int r = 0; r < rounds && r < 16; r++)
+        f64[r] = jetstream_floor(65536, seconds / 2).p50;
+    printf("\nfloor at 65536-byte messages: p50 %.2f ms (PERFORMANCE.md: ~1.3 ms)\n",
+           median(f64, rounds) * 1e3);
+
     /* reads: 64-id lookups, binary answers */
     char body[2048];
     size_t n = (size_t)snprintf(body, sizeof body, "{\"ids\": [");
