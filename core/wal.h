@@ -21,6 +21,13 @@
  * before. Segments are rotated past wal_options.segment_bytes (a record is
  * never split across segments) and deleted whole by wal_remove_below.
  *
+ * Zeros. Segments are prepared ahead of time as segment_bytes of zeros
+ * (records then overwrite blocks the file already has, and fdatasync has
+ * no size or allocation to commit: 1.7x to 2.7x cheaper here), so a
+ * segment's records may be followed by zeros to the end of the file: the
+ * unused part, not damage (rotation and wal_close cut it; a crash leaves
+ * it). A record header of zeros can never check (kind 0).
+ *
  * Damage. A record that does not check (short header, length past the end
  * of the file, CRC mismatch, seq out of order, nonzero padding or reserved
  * field) in the last segment with nothing valid after it (no record that
@@ -116,8 +123,9 @@ uint64_t wal_next_seq(const struct wal *w);
 /* True once an append could not be cut back or a sync failed. */
 bool wal_broken(const struct wal *w);
 
-/* Bytes in every segment of the log, including the ones of earlier runs
- * that wal_remove_below has not deleted yet. */
+/* Bytes the segments of the log take on disk, including the ones of
+ * earlier runs that wal_remove_below has not deleted yet and the unused
+ * zeros of the current segment (not the next one being prepared). */
 uint64_t wal_bytes(const struct wal *w);
 
 /* Deletes every segment whose records all have seq <= seq (so the records
