@@ -179,8 +179,7 @@ static void apply_write(struct journal *j, struct journal_write *w, const struct
         return;
     if (rc == CORE_ECAPACITY && seq == w->seq) {
         /* a keyed write that did not fit: applied as a refusal, in order */
-        fail_write(w, rc, "the keyed table is full (evict: none, or more distinct keys than "
-                          "its capacity); nothing was changed");
+        fail_write(w, rc, JOURNAL_FULL_MESSAGE);
         return;
     }
     char why[160];
@@ -585,19 +584,21 @@ int journal_apply_payload(struct table *t, uint64_t seq, uint32_t kind, const vo
                           size_t len, uint64_t *version, size_t *rows, char *err,
                           size_t errlen)
 {
-    return journal_apply_payload_keyed(t, seq, kind, payload, len, version, rows, NULL, NULL,
+    return journal_apply_payload_keyed(t, seq, kind, payload, len, 0, version, rows, NULL, NULL,
                                        err, errlen);
 }
 
 int journal_apply_payload_keyed(struct table *t, uint64_t seq, uint32_t kind,
-                                const void *payload, size_t len, uint64_t *version,
-                                size_t *rows, size_t *inserted, bool *refused, char *err,
-                                size_t errlen)
+                                const void *payload, size_t len, uint64_t max_time_ms,
+                                uint64_t *version, size_t *rows, size_t *inserted,
+                                bool *refused, char *err, size_t errlen)
 {
     struct journal_record_head h;
     if (len < sizeof h)
         return payload_fail(err, errlen, seq, "shorter than a record head");
     memcpy(&h, payload, sizeof h);
+    if (max_time_ms != 0 && h.time_ms > max_time_ms)
+        h.time_ms = max_time_ms;
     if (h.format != RECORD_FORMAT)
         return payload_fail(err, errlen, seq, "unknown record format");
     if (kind < JOURNAL_GRADIENTS || kind > JOURNAL_DELETE)

@@ -174,11 +174,19 @@ int journal_apply_payload(struct table *t, uint64_t seq, uint32_t kind, const vo
 
 /* journal_apply_payload that also says whether the record was a keyed write
  * refused for capacity (*refused; it applied as a refusal: CORE_OK) and how
- * many keys it inserted (*inserted). Either may be NULL. */
+ * many keys it inserted (*inserted); either may be NULL. max_time_ms, when
+ * not 0, caps the record's time_ms (the clock of ttl and lru): cluster mode
+ * passes the time JetStream stored the record, the same on every replica,
+ * so that a publisher whose clock runs ahead cannot expire keys early. */
 int journal_apply_payload_keyed(struct table *t, uint64_t seq, uint32_t kind,
-                                const void *payload, size_t len, uint64_t *version,
-                                size_t *rows, size_t *inserted, bool *refused, char *err,
-                                size_t errlen);
+                                const void *payload, size_t len, uint64_t max_time_ms,
+                                uint64_t *version, size_t *rows, size_t *inserted,
+                                bool *refused, char *err, size_t errlen);
+
+/* What a keyed write refused for capacity answers (507). */
+#define JOURNAL_FULL_MESSAGE                                                                  \
+    "the keyed table is full (evict: none, or more distinct keys than its capacity); nothing " \
+    "was changed"
 
 /* Applies to t every record of the log in wal_dir after table_log_seq(t),
  * in order, through the same code as live writes (frozen tables too: the

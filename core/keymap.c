@@ -363,6 +363,9 @@ void keymap_remove(struct keymap *m, int64_t key, int64_t row, bool evicted)
         slots_end(m);
     }
     unlink_row(m, (uint32_t)row);
+    /* a free row has no time: two maps that hold the same keys export
+     * the same state, whatever rows were freed on the way */
+    atomic_store_explicit(&m->wsec[row], 0, memory_order_relaxed);
     mark_free(m, row, true);
     atomic_fetch_sub_explicit(&m->used, 1, memory_order_relaxed);
     if (evicted)

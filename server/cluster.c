@@ -45,6 +45,7 @@
 #define MAX_URLS 32
 #define RETRY_MS 500          /* between attempts while JetStream is unreachable */
 #define API_WAIT_MS 5000      /* JetStream API requests */
+#define HEADERS_BYTES 128     /* more than a record's NATS headers take */
 
 /* Histogram bounds in nanoseconds and as Prometheus "le" labels. */
 static const uint64_t lag_bucket_ns[LAG_NBUCKETS] = {
@@ -581,7 +582,7 @@ static void sweep(struct cluster *cl)
 
 /* The consumer applied one of our records (rc its result). */
 static void applied_own(struct cluster *cl, uint64_t id, uint64_t seq, int rc, uint64_t version,
-                        size_t rows, const char *err)
+                        size_t rows, size_t inserted, const char *err)
 {
     struct pending *done = NULL;
     pthread_mutex_lock(&cl->mu);
@@ -592,6 +593,7 @@ static void applied_own(struct cluster *cl, uint64_t id, uint64_t seq, int rc, u
         w->rc = rc;
         w->version = version;
         w->rows = rows;
+        w->inserted = inserted;
         if (rc != CORE_OK)
             snprintf(w->err, sizeof w->err, "%s", err);
         p->applied = true;
@@ -605,15 +607,6 @@ static void applied_own(struct cluster *cl, uint64_t id, uint64_t seq, int rc, u
 
 /* ---- applying the stream ------------------------------------------------ */
 
-static void set_broken(struct cluster_table *ct, const char *why)
-{
-    if (!atomic_exchange(&ct->broken, true)) {
-        snprintf(ct->why, sizeof ct->why, "%s", why);
-        log_error("table %s: %s; writes answer 503, reads go on at seq %llu", ct->name, why,
-                  (unsigned long long)table_log_seq(ct->t));
-    }
-}
-
 static void wake_waiters(struct cluster_table *ct)
 {
     if (atomic_load(&ct->waiters) == 0)
@@ -623,10 +616,48 @@ static void wake_waiters(struct cluster_table *ct)
     pthread_mutex_unlock(&ct->seq_mu);
 }
 
+/* The table stops applying its stream: every write of it still waiting
+ * here (its record published or about to be, its own apply never to come)
+ * is answered now, as are min_seq waits. */
+static void set_broken(struct cluster_table *ct, const char *why)
+{
+    if (atomic_exchange(&ct->broken, true))
+        return;
+    snprintf(ct->why, sizeof ct->why, "%s", why);
+    log_error("table %s: %s; writes answer 503, reads go on at seq %llu", ct->name, why,
+              (unsigned long long)table_log_seq(ct->t));
+    struct cluster *cl = ct->cl;
+    struct pending *mine = NULL;
+    pthread_mutex_lock(&cl->mu);
+    for (struct pending **pp = &cl->pending; *pp;) {
+        struct pending *p = *pp;
+        if (p->ct != ct) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        p->next = mine;
+        mine = p;
+    }
+    pthread_mutex_unlock(&cl->mu);
+    while (mine != NULL) {
+        struct pending *p = mine;
+        mine = p->next;
+        struct journal_write *w = p->w;
+        free(p);
+        char text[sizeof w->err];
+        snprintf(text, sizeof text, "this server stopped applying the table (%s); the write may "
+                 "or may not have been stored: read it back through another replica", why);
+        fail_write(w, CORE_EUNAVAILABLE, text);
+    }
+    wake_waiters(ct);
+}
+
 /* Applies the record at seq; the payload is copied when it is not 8-byte
  * aligned (the floats of a record are read in place). */
-static int apply_one(struct cluster_table *ct, natsMsg *msg, uint64_t seq, uint64_t *version,
-                     size_t *rows, char *err, size_t errlen)
+static int apply_one(struct cluster_table *ct, natsMsg *msg, uint64_t seq, uint64_t stored_ms,
+                     uint64_t *version, size_t *rows, size_t *inserted, bool *refused, char *err,
+                     size_t errlen)
 {
     const char *kind_text = NULL;
     if (natsMsgHeader_Get(msg, "Es-Kind", &kind_text) != NATS_OK || kind_text == NULL)
@@ -642,7 +673,8 @@ static int apply_one(struct cluster_table *ct, natsMsg *msg, uint64_t seq, uint6
         memcpy(copy, data, len);
         data = copy;
     }
-    int rc = journal_apply_payload(ct->t, seq, kind, data, len, version, rows, err, errlen);
+    int rc = journal_apply_payload_keyed(ct->t, seq, kind, data, len, stored_ms, version, rows,
+                                         inserted, refused, err, errlen);
     free(copy);
     if (rc == CORE_OK)
         atomic_fetch_add_explicit(&ct->applied_bytes, len, memory_order_relaxed);
@@ -678,14 +710,20 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
         return;
     }
     uint64_t version = 0;
-    size_t rows = 0;
+    size_t rows = 0, inserted = 0;
+    bool refused = false;
     char err[192] = "";
-    int rc = apply_one(ct, msg, seq, &version, &rows, err, sizeof err);
+    uint64_t stored_ms = stored > 0 ? (uint64_t)stored / 1000000u : 0;
+    int rc = apply_one(ct, msg, seq, stored_ms, &version, &rows, &inserted, &refused, err,
+                       sizeof err);
     if (rc != CORE_OK) {
         /* never expected: the record was validated before it was published.
          * The table cannot skip it and stay identical to its replicas. */
         set_broken(ct, err[0] ? err : core_strerror(rc));
     }
+    int answer = rc != CORE_OK ? CORE_EUNAVAILABLE : refused ? CORE_ECAPACITY : CORE_OK;
+    if (refused) /* a keyed write that did not fit, applied (as on every replica) as a refusal */
+        snprintf(err, sizeof err, "%s", JOURNAL_FULL_MESSAGE);
     int64_t lag = clock_wall_ns() - stored;
     uint64_t lag_ns = lag > 0 ? (uint64_t)lag : 0;
     observe(&ct->lag, lag_ns);
@@ -695,8 +733,7 @@ static void on_record(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
     uint64_t id = own_id(ct->cl, msg);
     natsMsg_Destroy(msg);
     if (id != 0)
-        applied_own(ct->cl, id, seq, rc == CORE_OK ? CORE_OK : CORE_EUNAVAILABLE, version, rows,
-                    err);
+        applied_own(ct->cl, id, seq, answer, version, rows, inserted, err);
     wake_waiters(ct);
 }
 
@@ -900,7 +937,7 @@ void cluster_submit(struct cluster_table *ct, struct journal_write *w)
     struct cluster *cl = ct->cl;
     w->rc = CORE_OK;
     w->seq = w->version = 0;
-    w->rows = 0;
+    w->rows = w->inserted = 0;
     w->err[0] = '\0';
     if (atomic_load(&ct->broken))
         return fail_write(w, CORE_EUNAVAILABLE, ct->why);
@@ -913,8 +950,10 @@ void cluster_submit(struct cluster_table *ct, struct journal_write *w)
     char *bytes = record_bytes(ct, w, &len);
     if (bytes == NULL)
         return fail_write(w, CORE_ENOMEM, "out of memory");
+    /* the message's headers (Es-Kind, Es-Write and NATS's own line) count
+     * against max_payload too */
     int64_t max_payload = atomic_load(&cl->max_payload);
-    if (max_payload > 0 && len > (size_t)max_payload) {
+    if (max_payload > 0 && len + HEADERS_BYTES > (size_t)max_payload) {
         free(bytes);
         char why[192];
         snprintf(why, sizeof why, "the write's record (%zu bytes) is larger than NATS's "

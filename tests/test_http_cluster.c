@@ -747,7 +747,10 @@ static const char keyed_tables[] =
     " \"lr\": 0.1}},"
     "{\"name\": \"kv.ttl\", \"keys\": \"int64\", \"capacity\": 64, \"missing\": \"zeros\","
     " \"ttl_seconds\": 1, \"init\": {\"embedding_dim\": 8, \"seed\": 4},"
-    " \"optimizer\": {\"name\": \"adagrad\", \"lr\": 0.1}}";
+    " \"optimizer\": {\"name\": \"adagrad\", \"lr\": 0.1}},"
+    "{\"name\": \"kv.full\", \"keys\": \"int64\", \"capacity\": 1, \"evict\": \"none\","
+    " \"ttl_seconds\": 3600, \"init\": {\"embedding_dim\": 8, \"seed\": 5},"
+    " \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1}}";
 
 /* Keys 1..KEYS_SEEN cover every key the keyed steps below use. */
 #define KEYS_SEEN 40
@@ -881,6 +884,30 @@ START_TEST(keyed_replicas_agree)
     ck_assert_msg(strstr(ia, "rows_used 8 evictions 9 ") != NULL,
                   "the expired keys are not gone as expected: %s", ia);
     free(rt);
+
+    /* a full table with evict none: a new key is refused at its apply (the
+     * ttl leaves the check to it), 507 through any replica, nothing
+     * changed; a write of the held key goes on, and says what it inserted */
+    char body[160];
+    snprintf(body, sizeof body, "{\"ids\": [10], \"vectors\": [[1,1,1,1,1,1,1,1]]}");
+    http_json(&a, "PUT", "/v1/tables/kv.full/rows", body, &r);
+    ck_reply(&r, 200, NULL);
+    ck_assert_msg(strstr(r.body, "\"inserted\":1") != NULL, "%s", r.body);
+    reply_free(&r);
+    snprintf(body, sizeof body, "{\"ids\": [20], \"vectors\": [[2,2,2,2,2,2,2,2]]}");
+    http_json(&b, "PUT", "/v1/tables/kv.full/rows", body, &r);
+    ck_reply(&r, 507, "capacity_exceeded");
+    reply_free(&r);
+    snprintf(body, sizeof body, "{\"ids\": [10], \"vectors\": [[3,3,3,3,3,3,3,3]]}");
+    http_json(&b, "PUT", "/v1/tables/kv.full/rows", body, &r);
+    ck_reply(&r, 200, NULL);
+    ck_assert_msg(strstr(r.body, "\"inserted\":0") != NULL, "%s", r.body);
+    unsigned long long fseq = seq_of(&r);
+    reply_free(&r);
+    snprintf(body, sizeof body, "{\"ids\": [20], \"min_seq\": %llu}", fseq);
+    http_json(&a, "POST", "/v1/tables/kv.full/lookup", body, &r);
+    ck_reply(&r, 404, "unknown_key");
+    reply_free(&r);
 
     /* b killed and restarted: its keyed tables come back from the stream */
     kill(b.pid, SIGKILL);

@@ -60,6 +60,30 @@ START_TEST(insert_find_delete_reuse)
 }
 END_TEST
 
+/* A row freed by a delete exports as a never-used one: maps that hold the
+ * same keys give the same snapshot state, whatever was freed on the way. */
+START_TEST(freed_rows_export_like_unused_ones)
+{
+    struct keymap *a, *b;
+    ck_assert_int_eq(keymap_new(&a, 4), CORE_OK);
+    ck_assert_int_eq(keymap_new(&b, 4), CORE_OK);
+    put(a, 7, 5000);
+    put(a, 8, 6000);
+    keymap_remove(a, 7, keymap_find(a, 7), false);
+    keymap_set_key(a, 0, KEYMAP_NO_KEY);
+    /* b: key 8 in row 1 at the same time, row 0 never used */
+    keymap_set_key(b, 1, 8);
+    keymap_insert(b, 8, 1, 6000);
+    int64_t ka[4], kb[4], sa[10], sb[10];
+    keymap_export(a, ka, sa);
+    keymap_export(b, kb, sb);
+    ck_assert_mem_eq(ka, kb, sizeof ka);
+    ck_assert_mem_eq(sa, sb, sizeof sa);
+    keymap_free(a);
+    keymap_free(b);
+}
+END_TEST
+
 START_TEST(lru_order_and_export_import)
 {
     struct keymap *m = NULL, *n = NULL;
@@ -332,12 +356,51 @@ START_TEST(tag_collisions_are_validated)
 }
 END_TEST
 
+/* A record's time_ms as the publisher stamped it, one day ahead of
+ * JetStream's clock: applied with that clock as the cap (cluster mode), the
+ * table's clock is JetStream's, and a key written an hour before does not
+ * expire; without the cap it would. */
+START_TEST(record_time_capped_by_the_stream_clock)
+{
+    for (int capped = 0; capped < 2; capped++) {
+        struct table *t = keyed(8, 4, TABLE_EVICT_LRU, 7200); /* ttl 2 h */
+        uint64_t now = 1700000000000ull, day = 86400000ull;
+        int64_t k1 = 11, k2 = 12;
+        float v[4] = {1, 2, 3, 4};
+        struct journal_write w = {.op = JOURNAL_ROWS, .ids = &k1, .n = 1, .values = v};
+        struct journal_record_head h;
+        struct iovec parts[3];
+        for (int rec = 0; rec < 2; rec++) {
+            w.ids = rec == 0 ? &k1 : &k2;
+            int np = journal_record_parts(t, &w, &h, parts);
+            h.time_ms = rec == 0 ? now - 3600000u : now + day; /* the second: a clock ahead */
+            unsigned char buf[512];
+            size_t len = 0;
+            for (int i = 0; i < np; i++) {
+                memcpy(buf + len, parts[i].iov_base, parts[i].iov_len);
+                len += parts[i].iov_len;
+            }
+            memcpy(buf, &h, sizeof h);
+            char err[256] = "";
+            ck_assert_msg(journal_apply_payload_keyed(t, table_log_seq(t) + 1, JOURNAL_ROWS, buf,
+                                                      len, capped ? now : 0, NULL, NULL, NULL,
+                                                      NULL, err, sizeof err) == CORE_OK,
+                          "%s", err);
+        }
+        ck_assert_uint_eq(keymap_clock(t->km), capped ? now : now + day);
+        ck_assert_int_eq(keymap_used(t->km), capped ? 2 : 1); /* k1 expired at k2's write */
+        table_free(t);
+    }
+}
+END_TEST
+
 static Suite *keymap_suite(void)
 {
     Suite *s = suite_create("keymap");
     TCase *tc = tcase_create("map");
     tcase_add_test(tc, insert_find_delete_reuse);
     tcase_add_test(tc, lru_order_and_export_import);
+    tcase_add_test(tc, freed_rows_export_like_unused_ones);
     suite_add_tcase(s, tc);
     tc = tcase_create("keyed");
     tcase_add_test(tc, config_errors_name_the_setting);
@@ -346,6 +409,7 @@ static Suite *keymap_suite(void)
     tcase_add_test(tc, same_records_same_table);
     tcase_add_test(tc, readers_never_see_torn_or_foreign_rows);
     tcase_add_test(tc, tag_collisions_are_validated);
+    tcase_add_test(tc, record_time_capped_by_the_stream_clock);
     suite_add_tcase(s, tc);
     return s;
 }
