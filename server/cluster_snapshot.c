@@ -492,23 +492,35 @@ int cluster_table_fetch_snapshot(struct cluster_table *ct, const char *data_dir,
 {
     *fetched = false;
     struct commit c;
-    bool found = false;
-    /* JetStream may answer the stream's creation and still be electing the
-     * snapshot stream's leader (error 10008) for a few seconds */
-    int rc = CORE_EIO;
-    for (int i = 0; i < 20 && rc == CORE_EIO; i++) {
-        if (i > 0)
-            nanosleep(&(struct timespec){0, 500000000L}, NULL);
-        rc = last_commit(ct, &c, &found, err, errlen);
-    }
-    if (rc != CORE_OK || !found)
-        return rc;
-    atomic_store(&ct->snapshot_seq, c.seq);
-    if (c.seq <= after_seq)
-        return CORE_OK; /* the local one is as new */
     double t0 = clock_mono_s();
-    if ((rc = fetch(ct, data_dir, &c, err, errlen)) != CORE_OK)
-        return rc;
+    uint64_t tried = 0;
+    for (int attempt = 0;; attempt++) {
+        bool found = false;
+        /* JetStream may answer the stream's creation and still be electing
+         * the snapshot stream's leader (error 10008) for a few seconds */
+        int rc = CORE_EIO;
+        for (int i = 0; i < 20 && rc == CORE_EIO; i++) {
+            if (i > 0)
+                nanosleep(&(struct timespec){0, 500000000L}, NULL);
+            rc = last_commit(ct, &c, &found, err, errlen);
+        }
+        if (rc != CORE_OK || !found)
+            return rc;
+        atomic_store(&ct->snapshot_seq, c.seq);
+        if (c.seq <= after_seq)
+            return CORE_OK; /* the local one is as new */
+        if (c.seq == tried)
+            return CORE_EFORMAT; /* the same snapshot failed again: err from that try */
+        tried = c.seq;
+        rc = fetch(ct, data_dir, &c, err, errlen);
+        /* a newer snapshot published meanwhile may have purged this one's
+         * chunks: look for it (a few times) rather than fail the start */
+        if (rc == CORE_OK)
+            break;
+        if (rc != CORE_EFORMAT || attempt == 3)
+            return rc;
+        log_warn("table %s: %s; looking for a newer snapshot", ct->name, err);
+    }
     uint64_t bytes = 0;
     for (size_t i = 0; i < c.nfiles; i++)
         bytes += c.files[i].bytes;
