@@ -897,12 +897,18 @@ void cluster_table_close(struct cluster_table *ct)
         table_set_renorm_hook(ct->t, NULL, NULL);
     if (ct->sub != NULL) {
         /* the consumer's callback may be running: the table must outlive it */
-        if (natsSubscription_Unsubscribe(ct->sub) == NATS_OK) {
-            for (int i = 0; i < 2000 && !atomic_load(&ct->sub_done); i++)
-                sleep_ms(1);
-        }
+        bool stopping = natsSubscription_Unsubscribe(ct->sub) == NATS_OK;
+        for (int i = 0; stopping && i < 10000 && !atomic_load(&ct->sub_done); i++)
+            sleep_ms(1);
         natsSubscription_Destroy(ct->sub);
         ct->sub = NULL;
+        if (stopping && !atomic_load(&ct->sub_done)) {
+            /* a callback may still come (it returns at once on closed):
+             * leave ct to it rather than free memory it reads */
+            log_warn("table %s: the stream's consumer did not stop within 10 s; its state is "
+                     "left allocated", ct->name);
+            return;
+        }
     }
     pthread_cond_destroy(&ct->seq_cv);
     pthread_mutex_destroy(&ct->seq_mu);
