@@ -17,7 +17,18 @@
  * zeros. A log that starts in a file that grows (the first segment of a
  * run, one cut back after a failed write, one whose preparation failed)
  * moves into a prepared segment at the first append after one is ready.
- * Whatever goes wrong in preparing only costs that speed.
+ * Whatever goes wrong in preparing only costs that speed: the file is
+ * dropped, an early move that fails leaves the record to the current
+ * segment, and the next rotation asks again.
+ *
+ * Power loss. Overwrites of blocks a file holds are not ordered by the file
+ * system the way appends are (ext4 commits a growing file's size after its
+ * data), so a crash of the machine (not of the process: kill -9 loses
+ * nothing of the page cache) can keep a later unsynced page and lose an
+ * earlier one. Replay then finds a bad record with a valid one after it:
+ * damage, and the table does not load until --repair-log cuts there. Only
+ * unsynced records are involved (a sync covers all before it), so the cut
+ * drops no acknowledged write in that case.
  *
  * Locks. The appender owns the current segment; wal_sync holds sync_lock
  * around its fdatasync, and rotation swaps the descriptor under the same
@@ -536,8 +547,13 @@ static int prepare_file(struct wal *w)
         pthread_mutex_unlock(&w->prep_mu);
         ok = !stop && pwrite(fd, prep_zeros, n, (off_t)off) == (ssize_t)n;
     }
-    if (ok && fdatasync(fd) == 0)
-        return fd;
+    if (ok && fdatasync(fd) == 0) {
+        pthread_mutex_lock(&w->prep_mu);
+        bool stop = w->prep_stop;
+        pthread_mutex_unlock(&w->prep_mu);
+        if (!stop)
+            return fd;
+    }
     close(fd);
     unlinkat(w->dirfd, PREP_NAME, 0);
     return -1;
@@ -560,8 +576,10 @@ static void *preparer_main(void *arg)
             w->prep_fd = fd;
             w->prep_state = PREP_READY;
         } else {
-            if (fd >= 0)
+            if (fd >= 0) { /* stopping meanwhile: the file goes */
                 close(fd);
+                unlinkat(w->dirfd, PREP_NAME, 0);
+            }
             w->prep_state = PREP_IDLE; /* asked again at the next rotation */
         }
     }
@@ -573,6 +591,8 @@ static void *preparer_main(void *arg)
  * one already). */
 static void want_prepared(struct wal *w)
 {
+    if (!w->prep_thread_started)
+        return;
     pthread_mutex_lock(&w->prep_mu);
     if (w->prep_state == PREP_IDLE) {
         w->prep_state = PREP_WANTED;
@@ -753,6 +773,7 @@ int wal_open(struct wal **out, const char *dir, uint64_t next_seq, const struct 
     w->fd = -1;
     w->segment_bytes = o != NULL && o->segment_bytes > 0 ? o->segment_bytes
                                                          : WAL_SEGMENT_BYTES_DEFAULT;
+    bool prepare = o == NULL || !o->no_prepare;
     pthread_mutex_init(&w->sync_lock, NULL);
     pthread_mutex_init(&w->seg_lock, NULL);
     pthread_mutex_init(&w->prep_mu, NULL);
@@ -782,7 +803,8 @@ int wal_open(struct wal **out, const char *dir, uint64_t next_seq, const struct 
     /* a leftover of an earlier run's preparer is never a segment */
     unlinkat(w->dirfd, PREP_NAME, 0);
     w->prep_state = PREP_WANTED;
-    w->prep_thread_started = pthread_create(&w->prep_thread, NULL, preparer_main, w) == 0;
+    w->prep_thread_started =
+        prepare && pthread_create(&w->prep_thread, NULL, preparer_main, w) == 0;
     if (!w->prep_thread_started)
         w->prep_state = PREP_IDLE; /* no preallocation: only slower */
     *out = w;
@@ -861,10 +883,13 @@ int wal_append(struct wal *w, uint32_t kind, const struct iovec *parts, int npar
     uint64_t rec = wal_record_bytes(len);
     /* rotate when full, or early into a prepared segment from one that
      * grows (never before a segment's first record: names are first seqs) */
-    if (w->size > WAL_SEGMENT_HEADER &&
-        (w->size + rec > w->segment_bytes || (!w->cur_prepared && prepared_ready(w)))) {
+    bool full = w->size + rec > w->segment_bytes;
+    if (w->size > WAL_SEGMENT_HEADER && (full || (!w->cur_prepared && prepared_ready(w)))) {
         int rc = rotate(w, err, errlen);
-        if (rc != CORE_OK)
+        /* an early move that failed (the prepared file could not be put in
+         * place) leaves the record to the current segment, which can take
+         * it; a failed sync broke the log */
+        if (rc != CORE_OK && (full || atomic_load(&w->broken)))
             return rc;
     }
 
@@ -1269,8 +1294,15 @@ static int walk_records(struct replay *rp, size_t i, const struct view *v)
     while (off < v->size) {
         uint32_t len, kind;
         const char *why = check_record(v->p + off, v->size - off, rp->expected, &len, &kind);
-        if (why != NULL && off >= used) /* the zeros a prepared segment did not use */
+        if (why != NULL && off >= used) {
+            /* the zeros a prepared segment did not use. A last segment that
+             * holds no record (a crash between its rename and its first
+             * record) is cut to its header: a segment of nothing but a
+             * header is what wal_open replaces */
+            if (off == WAL_SEGMENT_HEADER && last && rp->mode != WAL_CHECK && v->size > off)
+                return cut_log(rp, i, off, false);
             return CORE_OK;
+        }
         if (why != NULL) {
             bool torn = last && !valid_record_after(v, off + 8, rp->expected);
             return bad_spot(rp, i, v->size, off, why, torn);

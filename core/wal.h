@@ -57,6 +57,9 @@ struct wal_options {
     /* rotate before a record that would take a segment holding records
      * past this (one larger record gets a segment of its own); 0 = default */
     uint64_t segment_bytes;
+    /* no prepared segments: every segment grows as it is written (slower
+     * syncs; for tests that count the log's writes) */
+    bool no_prepare;
 };
 
 /* Opens the log in dir (created with its parent when missing) for appending

@@ -1022,7 +1022,35 @@ static int faultfs_child(const char *mode, const char *dir, const char *trigger)
     char err[512] = "";
     unsigned char buf[100] = {1};
     struct iovec v = {buf, sizeof(buf)};
-    CHILD_CHECK(wal_open(&w, dir, 1, NULL, err, sizeof(err)) == CORE_OK);
+    if (strcmp(mode, "prepfail") == 0) {
+        /* every write to the prepared file fails (FAULTFS_PATH names it):
+         * the log goes on in growing segments, nothing lost, nothing left */
+        struct wal_options o = {.segment_bytes = 8192};
+        CHILD_CHECK(wal_open(&w, dir, 1, &o, err, sizeof(err)) == CORE_OK);
+        int fd = open(trigger, O_WRONLY | O_CREAT, 0644);
+        CHILD_CHECK(fd >= 0);
+        close(fd);
+        for (int i = 0; i < 300; i++) {
+            CHILD_CHECK(wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) == CORE_OK);
+            if (i % 50 == 0)
+                usleep(20000); /* room for the preparer to try, and fail */
+        }
+        CHILD_CHECK(wal_sync(w, err, sizeof(err)) == CORE_OK);
+        CHILD_CHECK(!wal_broken(w));
+        wal_close(w);
+        int n = 0;
+        struct wal_report r;
+        CHILD_CHECK(wal_replay(dir, 0, WAL_RECOVER, count_rec, &n, &r, err, sizeof(err)) ==
+                    CORE_OK);
+        CHILD_CHECK(n == 300 && !r.torn && !r.damaged);
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s/wal-next.tmp", dir);
+        CHILD_CHECK(access(tmp, F_OK) != 0);
+        return 0;
+    }
+    /* exact counts of the log's writes: no preparer writing beside them */
+    struct wal_options exact = {.no_prepare = true};
+    CHILD_CHECK(wal_open(&w, dir, 1, &exact, err, sizeof(err)) == CORE_OK);
     int fd = open(trigger, O_WRONLY | O_CREAT, 0644);
     CHILD_CHECK(fd >= 0);
     close(fd);
@@ -1117,6 +1145,14 @@ START_TEST(faultfs_sync_failures)
 {
     const char *env[] = {"FAULTFS_SYNC_FAIL_AFTER", "1", NULL};
     run_faultfs_child("sync", env);
+}
+END_TEST
+
+START_TEST(faultfs_prepared_file_failures)
+{
+    const char *env[] = {"FAULTFS_WRITE_FAIL_AFTER", "0", "FAULTFS_ERRNO", "ENOSPC",
+                         "FAULTFS_PATH", "wal-next.tmp", NULL};
+    run_faultfs_child("prepfail", env);
 }
 END_TEST
 
@@ -1254,6 +1290,44 @@ START_TEST(prepared_rotation_in_order)
 }
 END_TEST
 
+/* A crash after a prepared segment got its header but before its first
+ * record: a last segment of a header and zeros, which recovery cuts to its
+ * header, so that the log opens again at its seq (it was refused for good:
+ * "holds records from seq 11 on"). */
+START_TEST(prepared_segment_without_records)
+{
+    char *dir = testutil_tmpdir();
+    make_log(dir, 10, 0);
+    unsigned char seg[8192] = {0};
+    memcpy(seg, WAL_MAGIC, 8);
+    for (int i = 0; i < 8; i++)
+        seg[8 + i] = (unsigned char)(11ull >> (8 * i));
+    uint32_t crc = wal_crc32c(0, seg, 16);
+    for (int i = 0; i < 4; i++)
+        seg[16 + i] = (unsigned char)(crc >> (8 * i));
+    free(testutil_write_file(dir, "wal-00000000000000000011.log", seg, sizeof seg));
+    struct wal_report r;
+    struct seen sn = replay_ok(dir, 0, WAL_CHECK, &r);
+    ck_assert_uint_eq(sn.last, 10);
+    ck_assert(!r.torn && !r.damaged);
+    sn = replay_ok(dir, 0, WAL_RECOVER, &r);
+    ck_assert_uint_eq(sn.last, 10);
+    ck_assert(!r.torn && !r.damaged);
+    char *p = seg_path(dir, 11);
+    ck_assert_int_eq(file_size(p), WAL_SEGMENT_HEADER);
+    struct wal *w;
+    char err[512] = "";
+    ck_assert_msg(wal_open(&w, dir, 11, NULL, err, sizeof(err)) == CORE_OK, "%s", err);
+    append_n(w, 2);
+    ck_assert_int_eq(wal_sync(w, err, sizeof(err)), CORE_OK);
+    wal_close(w);
+    sn = replay_ok(dir, 0, WAL_CHECK, &r);
+    ck_assert_uint_eq(sn.last, 12);
+    free(p);
+    testutil_rmtree(dir);
+}
+END_TEST
+
 /* A crash after a prepared file was renamed into place but before its
  * header was written: a last segment of zeros, a torn tail that recovery
  * removes; and a leftover wal-next.tmp is never read as a segment. */
@@ -1316,9 +1390,11 @@ static Suite *wal_suite(void)
     tcase_add_test(tc, faultfs_write_failures);
     tcase_add_test(tc, faultfs_sync_failures);
     tcase_add_test(tc, faultfs_other_paths_untouched);
+    tcase_add_test(tc, faultfs_prepared_file_failures);
     tcase_add_test(tc, prepared_segments_hold_the_records);
     tcase_add_test(tc, prepared_rotation_in_order);
     tcase_add_test(tc, prepared_leftovers_after_a_crash);
+    tcase_add_test(tc, prepared_segment_without_records);
     suite_add_tcase(s, tc);
     return s;
 }
