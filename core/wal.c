@@ -9,8 +9,8 @@
  *
  * Preallocation. An fdatasync after an append that grows the file must
  * also commit the file's new size and blocks (a journal commit on ext4):
- * here that made it 1.7x (4 KB) to 2.7x (256 KB) slower than one after
- * overwriting blocks that already hold zeros. So a thread of the log
+ * here that made it 1.4-1.8x (4 KB) and 1.8-2.7x (270 KB) slower than one
+ * after overwriting blocks that already hold zeros. So a thread of the log
  * prepares the next segment ahead of time (PREP_NAME, zero-filled to
  * segment_bytes and synced) while the current one fills, and rotation
  * renames it into place and writes its header: records then overwrite

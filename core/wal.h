@@ -23,7 +23,7 @@
  *
  * Zeros. Segments are prepared ahead of time as segment_bytes of zeros
  * (records then overwrite blocks the file already has, and fdatasync has
- * no size or allocation to commit: 1.7x to 2.7x cheaper here), so a
+ * no size or allocation to commit: 1.4x to 2.7x cheaper here), so a
  * segment's records may be followed by zeros to the end of the file: the
  * unused part, not damage (rotation and wal_close cut it; a crash leaves
  * it). A record header of zeros can never check (kind 0).
