@@ -16,7 +16,9 @@
  * renames it into place and writes its header: records then overwrite
  * zeros. A log that starts in a file that grows (the first segment of a
  * run, one cut back after a failed write, one whose preparation failed)
- * moves into a prepared segment at the first append after one is ready.
+ * moves into a prepared segment at the first append after one is ready;
+ * the first is asked for once the run has written PREP_AFTER, so that a
+ * table written now and then keeps no segment of zeros.
  * Whatever goes wrong in preparing only costs that speed: the file is
  * dropped, an early move that fails leaves the record to the current
  * segment, and the next rotation asks again.
@@ -78,6 +80,7 @@
 #define IOV_STACK 16
 #define PREP_NAME "wal-next.tmp" /* the next segment, being prepared */
 #define PREP_CHUNK ((size_t)1 << 20)
+#define PREP_AFTER ((uint64_t)1 << 20) /* a run's first segment is prepared for past this */
 
 /* ---- CRC32C ------------------------------------------------------------ */
 
@@ -406,6 +409,7 @@ struct wal {
     /* Preallocation (see the top). prep_mu guards the state; the preparer
      * thread owns the file while PREP_WORKING, the appender once READY. */
     bool cur_prepared; /* the current segment was prepared: appends overwrite zeros */
+    bool prep_asked;   /* a next segment was asked for in this run */
     pthread_mutex_t prep_mu;
     pthread_cond_t prep_cv;
     enum { PREP_IDLE, PREP_WANTED, PREP_WORKING, PREP_READY } prep_state;
@@ -591,6 +595,7 @@ static void *preparer_main(void *arg)
  * one already). */
 static void want_prepared(struct wal *w)
 {
+    w->prep_asked = true;
     if (!w->prep_thread_started)
         return;
     pthread_mutex_lock(&w->prep_mu);
@@ -802,11 +807,11 @@ int wal_open(struct wal **out, const char *dir, uint64_t next_seq, const struct 
     atomic_store(&w->synced_seq, next_seq);
     /* a leftover of an earlier run's preparer is never a segment */
     unlinkat(w->dirfd, PREP_NAME, 0);
-    w->prep_state = PREP_WANTED;
+    /* asked for once the run has written PREP_AFTER (a table written now
+     * and then keeps no segment of zeros) or at the first rotation */
+    w->prep_state = PREP_IDLE;
     w->prep_thread_started =
         prepare && pthread_create(&w->prep_thread, NULL, preparer_main, w) == 0;
-    if (!w->prep_thread_started)
-        w->prep_state = PREP_IDLE; /* no preallocation: only slower */
     *out = w;
     return CORE_OK;
 
@@ -925,6 +930,9 @@ int wal_append(struct wal *w, uint32_t kind, const struct iovec *parts, int npar
         atomic_fetch_add(&w->bytes, w->size - w->file_size);
         w->file_size = w->size;
     }
+    uint64_t after = w->segment_bytes / 4 < PREP_AFTER ? w->segment_bytes / 4 : PREP_AFTER;
+    if (!w->prep_asked && w->size >= after)
+        want_prepared(w);
     atomic_store_explicit(&w->next_seq, seq + 1, memory_order_release);
     if (seq_out != NULL)
         *seq_out = seq;

@@ -1202,31 +1202,42 @@ START_TEST(prepared_segments_hold_the_records)
     char err[512] = "";
     struct wal_options o = {.segment_bytes = SEG};
     ck_assert_int_eq(wal_open(&w, dir, 1, &o, err, sizeof(err)), CORE_OK);
-    append_n(w, 1); /* the first segment grows */
+    /* the first segment grows; nothing is prepared before the run has
+     * written a quarter of a segment (here 16 KB) */
+    append_n(w, 5);
+    usleep(100000);
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s/wal-next.tmp", dir);
+    ck_assert_int_eq(file_size(tmp), -1);
+    uint64_t first_end = 5;
+    while (WAL_SEGMENT_HEADER + span_bytes(1, first_end) < SEG / 4)
+        first_end++;
+    append_n(w, (int)(first_end - 5));
     wait_prepared(dir, SEG);
-    append_n(w, 20); /* the second append moves into the prepared one */
+    append_n(w, 20); /* the next append moves into the prepared one */
     ck_assert_int_eq(wal_sync(w, err, sizeof(err)), CORE_OK);
     uint64_t firsts[64];
     ck_assert_uint_eq(list_segs(dir, firsts, 64), 2);
-    ck_assert_uint_eq(firsts[1], 2);
-    char *p1 = seg_path(dir, 1), *p2 = seg_path(dir, 2);
-    ck_assert_int_eq(file_size(p1), WAL_SEGMENT_HEADER + span_bytes(1, 1));
+    ck_assert_uint_eq(firsts[1], first_end + 1);
+    char *p1 = seg_path(dir, 1), *p2 = seg_path(dir, first_end + 1);
+    ck_assert_int_eq(file_size(p1), WAL_SEGMENT_HEADER + span_bytes(1, first_end));
     ck_assert_int_eq(file_size(p2), SEG); /* records, then zeros */
     ck_assert_uint_eq(wal_bytes(w), dir_bytes(dir));
 
     char *copy = crash_copy(dir);
+    uint64_t last = first_end + 20;
     struct wal_report r;
     struct seen sn = replay_ok(copy, 0, WAL_CHECK, &r);
     ck_assert_uint_eq(sn.first, 1);
-    ck_assert_uint_eq(sn.last, 21);
+    ck_assert_uint_eq(sn.last, last);
     ck_assert(!r.torn && !r.damaged);
     sn = replay_ok(copy, 0, WAL_RECOVER, &r);
-    ck_assert_uint_eq(sn.last, 21);
+    ck_assert_uint_eq(sn.last, last);
     ck_assert(!r.torn && !r.damaged);
 
     /* a torn append into the zeros: dropped as a torn tail, at its offset */
-    char *c2 = seg_path(copy, 2);
-    uint64_t end = WAL_SEGMENT_HEADER + span_bytes(2, 21);
+    char *c2 = seg_path(copy, first_end + 1);
+    uint64_t end = WAL_SEGMENT_HEADER + span_bytes(first_end + 1, last);
     int fd = open(c2, O_WRONLY);
     ck_assert_int_ge(fd, 0);
     unsigned char part[40];
@@ -1234,7 +1245,7 @@ START_TEST(prepared_segments_hold_the_records)
     ck_assert_int_eq(pwrite(fd, part, sizeof part, (off_t)end), (ssize_t)sizeof part);
     close(fd);
     sn = replay_ok(copy, 0, WAL_RECOVER, &r);
-    ck_assert_uint_eq(sn.last, 21);
+    ck_assert_uint_eq(sn.last, last);
     ck_assert(r.torn && !r.damaged);
     ck_assert_uint_eq(r.bad_offset, end);
     ck_assert_int_eq(file_size(c2), (int64_t)end);
@@ -1246,12 +1257,11 @@ START_TEST(prepared_segments_hold_the_records)
     append_n(w, 5);
     ck_assert_int_eq(wal_sync(w, err, sizeof(err)), CORE_OK);
     wal_close(w);
-    ck_assert_int_eq(file_size(p2), (int64_t)(WAL_SEGMENT_HEADER + span_bytes(2, 26)));
-    char tmp[600];
-    snprintf(tmp, sizeof tmp, "%s/wal-next.tmp", dir);
+    ck_assert_int_eq(file_size(p2),
+                     (int64_t)(WAL_SEGMENT_HEADER + span_bytes(first_end + 1, last + 5)));
     ck_assert_int_eq(file_size(tmp), -1);
     sn = replay_ok(dir, 0, WAL_RECOVER, &r);
-    ck_assert_uint_eq(sn.last, 26);
+    ck_assert_uint_eq(sn.last, last + 5);
     ck_assert(!r.torn && !r.damaged);
     free(p1);
     free(p2);
