@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -1372,6 +1373,104 @@ START_TEST(prepared_leftovers_after_a_crash)
 }
 END_TEST
 
+/* ---- kill -9 mid-write ------------------------------------------------------ */
+
+/* A writer process: appends generated records from next_seq on into
+ * segments of 16 KB (so that it moves through prepared segments all the
+ * time), syncing every few records and reporting each synced seq on fd out;
+ * runs until killed. */
+static void kill9_writer(const char *dir, uint64_t next_seq, int out, unsigned seed)
+{
+    struct wal *w;
+    char err[512] = "";
+    struct wal_options o = {.segment_bytes = 16384};
+    if (wal_open(&w, dir, next_seq, &o, err, sizeof(err)) != CORE_OK) {
+        fprintf(stderr, "kill9 writer: %s\n", err);
+        _exit(1);
+    }
+    for (unsigned i = seed;; i = i * 1103515245u + 12345u) {
+        int burst = 1 + (int)((i >> 16) % 7);
+        for (int k = 0; k < burst; k++)
+            if (append_gen(w, err, sizeof(err)) != CORE_OK) {
+                fprintf(stderr, "kill9 writer: append: %s\n", err);
+                _exit(1);
+            }
+        if (wal_sync(w, err, sizeof(err)) != CORE_OK) {
+            fprintf(stderr, "kill9 writer: sync: %s\n", err);
+            _exit(1);
+        }
+        uint64_t synced = wal_next_seq(w) - 1;
+        if (write(out, &synced, sizeof synced) != (ssize_t)sizeof synced)
+            _exit(1);
+    }
+}
+
+/* kill -9 at random moments of a writer that rotates through prepared
+ * segments: every synced record replays, in order and intact, recovery
+ * never finds damage, and the log opens again where it ended (a crash
+ * between a prepared segment's header and its first record included). */
+START_TEST(kill9_mid_write_through_prepared_segments)
+{
+    char *dir = testutil_tmpdir();
+    unsigned seed = (unsigned)time(NULL);
+    fprintf(stderr, "kill9_mid_write_through_prepared_segments: seed %u\n", seed);
+    uint64_t next_seq = 1;
+    int killed_in_prepared = 0;
+    for (int cycle = 0; cycle < 25; cycle++) {
+        int p[2];
+        ck_assert_int_eq(pipe(p), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(p[0]);
+            kill9_writer(dir, next_seq, p[1], seed + (unsigned)cycle);
+        }
+        close(p[1]);
+        int ms = 5 + (int)((seed * 2654435761u + (unsigned)cycle * 40503u) % 150);
+        uint64_t acked = next_seq - 1, got;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= ms)
+                break;
+            if (read(p[0], &got, sizeof got) != (ssize_t)sizeof got)
+                break;
+            acked = got;
+        }
+        kill(pid, SIGKILL);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                      "cycle %d: the writer ended on its own (status %d)", cycle, status);
+        while (read(p[0], &got, sizeof got) == (ssize_t)sizeof got)
+            acked = got; /* reported before the kill */
+        close(p[0]);
+        uint64_t segs[4096];
+        size_t nsegs = list_segs(dir, segs, 4096);
+        char *lastp = seg_path(dir, segs[nsegs - 1]);
+        killed_in_prepared += file_size(lastp) == 16384; /* records, then zeros */
+        free(lastp);
+        struct wal_report r;
+        struct seen sn = replay_ok(dir, 0, WAL_RECOVER, &r);
+        ck_assert_msg(!r.damaged, "seed %u cycle %d: damage at %s:%llu", seed, cycle,
+                      r.bad_file, (unsigned long long)r.bad_offset);
+        ck_assert_msg(sn.last >= acked, "seed %u cycle %d: synced seq %llu, replayed up to %llu",
+                      seed, cycle, (unsigned long long)acked, (unsigned long long)sn.last);
+        ck_assert_uint_eq(sn.first, 1);
+        next_seq = sn.last + 1;
+    }
+    ck_assert_uint_gt(next_seq, 200);
+    fprintf(stderr, "  %d of 25 kills landed while a prepared segment was being written\n",
+            killed_in_prepared);
+    ck_assert_int_gt(killed_in_prepared, 5);
+    uint64_t firsts[4096];
+    ck_assert_uint_gt(list_segs(dir, firsts, 4096), 25); /* it did rotate */
+    testutil_rmtree(dir);
+}
+END_TEST
+
 static Suite *wal_suite(void)
 {
     Suite *s = suite_create("wal");
@@ -1405,6 +1504,7 @@ static Suite *wal_suite(void)
     tcase_add_test(tc, prepared_rotation_in_order);
     tcase_add_test(tc, prepared_leftovers_after_a_crash);
     tcase_add_test(tc, prepared_segment_without_records);
+    tcase_add_test(tc, kill9_mid_write_through_prepared_segments);
     suite_add_tcase(s, tc);
     return s;
 }
