@@ -2,7 +2,7 @@
 # build.sh - builds the libFuzzer harnesses of bench/fuzz/ with clang, ASan
 # and UBSan, straight from the sources (not part of the CMake build).
 #
-#   bench/fuzz/build.sh [HARNESS...]     all four when none is named
+#   bench/fuzz/build.sh [HARNESS...]     all of them when none is named
 #   /tmp/fuzz-build/fuzz_json -max_total_time=600 -max_len=4096 CORPUS_DIR
 #
 # FUZZ_OUT picks the output folder (default /tmp/fuzz-build).
@@ -12,8 +12,9 @@
 # Corpora and crash files stay outside the repository; seeds: the files of
 # tests/fixtures/loaders/ (fuzz_loaders), config/example.json (fuzz_config),
 # request bodies of API.md (fuzz_json), a snapshot's manifest.json
-# (fuzz_snapshot_manifest). Suggested -max_len: 4096 for the JSON targets,
-# 65536 for fuzz_loaders.
+# (fuzz_snapshot_manifest), the records of logs written by wal_append
+# (fuzz_wal). Suggested -max_len: 4096 for the JSON targets, 65536 for
+# fuzz_loaders, 8192 for fuzz_wal.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${FUZZ_OUT:-/tmp/fuzz-build}
@@ -33,13 +34,13 @@ CONFIG=$(ls "$ROOT"/config/*.c)
 sources() {
     case $1 in
     fuzz_json | fuzz_binary) echo "$CORE $PROTO" ;;
-    fuzz_loaders | fuzz_snapshot_manifest) echo "$CORE" ;;
+    fuzz_loaders | fuzz_snapshot_manifest | fuzz_wal) echo "$CORE" ;;
     fuzz_config) echo "$CORE $PROTO $CONFIG" ;;
     *) echo "unknown harness $1" >&2; exit 2 ;;
     esac
 }
 
-[ $# -gt 0 ] || set -- fuzz_json fuzz_binary fuzz_loaders fuzz_config fuzz_snapshot_manifest
+[ $# -gt 0 ] || set -- fuzz_json fuzz_binary fuzz_loaders fuzz_config fuzz_snapshot_manifest fuzz_wal
 for name in "$@"; do
     src=$(sources "$name")
     echo "building $OUT/$name"
