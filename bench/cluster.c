@@ -41,18 +41,12 @@
 #include <nats/nats.h>
 
 #include "bench_http.h"
+#include "bench_util.h"
 
 #define NODES 3
 #define MAX_SAMPLES (1 << 20)
 
 static char base_dir[256];
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what)
 {
@@ -261,34 +255,19 @@ static void *client_main(void *arg)
     struct client *c = arg;
     int fd = bench_connect(c->port);
     char *buf = malloc(1 << 22);
-    double end = now_s() + c->seconds;
-    while (now_s() < end) {
-        double t0 = now_s();
+    double end = clock_mono_s() + c->seconds;
+    while (clock_mono_s() < end) {
+        double t0 = clock_mono_s();
         int st = bench_roundtrip(fd, c->req, c->len, buf, 1 << 22);
         if (st != 200)
             c->bad = st;
         if (c->lat && c->nlat < MAX_SAMPLES)
-            c->lat[c->nlat++] = now_s() - t0;
+            c->lat[c->nlat++] = clock_mono_s() - t0;
         c->n++;
     }
     free(buf);
     close(fd);
     return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(double *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    qsort(v, n, sizeof *v, cmp_double);
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
 }
 
 struct result {
@@ -326,17 +305,11 @@ static struct result run(const int *ports, int nports, int nclients, char *const
     }
     struct result r = {.per_s = (double)total / seconds};
     if (latency) {
-        r.p50 = pct(all, nlat, 0.50);
-        r.p99 = pct(all, nlat, 0.99);
+        r.p50 = bench_pct(all, nlat, 0.50);
+        r.p99 = bench_pct(all, nlat, 0.99);
         free(all);
     }
     return r;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* ---- replication lag from the replica's histogram ------------------------------ */
@@ -448,19 +421,19 @@ static struct result jetstream_floor(size_t len, double seconds)
     memset(msg, 0x5a, len);
     double *lat = malloc(MAX_SAMPLES * sizeof *lat);
     size_t n = 0;
-    double t0 = now_s(), end = t0 + seconds;
-    while (now_s() < end && n < MAX_SAMPLES) {
-        double a = now_s();
+    double t0 = clock_mono_s(), end = t0 + seconds;
+    while (clock_mono_s() < end && n < MAX_SAMPLES) {
+        double a = clock_mono_s();
         jsPubAck *pa = NULL;
         jsErrCode jerr = 0;
         if (js_Publish(&pa, js, "floor", msg, (int)len, NULL, &jerr) != NATS_OK)
             die("floor: publish");
         jsPubAck_Destroy(pa);
-        lat[n++] = now_s() - a;
+        lat[n++] = clock_mono_s() - a;
     }
-    f.per_s = (double)n / (now_s() - t0);
-    f.p50 = pct(lat, n, 0.50);
-    f.p99 = pct(lat, n, 0.99);
+    f.per_s = (double)n / (clock_mono_s() - t0);
+    f.p50 = bench_pct(lat, n, 0.50);
+    f.p99 = bench_pct(lat, n, 0.99);
     free(lat);
     free(msg);
     return f;
@@ -521,19 +494,19 @@ int main(int argc, char **argv)
             cps[r] = c.per_s, cp50[r] = c.p50, cp99[r] = c.p99;
             sps[r] = s.per_s, sp50[r] = s.p50, sp99[r] = s.p99;
         }
-        double c50 = median(cp50, rounds), s50 = median(sp50, rounds);
+        double c50 = bench_median(cp50, rounds), s50 = bench_median(sp50, rounds);
         printf("\n%s:\n", loads[l].name);
-        printf("  cluster  %8.0f steps/s  p50 %6.2f ms  p99 %6.2f ms\n", median(cps, rounds),
-               c50 * 1e3, median(cp99, rounds) * 1e3);
-        printf("  single   %8.0f steps/s  p50 %6.2f ms  p99 %6.2f ms\n", median(sps, rounds),
-               s50 * 1e3, median(sp99, rounds) * 1e3);
+        printf("  cluster  %8.0f steps/s  p50 %6.2f ms  p99 %6.2f ms\n", bench_median(cps, rounds),
+               c50 * 1e3, bench_median(cp99, rounds) * 1e3);
+        printf("  single   %8.0f steps/s  p50 %6.2f ms  p99 %6.2f ms\n", bench_median(sps, rounds),
+               s50 * 1e3, bench_median(sp99, rounds) * 1e3);
         printf("  floor    %8.0f publishes/s  p50 %6.2f ms  (libnats alone, %zu-byte messages,"
-               " one at a time, R=3)\n", median(fps, rounds), median(fp50, rounds) * 1e3,
+               " one at a time, R=3)\n", bench_median(fps, rounds), bench_median(fp50, rounds) * 1e3,
                loads[l].record);
         printf("  cluster / single steps/s %.2f; p50 added by replication %.2f ms\n",
-               median(cps, rounds) / median(sps, rounds), (c50 - s50) * 1e3);
+               bench_median(cps, rounds) / bench_median(sps, rounds), (c50 - s50) * 1e3);
         printf("  replication lag p99 on the other replica: %.1f ms (target <= 50)\n",
-               median(lag, rounds) * 1e3);
+               bench_median(lag, rounds) * 1e3);
     }
 
     /* the floor at PERFORMANCE.md's size, to compare with its figure */
@@ -541,7 +514,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < rounds && r < 16; r++)
         f64[r] = jetstream_floor(65536, seconds / 2).p50;
     printf("\nfloor at 65536-byte messages: p50 %.2f ms (PERFORMANCE.md: ~1.3 ms)\n",
-           median(f64, rounds) * 1e3);
+           bench_median(f64, rounds) * 1e3);
 
     /* reads: 64-id lookups, binary answers */
     char body[2048];
@@ -562,7 +535,7 @@ int main(int argc, char **argv)
     }
     printf("\nreads (64-id lookups, 4 clients): one replica %.0f/s, two replicas %.0f/s: "
            "%.2fx (target >= 1.6x; clients and both servers share the %ld cores)\n",
-           median(one, rounds), median(two, rounds), median(two, rounds) / median(one, rounds),
+           bench_median(one, rounds), bench_median(two, rounds), bench_median(two, rounds) / bench_median(one, rounds),
            sysconf(_SC_NPROCESSORS_ONLN));
 
     for (int i = 0; i < 4; i++) {

@@ -37,17 +37,11 @@
 #include <unistd.h>
 
 #include "bench_http.h"
+#include "bench_util.h"
 #include "error.h"
 #include "journal.h"
 #include "optim.h"
 #include "table.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what)
 {
@@ -194,8 +188,8 @@ static void *client_main(void *arg)
     struct client *c = arg;
     int fd = bench_connect(c->port);
     char *buf = malloc(1 << 16);
-    double end = now_s() + c->seconds;
-    while (now_s() < end) {
+    double end = clock_mono_s() + c->seconds;
+    while (clock_mono_s() < end) {
         int st = bench_roundtrip(fd, c->req, c->len, buf, 1 << 16);
         if (st != 200)
             c->bad_status = st;
@@ -228,18 +222,6 @@ static double run_clients(int port, int nclients, const char *const *reqs, const
     return (double)steps / seconds;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* ---- recovery -------------------------------------------------------------- */
 
 static void write_done(struct journal_write *w)
@@ -269,15 +251,15 @@ static double sync_cost(size_t bytes)
     memset(buf, 0x5a, bytes);
     double lat[N];
     for (int i = 0; i < N; i++) {
-        double t0 = now_s();
+        double t0 = clock_mono_s();
         if (pwrite(fd, buf, bytes, (off_t)i * (off_t)bytes) != (ssize_t)bytes || fdatasync(fd) != 0)
             die(path);
-        lat[i] = now_s() - t0;
+        lat[i] = clock_mono_s() - t0;
     }
     close(fd);
     unlink(path);
     free(buf);
-    return median(lat, N);
+    return bench_median(lat, N);
 }
 
 static void bench_replay(double log_mb)
@@ -309,7 +291,7 @@ static void bench_replay(double log_mb)
         grads[i] = (float)((int)(i % 97) - 48) * 1e-3f;
     size_t record = 80 + n * 8 + n * (size_t)dim * 4;
     size_t records = (size_t)(log_mb * 1e6 / (double)record);
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     for (size_t r = 0; r < records; r++) {
         for (size_t i = 0; i < n; i++)
             ids[i] = (int64_t)((r * 7919u + i * 104729u) % (size_t)rows);
@@ -322,13 +304,13 @@ static void bench_replay(double log_mb)
         }
     }
     journal_close(j);
-    double t1 = now_s();
+    double t1 = clock_mono_s();
     struct table *fresh = NULL;
     table_new_init(&fresh, "bench", rows, dim, 1, &s, err, sizeof err);
     struct wal_report rep;
-    double t2 = now_s();
+    double t2 = clock_mono_s();
     int rc = journal_replay(fresh, wal_dir, WAL_RECOVER, &rep, err, sizeof err);
-    double t3 = now_s();
+    double t3 = clock_mono_s();
     if (rc != CORE_OK) {
         fprintf(stderr, "durability: replay: %s\n", err);
         exit(1);
@@ -400,8 +382,8 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
     }
-    double an = median(a[0], rounds), as = median(a[1], rounds);
-    double bn = median(b[0], rounds), bs = median(b[1], rounds);
+    double an = bench_median(a[0], rounds), as = bench_median(a[1], rounds);
+    double bn = bench_median(b[0], rounds), bs = bench_median(b[1], rounds);
     printf("\nmedians       none        sync     sync/none   target\n");
     printf("(a) 8x16   %9.0f   %9.0f     %5.2fx      >= 0.8x\n", an, as, as / an);
     printf("(b) 1024x64 %8.1f   %9.1f     %5.2fx      >= 0.9x\n", bn, bs, bs / bn);

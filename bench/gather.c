@@ -11,19 +11,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "error.h"
 #include "table.h"
 #include "table_internal.h"
 #include "vocab.h"
 
 #define DIM 128
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static uint64_t next_random(uint64_t *s)
 {
@@ -53,7 +47,7 @@ static struct table *make_table(int64_t rows, bool max_norm)
 /* Time of one pass of lookups over all ids, in batches of `batch` ids. */
 static double time_lookup(struct table *t, const int64_t *ids, size_t n, size_t batch, float *out)
 {
-    double t0 = now();
+    double t0 = clock_mono_s();
     for (size_t i = 0; i < n; i += batch) {
         size_t m = n - i < batch ? n - i : batch;
         if (table_lookup(t, ids + i, m, out + i * DIM, NULL) != CORE_OK) {
@@ -61,26 +55,14 @@ static double time_lookup(struct table *t, const int64_t *ids, size_t n, size_t 
             exit(1);
         }
     }
-    return now() - t0;
+    return clock_mono_s() - t0;
 }
 
 static double time_memcpy(float *dst, const float *src, size_t bytes)
 {
-    double t0 = now();
+    double t0 = clock_mono_s();
     memcpy(dst, src, bytes);
-    return now() - t0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return clock_mono_s() - t0;
 }
 
 static double minimum(const double *v, int n)
@@ -111,20 +93,20 @@ static void bench_vocab(int n)
     for (int i = 0; i < n; i++)
         lens[i] = (size_t)snprintf(toks[i], sizeof(toks[i]), "w%x_%d", (unsigned)(i * 2654435761u), i);
     struct vocab *v;
-    double t0 = now();
+    double t0 = clock_mono_s();
     if (vocab_new(&v, (size_t)n) != CORE_OK)
         exit(1);
     for (int i = 0; i < n; i++)
         vocab_add(v, toks[i], lens[i], NULL);
-    double build = now() - t0;
+    double build = clock_mono_s() - t0;
     uint64_t s = 88172645463325252ull;
     long found = 0;
-    t0 = now();
+    t0 = clock_mono_s();
     for (int i = 0; i < n; i++) {
         uint64_t k = next_random(&s) % (uint64_t)n;
         found += vocab_find(v, toks[k], lens[k]) == (int64_t)k;
     }
-    double find = now() - t0;
+    double find = clock_mono_s() - t0;
     printf("vocab: %d tokens added in %.3f s (%.1f M/s), %d random finds in %.3f s (%.1f M/s), %ld ok\n",
            n, build, n / build / 1e6, n, find, n / find / 1e6, found);
     vocab_free(v);
@@ -147,9 +129,9 @@ int main(int argc, char **argv)
     size_t n = (size_t)rows;
     size_t bytes = n * DIM * sizeof(float);
 
-    double t0 = now();
+    double t0 = clock_mono_s();
     struct table *t = make_table(rows, false);
-    double init = now() - t0;
+    double init = clock_mono_s() - t0;
     printf("init: %lld x %d N(0,1) table with norms in %.3f s (%.1f M floats/s)\n", (long long)rows,
            DIM, init, (double)rows * DIM / init / 1e6);
     struct table *tn = make_table(rows, true);
@@ -178,11 +160,11 @@ int main(int argc, char **argv)
     printf("memcpy: same %zu bytes contiguous:    best %.1f M rows/s (%.1f GB/s)\n", bytes,
            n / minimum(c, repeats) / 1e6, bytes / minimum(c, repeats) / 1e9);
     printf("ratio:  gather / memcpy time, median of %d rounds: %.2fx (best rounds: %.2fx; target <= 2x)\n",
-           repeats, median(r_copy, repeats), minimum(g, repeats) / minimum(c, repeats));
+           repeats, bench_median(r_copy, repeats), minimum(g, repeats) / minimum(c, repeats));
     printf("batches of 32 ids per call: best %.1f M rows/s, median %.2fx one big call\n",
-           n / minimum(b32, repeats) / 1e6, median(r_b32, repeats));
+           n / minimum(b32, repeats) / 1e6, bench_median(r_b32, repeats));
     printf("max_norm set, no row over it: best %.1f M rows/s, median %.2fx plain gather\n",
-           n / minimum(mn, repeats) / 1e6, median(r_mn, repeats));
+           n / minimum(mn, repeats) / 1e6, bench_median(r_mn, repeats));
     table_free(tn);
     table_free(t);
 

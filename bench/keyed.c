@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "error.h"
 #include "table.h"
 
@@ -17,13 +18,6 @@
 #define BATCH 16
 #define LOOKUPS 20000 /* per round */
 #define ROUNDS 41
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rnd = 88172645463325252ull;
 static uint64_t next(void)
@@ -34,30 +28,18 @@ static uint64_t next(void)
     return rnd;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
-
 static double lookup_rate(struct table *t, const int64_t *pool, size_t npool)
 {
     float out[BATCH * DIM];
     int64_t ids[BATCH];
-    double t0 = now();
+    double t0 = clock_mono_s();
     for (int it = 0; it < LOOKUPS; it++) {
         for (int i = 0; i < BATCH; i++)
             ids[i] = pool[next() % npool];
         if (table_lookup(t, ids, BATCH, out, NULL) != CORE_OK)
             abort();
     }
-    return LOOKUPS / (now() - t0);
+    return LOOKUPS / (clock_mono_s() - t0);
 }
 
 int main(void)
@@ -93,7 +75,7 @@ int main(void)
             if (table_new_keyed(&keyed, "keyed", DIM, &k, &s, err, sizeof err) != CORE_OK)
                 return fprintf(stderr, "%s\n", err), 1;
         }
-        double t0 = now();
+        double t0 = clock_mono_s();
         inserted = 0;
         for (size_t i = 0; i + STEP <= ROWS; i += STEP) {
             struct table_keyed_result r;
@@ -102,9 +84,9 @@ int main(void)
                 abort();
             inserted += r.inserted;
         }
-        insert_rates[round] = (double)inserted / (now() - t0);
+        insert_rates[round] = (double)inserted / (clock_mono_s() - t0);
     }
-    double insert_rate = median(insert_rates, 3);
+    double insert_rate = bench_median(insert_rates, 3);
 
     int64_t *rows = malloc(ROWS * sizeof *rows);
     for (size_t i = 0; i < ROWS; i++)
@@ -117,8 +99,8 @@ int main(void)
         keyed_r[r] = lookup_rate(keyed, keys, inserted);
         ratio[r] = keyed_r[r] / dense_r[r];
     }
-    double dense_rate = median(dense_r, ROUNDS), keyed_rate = median(keyed_r, ROUNDS);
-    double keyed_dense = median(ratio, ROUNDS);
+    double dense_rate = bench_median(dense_r, ROUNDS), keyed_rate = bench_median(keyed_r, ROUNDS);
+    double keyed_dense = bench_median(ratio, ROUNDS);
     size_t bytes = table_keyed_bytes(keyed);
     printf("keyed tables, %d rows x %d floats\n", ROWS, DIM);
     printf("  lookups of %d (medians of %d alternating rounds): dense %.0f/s, keyed %.0f/s: "

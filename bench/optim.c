@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "error.h"
 #include "optim.h"
 #include "table.h"
@@ -178,12 +179,6 @@ static void *update_loop(void *arg)
     return NULL;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* p50 and p99 in microseconds of `count` lookups of LOOKUP_IDS random ids. */
 static void lookup_latency(struct table *t, int64_t rows, int count, double *p50, double *p99)
 {
@@ -198,7 +193,7 @@ static void lookup_latency(struct table *t, int64_t rows, int count, double *p50
         table_lookup(t, ids, LOOKUP_IDS, out, NULL);
         lat[i] = (now() - t0) * 1e6;
     }
-    qsort(lat, (size_t)count, sizeof(double), cmp_double);
+    qsort(lat, (size_t)count, sizeof(double), bench_cmp_double);
     *p50 = lat[count / 2];
     *p99 = lat[count * 99 / 100];
     free(lat);

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "error.h"
 #include "optim.h"
 #include "snapshot.h"
@@ -134,19 +135,6 @@ static void set_recording(struct worker *w, int n, bool on)
     }
 }
 
-static void remove_snapshot(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            unlinkat(dirfd(d), e->d_name, 0);
-    closedir(d);
-    rmdir(dir);
-}
-
 static void print_row(const char *what, struct stats base, struct stats during)
 {
     printf("%-8s  no snapshot: p50 %8.1f us  p99 %8.1f us  max %9.1f us  (%zu calls)\n", what,
@@ -234,7 +222,7 @@ int main(void)
            100.0 * (double)info.lock_us / (double)info.total_us);
     print_row("lookup", base_lookup, snap_lookup);
     print_row("assign", base_assign, snap_assign);
-    remove_snapshot(path);
+    bench_remove_dir(path);
     char table_dir[4200];
     snprintf(table_dir, sizeof(table_dir), "%s/bench", dir);
     rmdir(table_dir);

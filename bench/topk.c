@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "error.h"
 #include "similarity.h"
 #include "topk.h"
@@ -32,18 +33,6 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return v[n / 2];
 }
 
 /* Standard-normal-ish floats from a fixed seed (sum of uniforms; the shape
@@ -123,7 +112,7 @@ static double search_ms(const struct table *t, const float *q, size_t nq, enum m
         }
         times[r] = now_ms() - t0;
     }
-    return median(times, runs);
+    return bench_median(times, runs);
 }
 
 /* ---- peers ---------------------------------------------------------------- */
@@ -244,7 +233,7 @@ int main(int argc, char **argv)
         st[i] = stream_ms(raw, nfloats, 1);
         st2[i] = stream_ms(raw, nfloats, 2);
     }
-    double s1 = median(st, 5), s2 = median(st2, 5);
+    double s1 = bench_median(st, 5), s2 = bench_median(st2, 5);
     printf("stream the table once (sum): %.2f ms on 1 thread (%.1f GB/s), %.2f ms on 2 (%.1f GB/s)\n",
            s1, mb / s1, s2, mb / s2);
 

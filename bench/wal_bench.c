@@ -19,34 +19,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "error.h"
 #include "wal.h"
 #include "wal_internal.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what, const char *err)
 {
     fprintf(stderr, "wal_bench: %s: %s\n", what, err);
     exit(1);
-}
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            unlinkat(dirfd(d), e->d_name, 0);
-    closedir(d);
-    rmdir(dir);
 }
 
 /* Durable appends of len-byte records through the log, alternating op by
@@ -63,7 +44,7 @@ static void bench_appends(const char *base, size_t len, int n)
     char dir[4096], path[4096], err[512];
     snprintf(dir, sizeof(dir), "%s/wal-bench-append", base);
     snprintf(path, sizeof(path), "%s/wal-bench-plain.bin", base);
-    remove_dir(dir);
+    bench_remove_dir(dir);
     struct wal *w;
     if (wal_open(&w, dir, 1, NULL, err, sizeof(err)) != CORE_OK)
         die("wal_open", err);
@@ -73,22 +54,22 @@ static void bench_appends(const char *base, size_t len, int n)
     struct iovec v = {buf, len};
     double tw = 0, tp = 0;
     for (int i = 0; i < n; i++) {
-        double t0 = now();
+        double t0 = clock_mono_s();
         if (wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) != CORE_OK)
             die("wal_append", err);
         if (wal_sync(w, err, sizeof(err)) != CORE_OK)
             die("wal_sync", err);
-        double t1 = now();
+        double t1 = clock_mono_s();
         if (write(fd, buf, rec) != (ssize_t)rec || fdatasync(fd) != 0)
             die(path, "write/fdatasync failed");
-        double t2 = now();
+        double t2 = clock_mono_s();
         tw += t1 - t0;
         tp += t2 - t1;
     }
     wal_close(w);
     close(fd);
     unlink(path);
-    remove_dir(dir);
+    bench_remove_dir(dir);
     tw /= n;
     tp /= n;
     printf("append+sync %6zu B: wal %8.1f us/op (%6.0f op/s)   write+fdatasync %8.1f us/op "
@@ -117,7 +98,7 @@ static double time_plain_reads(const char *dir, uint64_t *bytes)
         die(dir, "cannot list");
     static unsigned char buf[1 << 20];
     *bytes = 0;
-    double t0 = now();
+    double t0 = clock_mono_s();
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
@@ -128,7 +109,7 @@ static double time_plain_reads(const char *dir, uint64_t *bytes)
             *bytes += (uint64_t)r;
         close(fd);
     }
-    double t = now() - t0;
+    double t = clock_mono_s() - t0;
     closedir(d);
     return t;
 }
@@ -137,7 +118,7 @@ static void bench_replay(const char *base, uint64_t mb)
 {
     char dir[4096], err[512];
     snprintf(dir, sizeof(dir), "%s/wal-bench-replay", base);
-    remove_dir(dir);
+    bench_remove_dir(dir);
     struct wal *w;
     if (wal_open(&w, dir, 1, NULL, err, sizeof(err)) != CORE_OK)
         die("wal_open", err);
@@ -146,7 +127,7 @@ static void bench_replay(const char *base, uint64_t mb)
         row[i] = (unsigned char)(i * 13 + 1);
     struct iovec v = {row, sizeof(row)};
     uint64_t target = mb << 20, n = 0;
-    double t0 = now();
+    double t0 = clock_mono_s();
     while (wal_bytes(w) < target) {
         if (wal_append(w, 2, &v, 1, NULL, err, sizeof(err)) != CORE_OK)
             die("wal_append", err);
@@ -154,7 +135,7 @@ static void bench_replay(const char *base, uint64_t mb)
     }
     if (wal_sync(w, err, sizeof(err)) != CORE_OK)
         die("wal_sync", err);
-    double tw = now() - t0;
+    double tw = clock_mono_s() - t0;
     uint64_t bytes = wal_bytes(w);
     wal_close(w);
     printf("wrote %" PRIu64 " records of 256 B (%.0f MB) in %.2f s: %.2f M records/s unsynced\n",
@@ -166,9 +147,9 @@ static void bench_replay(const char *base, uint64_t mb)
     struct wal_report r;
     for (int rep = 0; rep < 3; rep++) {
         struct sink s = {0};
-        t0 = now();
+        t0 = clock_mono_s();
         int rc = wal_replay(dir, 0, WAL_CHECK, touch, &s, &r, err, sizeof(err));
-        double t = now() - t0;
+        double t = clock_mono_s() - t0;
         if (rc != CORE_OK || r.records != n)
             die("wal_replay", err);
         if (t < best)
@@ -181,7 +162,7 @@ static void bench_replay(const char *base, uint64_t mb)
            "replay/read time %.2fx\n",
            (double)n / best / 1e6, (double)bytes / best / 1e6, (double)raw_bytes / best_raw / 1e6,
            best / best_raw);
-    remove_dir(dir);
+    bench_remove_dir(dir);
 }
 
 int main(int argc, char **argv)
