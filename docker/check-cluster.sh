@@ -25,7 +25,7 @@ compose() {
 }
 container() { podman ps -a -q --filter "label=com.docker.compose.project=$project" \
                   --filter "label=com.docker.compose.service=$1" | head -n 1; }
-trap 'compose down -v >/dev/null 2>&1 || true' EXIT
+trap 'compose down -v >/dev/null 2>&1 || true; rm -rf "${scratch:-}"' EXIT
 
 log "building embedding-server:latest and embedding-server-infra:latest"
 podman build --format docker --isolation chroot -q -t embedding-server:latest "$root" >/dev/null
@@ -88,14 +88,30 @@ done
 log "30 more writes through the load balancer with one replica and one NATS node down ($retried retries)"
 
 ids=$(seq -s, 1 60)
-rows() { # PORT -> the rows 1..60 as raw float32, read at the last seq
-    curl -fsS "http://127.0.0.1:$1/v1/tables/items/lookup" -H 'Content-Type: application/json' \
-         -H 'Accept: application/octet-stream' -d "{\"ids\": [$ids], \"min_seq\": $last}"
+# read_at_last PORT [CURL-ARGS...] -> the rows 1..60 read with min_seq = the
+# last acknowledged seq. A replica that lost its NATS node answers 503
+# not_ready until it has reconnected and caught up (the contract says retry),
+# so 503s are retried for up to 60 s and the wait is logged; anything else fails.
+scratch=$(mktemp -d)
+read_at_last() {
+    local port=$1 code start=$SECONDS body=$scratch/$1.$BASHPID
+    shift
+    while :; do
+        code=$(curl -sS -o "$body" -w '%{http_code}' "http://127.0.0.1:$port/v1/tables/items/lookup" \
+               -H 'Content-Type: application/json' "$@" \
+               -d "{\"ids\": [$ids], \"min_seq\": $last}") || die "lookup on 127.0.0.1:$port failed"
+        [ "$code" = 503 ] && [ $((SECONDS - start)) -lt 60 ] && { sleep 0.2; continue; }
+        [ "$code" = 200 ] || die "lookup on 127.0.0.1:$port at seq $last: HTTP $code: $(head -c 300 "$body")"
+        [ $((SECONDS - start)) -gt 0 ] &&
+            log "127.0.0.1:$port reached seq $last after $((SECONDS - start)) s of 503 not_ready" >&2
+        cat "$body"
+        return 0
+    done
 }
+rows() { read_at_last "$1" -H 'Accept: application/octet-stream'; }
 check_acked() { # PORT
     local got
-    got=$(curl -fsS "http://127.0.0.1:$1/v1/tables/items/lookup" -H 'Content-Type: application/json' \
-          -d "{\"ids\": [$ids], \"min_seq\": $last}")
+    got=$(read_at_last "$1")
     for id in "${!acked[@]}"; do
         grep -q "\[$id.0,$id.0," <<<"$got" || die "acknowledged write $id is missing on 127.0.0.1:$1"
     done
