@@ -58,6 +58,27 @@ put_row() {
     [ "$(tail -n 1 <<<"$out")" = 200 ] || return 1
     head -n 1 <<<"$out" | sed 's/.*"seq":\([0-9]*\).*/\1/'
 }
+# read_at PORT IDS SEQ [CURL-ARGS...] -> the lookup of IDS with min_seq SEQ.
+# A replica that has not applied SEQ within cluster.wait_ms answers 503
+# not_ready and the contract says retry: one whose ordered consumer was on a
+# killed NATS node notices after two missed heartbeats (about 2 s). So 503s
+# are retried for up to 60 s and the wait is logged; anything else fails.
+scratch=$(mktemp -d)
+read_at() {
+    local port=$1 want=$2 at=$3 code tries=0 start=$SECONDS body=$scratch/$1.$BASHPID
+    shift 3
+    while :; do
+        code=$(curl -sS -o "$body" -w '%{http_code}' "http://127.0.0.1:$port/v1/tables/items/lookup" \
+               -H 'Content-Type: application/json' "$@" \
+               -d "{\"ids\": [$want], \"min_seq\": $at}") || die "lookup on 127.0.0.1:$port failed"
+        [ "$code" = 503 ] && [ $((SECONDS - start)) -lt 60 ] && { tries=$((tries + 1)); sleep 0.2; continue; }
+        [ "$code" = 200 ] || die "lookup on 127.0.0.1:$port at seq $at: HTTP $code: $(head -c 300 "$body")"
+        [ $tries -eq 0 ] ||
+            log "127.0.0.1:$port reached seq $at after $tries answers 503 not_ready ($((SECONDS - start)) s)" >&2
+        cat "$body"
+        return 0
+    done
+}
 declare -A acked
 last=0
 for id in $(seq 1 30); do
@@ -65,8 +86,7 @@ for id in $(seq 1 30); do
     acked[$id]=$id
     last=$seq
     # read it back through es-1 at once: min_seq makes it wait for the record
-    out=$(curl -fsS "http://127.0.0.1:8092/v1/tables/items/lookup" -H 'Content-Type: application/json' \
-          -d "{\"ids\": [$id], \"min_seq\": $seq}")
+    out=$(read_at 8092 "$id" "$seq")
     grep -q "\[\[$id.0," <<<"$out" || die "es-1 did not read write $id (seq $seq): $out"
 done
 log "30 writes through es-0, each read back through es-1 with min_seq (last seq $last)"
@@ -88,30 +108,10 @@ done
 log "30 more writes through the load balancer with one replica and one NATS node down ($retried retries)"
 
 ids=$(seq -s, 1 60)
-# read_at_last PORT [CURL-ARGS...] -> the rows 1..60 read with min_seq = the
-# last acknowledged seq. A replica that lost its NATS node answers 503
-# not_ready until it has reconnected and caught up (the contract says retry),
-# so 503s are retried for up to 60 s and the wait is logged; anything else fails.
-scratch=$(mktemp -d)
-read_at_last() {
-    local port=$1 code start=$SECONDS body=$scratch/$1.$BASHPID
-    shift
-    while :; do
-        code=$(curl -sS -o "$body" -w '%{http_code}' "http://127.0.0.1:$port/v1/tables/items/lookup" \
-               -H 'Content-Type: application/json' "$@" \
-               -d "{\"ids\": [$ids], \"min_seq\": $last}") || die "lookup on 127.0.0.1:$port failed"
-        [ "$code" = 503 ] && [ $((SECONDS - start)) -lt 60 ] && { sleep 0.2; continue; }
-        [ "$code" = 200 ] || die "lookup on 127.0.0.1:$port at seq $last: HTTP $code: $(head -c 300 "$body")"
-        [ $((SECONDS - start)) -gt 0 ] &&
-            log "127.0.0.1:$port reached seq $last after $((SECONDS - start)) s of 503 not_ready" >&2
-        cat "$body"
-        return 0
-    done
-}
-rows() { read_at_last "$1" -H 'Accept: application/octet-stream'; }
+rows() { read_at "$1" "$ids" "$last" -H 'Accept: application/octet-stream'; }
 check_acked() { # PORT
     local got
-    got=$(read_at_last "$1")
+    got=$(read_at "$1" "$ids" "$last")
     for id in "${!acked[@]}"; do
         grep -q "\[$id.0,$id.0," <<<"$got" || die "acknowledged write $id is missing on 127.0.0.1:$1"
     done
