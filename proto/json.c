@@ -21,7 +21,6 @@
 /* Objects with few keys are checked pairwise; larger ones are sorted. */
 #define PAIRWISE_KEYS 8
 /* How much of a duplicate key a message quotes. */
-#define QUOTE_MAX 40
 
 struct key_span {
     size_t off;      /* into the key arena */
@@ -375,12 +374,11 @@ static int compare_keys(const void *a, const void *b)
     return x->at < y->at ? -1 : (x->at > y->at);
 }
 
-/* Bytes of s[0..n) to quote: at most QUOTE_MAX, cut at a character start. */
-static int quote_len(const char *s, size_t n)
+int json_quote_len(const char *s, size_t n)
 {
-    if (n <= QUOTE_MAX)
+    if (n <= JSON_QUOTE_MAX)
         return (int)n;
-    n = QUOTE_MAX;
+    n = JSON_QUOTE_MAX;
     while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
         n--;
     return (int)n;
@@ -389,7 +387,7 @@ static int quote_len(const char *s, size_t n)
 static bool duplicate_at(struct scan *sc, const struct key_span *k)
 {
     return fail(sc, STATUS_INVALID_JSON, k->at, "duplicate key \"%.*s\"",
-                quote_len(k->ptr, k->len), k->ptr);
+                json_quote_len(k->ptr, k->len), k->ptr);
 }
 
 static bool same_key(const struct key_span *a, const struct key_span *b)

@@ -116,6 +116,13 @@ double json_number(struct json_value v);
  * the decoded length. Not NUL-terminated. */
 size_t json_string_decode(struct json_value v, char *out);
 
+/* Most bytes of a client's text that an error message quotes. */
+#define JSON_QUOTE_MAX 48
+
+/* Bytes of s[0..n) to quote in a message: at most JSON_QUOTE_MAX, cut at
+ * the start of a UTF-8 character so the message stays valid UTF-8. */
+int json_quote_len(const char *s, size_t n);
+
 /* True when string v decodes to exactly the bytes of lit (shorter than 40
  * bytes: the words and keys of the API). */
 bool json_string_is(struct json_value v, const char *lit);

@@ -28,8 +28,6 @@
 
 /* Default k for neighbors, as API.md. */
 #define DEFAULT_K 10
-/* How many bytes of a client's string a message quotes. */
-#define QUOTE_MAX 48
 /* Room for "field[i][j]..." in messages. */
 #define PATH_MAX_TEXT 160
 /* Integral numbers below this are printed as integers in messages
@@ -90,25 +88,13 @@ static const char *type_name(struct json_value v)
     return json_type_name(json_type_of(v));
 }
 
-/* Bytes of s[0..n) to quote in a message: at most QUOTE_MAX, cut at the
- * start of a UTF-8 character so the message stays valid UTF-8. */
-static int quote_len(const char *s, size_t n)
-{
-    if (n <= QUOTE_MAX)
-        return (int)n;
-    n = QUOTE_MAX;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return (int)n;
-}
-
-/* The start of string v, decoded into out[QUOTE_MAX * 2] for a message;
+/* The start of string v, decoded into out[JSON_QUOTE_MAX * 2] for a message;
  * returns the length to quote. */
 static int quote_string(struct json_value v, char *out)
 {
-    struct json_value head = {v.p, v.len < QUOTE_MAX * 2 ? v.len : QUOTE_MAX * 2};
+    struct json_value head = {v.p, v.len < JSON_QUOTE_MAX * 2 ? v.len : JSON_QUOTE_MAX * 2};
     size_t n = json_string_decode(head, out);
-    return quote_len(out, n);
+    return json_quote_len(out, n);
 }
 
 /* A number as a message shows it: integers as integers, others as the
@@ -549,7 +535,7 @@ static bool match_keys(struct ctx *c, struct json_value root, struct key_slot *s
         while (i < n && !json_string_is(key, slots[i].name))
             i++;
         if (i == n) {
-            char names[160], quoted[QUOTE_MAX * 2];
+            char names[160], quoted[JSON_QUOTE_MAX * 2];
             int q = quote_string(key, quoted);
             list_names(slots, n, names, sizeof names);
             return fail(c, STATUS_INVALID_ARGUMENT, "body: unknown key \"%.*s\" (expected %s)",
@@ -592,7 +578,7 @@ static bool parse_word(struct ctx *c, const struct key_slot *slot, const struct 
                        size_t n, const char *expected, int *out)
 {
     struct path p = {.field = slot->name};
-    char quoted[QUOTE_MAX * 2];
+    char quoted[JSON_QUOTE_MAX * 2];
 
     if (!slot->present)
         return true;
@@ -1088,7 +1074,7 @@ static enum status_code resolve_failed(const struct table *t, const struct reque
              where, table_name(t));
     else if (rc == CORE_ENOTFOUND)
         fail(&c, STATUS_UNKNOWN_TOKEN, "%s: unknown token \"%.*s\"", where,
-             quote_len(r->tokens[bad], r->lens[bad]), r->tokens[bad]);
+             json_quote_len(r->tokens[bad], r->lens[bad]), r->tokens[bad]);
     else
         fail(&c, status_from_core(rc), "%s: %s", where, core_strerror(rc));
     return c.code;
