@@ -515,11 +515,19 @@ int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct opti
         free(rows);
         return CORE_ECAPACITY;
     }
+    /* what the step allocates is taken before the first insert: a step
+     * that fails leaves no keys behind */
+    struct step_plan *plan = NULL;
+    if (op == TABLE_KEYED_GRADIENTS && (rc = table_step_prepare(t, cfg, n, &plan)) != CORE_OK) {
+        pthread_mutex_unlock(&t->write_lock);
+        free(rows);
+        return rc;
+    }
     keymap_set_clock(t->km, now);
     expire(t, now);
     resolve(t, keys, n, now, cfg, op == TABLE_KEYED_ROWS ? values : NULL, rows, res);
     if (op == TABLE_KEYED_GRADIENTS) {
-        rc = table_step_locked(t, cfg, rows, n, values, &res->version, &res->rows);
+        table_step_run(t, cfg, plan, rows, n, values, &res->version, &res->rows);
     } else {
         res->version = table_assign_locked(t, rows, n, values);
         memcpy(rows + n, rows, n * sizeof *rows);

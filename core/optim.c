@@ -31,6 +31,7 @@
  */
 #include "optim.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,22 +482,19 @@ enum walk {
     WALK_COALESCED,   /* groups summed in torch's coalesce order */
 };
 
-/* Groups the entries by id as the walk needs. Torch's coalesce order only
+/* Groups the entries by id as the walk needs, into p fresh from plan_alloc
+ * for n ids or more (nothing here can fail). Torch's coalesce order only
  * matters for an id seen 3 times or more (a + b == b + a exactly), so the
  * libstdc++ replica runs only then. */
-static int plan_build(const struct table *t, const int64_t *ids, size_t n, enum walk walk,
-                      struct plan *p)
+static void plan_build(struct plan *p, const struct table *t, const int64_t *ids, size_t n,
+                       enum walk walk)
 {
-    int rc = plan_alloc(p, n, t->w.dim);
-    if (rc != CORE_OK)
-        return rc;
     hash_entries(p, t, ids, n);
     if (walk == WALK_ENTRIES)
-        return CORE_OK;
+        return;
     size_t largest = group_by_hash(p);
     if (walk == WALK_COALESCED && largest >= 3)
         group_like_torch(p, t, ids, n);
-    return CORE_OK;
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -891,39 +889,78 @@ int table_check_gradients(const struct table *t, const int64_t *ids, size_t n,
     return check_request(t, ids, n, grads, lr, bad);
 }
 
-/* The step itself, after validation and with the write lock held, with the
- * optimizer cfg (lr included). */
-int table_step_locked(struct table *t, const struct optim_config *cfg_in, const int64_t *ids,
-                      size_t n, const float *grads, uint64_t *version_out, size_t *rows_out)
-{
+/* What a step allocates (see table_internal.h): the plan's arrays and the
+ * optimizer's state on its first step. */
+struct step_plan {
     struct plan plan;
+    size_t n;
+};
+
+int table_step_prepare(struct table *t, const struct optim_config *cfg, size_t n,
+                       struct step_plan **out)
+{
+    *out = NULL;
+    struct step_plan *sp = malloc(sizeof *sp);
+    if (sp == NULL)
+        return CORE_ENOMEM;
+    int rc = plan_alloc(&sp->plan, n, t->w.dim);
+    if (rc != CORE_OK) {
+        free(sp);
+        return rc;
+    }
+    rc = ensure_state(t, cfg);
+    if (rc != CORE_OK) {
+        table_step_discard(sp);
+        return rc;
+    }
+    sp->n = n;
+    *out = sp;
+    return CORE_OK;
+}
+
+void table_step_discard(struct step_plan *sp)
+{
+    if (sp == NULL)
+        return;
+    plan_free(&sp->plan);
+    free(sp);
+}
+
+void table_step_run(struct table *t, const struct optim_config *cfg_in, struct step_plan *sp,
+                    const int64_t *ids, size_t n, const float *grads, uint64_t *version_out,
+                    size_t *rows_out)
+{
+    assert(n <= sp->n);
+    struct plan *plan = &sp->plan;
     struct optim_config cfg = *cfg_in;
     enum walk walk = t->s.scale_grad_by_freq ? WALK_IN_ORDER
                      : cfg.kind == OPTIM_SGD ? WALK_ENTRIES
                                              : WALK_COALESCED;
-    int rc = plan_build(t, ids, n, walk, &plan);
-    if (rc == CORE_OK) {
-        rc = ensure_state(t, &cfg);
-        if (rc != CORE_OK)
-            plan_free(&plan);
-    }
-    if (rc != CORE_OK)
-        return rc;
+    plan_build(plan, t, ids, n, walk);
     struct step s = {.t = t, .cfg = &cfg, .grads = grads, .scale = t->s.scale_grad_by_freq};
     t->optim.step++;
     step_consts_init(&s.k, &cfg, cfg.lr, t->optim.step);
     if (walk == WALK_ENTRIES)
-        apply_entries(&s, &plan);
+        apply_entries(&s, plan);
     else
-        apply_plan(&s, &plan);
+        apply_plan(&s, plan);
     uint64_t version = atomic_fetch_add_explicit(&t->version, 1, memory_order_acq_rel) + 1;
     atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
     if (version_out != NULL)
         *version_out = version;
     if (rows_out != NULL)
-        *rows_out = plan.rows;
-    plan_free(&plan);
-    return CORE_OK;
+        *rows_out = plan->rows;
+    table_step_discard(sp);
+}
+
+int table_step_locked(struct table *t, const struct optim_config *cfg, const int64_t *ids,
+                      size_t n, const float *grads, uint64_t *version_out, size_t *rows_out)
+{
+    struct step_plan *sp;
+    int rc = table_step_prepare(t, cfg, n, &sp);
+    if (rc == CORE_OK)
+        table_step_run(t, cfg, sp, ids, n, grads, version_out, rows_out);
+    return rc;
 }
 
 /* The step itself, after validation; cfg is the optimizer to step with (lr

@@ -101,9 +101,24 @@ static inline int table_check_ids(const struct table *t, const int64_t *ids, siz
 }
 
 /* The gradient step of optim.c on rows ids[0..n) (checked), with the write
- * lock already held: keyed tables resolve keys to rows under the same hold. */
+ * lock already held. CORE_ENOMEM changes nothing. */
 int table_step_locked(struct table *t, const struct optim_config *cfg, const int64_t *ids,
                       size_t n, const float *grads, uint64_t *version_out, size_t *rows_out);
+
+/* The same step in two parts, for a caller that changes the table between
+ * them and must not fail after it did (a keyed step inserts its new keys
+ * first): table_step_prepare takes, under the write lock, all that the step
+ * allocates for up to n ids (its plan, the optimizer's state on a first
+ * step) and fails with CORE_ENOMEM having changed nothing; table_step_run
+ * then cannot fail, and frees the plan; table_step_discard frees an unused
+ * one (NULL is a no-op). */
+struct step_plan;
+int table_step_prepare(struct table *t, const struct optim_config *cfg, size_t n,
+                       struct step_plan **out);
+void table_step_run(struct table *t, const struct optim_config *cfg, struct step_plan *sp,
+                    const int64_t *ids, size_t n, const float *grads, uint64_t *version_out,
+                    size_t *rows_out);
+void table_step_discard(struct step_plan *sp);
 
 /* The forward of a keyed table (keyed.c): rows of keys[0..n) into out,
  * missing keys by the table's policy (CORE_ENOTFOUND, *bad, for "error"). */

@@ -6,8 +6,10 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "error.h"
 #include "journal.h"
@@ -394,6 +396,60 @@ START_TEST(record_time_capped_by_the_stream_clock)
 }
 END_TEST
 
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+static long long vm_bytes(void)
+{
+    char line[256];
+    long long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmSize:", 7) == 0)
+            kb = atoll(line + 7);
+    fclose(f);
+    return kb * 1024;
+}
+
+/* A keyed sparse_adam step whose optimizer state (2 x 16 MB, taken on the
+ * first step) cannot be allocated fails with nothing changed: no key
+ * inserted, the seq and version where they were. Then, with room, the same
+ * step inserts them. (Sanitizers reserve terabytes of shadow memory, so
+ * they cannot run under an address-space cap.) */
+START_TEST(failed_step_leaves_no_keys)
+{
+    enum { DIM = 1024 };
+    struct table *t = keyed(4096, DIM, TABLE_EVICT_LRU, 0);
+    struct optim_config cfg;
+    optim_config_defaults(&cfg, OPTIM_SPARSE_ADAM);
+    int64_t keys[8] = {11, 12, 13, 14, 15, 16, 17, 18};
+    float *g = calloc(8 * DIM, sizeof *g);
+    ck_assert_ptr_nonnull(g);
+    for (size_t i = 0; i < 8 * DIM; i++)
+        g[i] = 0.25f;
+    uint64_t seq = table_log_seq(t), version = table_version(t);
+    struct rlimit old, cap;
+    ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
+    cap = old;
+    cap.rlim_cur = (rlim_t)(vm_bytes() + 8 * 1024 * 1024);
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &cap), 0);
+    struct table_keyed_result r;
+    int rc = table_keyed_apply(t, TABLE_KEYED_GRADIENTS, &cfg, 1000, keys, 8, g, NULL, &r);
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+    ck_assert_int_eq(rc, CORE_ENOMEM);
+    ck_assert_int_eq(keymap_used(t->km), 0);
+    ck_assert_int_eq(keymap_find(t->km, 11), -1);
+    ck_assert_uint_eq(table_log_seq(t), seq);
+    ck_assert_uint_eq(table_version(t), version);
+    ck_assert_int_eq(table_keyed_apply(t, TABLE_KEYED_GRADIENTS, &cfg, 1000, keys, 8, g, NULL, &r),
+                     CORE_OK);
+    ck_assert_uint_eq(r.inserted, 8);
+    ck_assert_int_eq(keymap_used(t->km), 8);
+    free(g);
+    table_free(t);
+}
+END_TEST
+#endif
+
 static Suite *keymap_suite(void)
 {
     Suite *s = suite_create("keymap");
@@ -410,6 +466,9 @@ static Suite *keymap_suite(void)
     tcase_add_test(tc, readers_never_see_torn_or_foreign_rows);
     tcase_add_test(tc, tag_collisions_are_validated);
     tcase_add_test(tc, record_time_capped_by_the_stream_clock);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    tcase_add_test(tc, failed_step_leaves_no_keys);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }
