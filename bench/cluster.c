@@ -32,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -66,23 +65,6 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
-static pid_t spawn(const char *log, char *const argv[])
-{
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork");
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        FILE *f = freopen(log, "w", stderr);
-        (void)f;
-        dup2(2, 1);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 /* ---- NATS ------------------------------------------------------------------ */
 
 static pid_t nats_pid[NODES];
@@ -110,7 +92,7 @@ static void nats_up(void)
                 i, client_port[i], base_dir, i, route[i], route[0], route[1], route[2]);
         fclose(f);
         char *argv[] = {"nats-server", "-c", conf, NULL};
-        nats_pid[i] = spawn(log, argv);
+        nats_pid[i] = bench_spawn(log, argv);
     }
     snprintf(nats_urls, sizeof nats_urls,
              "\"nats://127.0.0.1:%d\", \"nats://127.0.0.1:%d\", \"nats://127.0.0.1:%d\"",
@@ -146,47 +128,15 @@ static void server_start(struct server *s, const char *bin, const char *name, bo
                " \"snapshot\": {\"on_shutdown\": false}, \"log_max_bytes\": 17592186044416,"
                " %s \"tables\": [%s]}", base_dir, name, clus, tables);
     fclose(f);
-    char *argv[] = {(char *)bin, "--config", path, NULL};
-    s->pid = spawn(s->log, argv);
-    s->port = 0;
-    for (int i = 0; i < 3000; i++) {
-        usleep(20000);
-        FILE *l = fopen(s->log, "r");
-        char line[512];
-        bool ready = false;
-        while (l && fgets(line, sizeof line, l)) {
-            const char *p = strstr(line, "listening on http://127.0.0.1:");
-            if (p)
-                s->port = atoi(p + strlen("listening on http://127.0.0.1:"));
-            ready |= strstr(line, "ready:") != NULL;
-        }
-        if (l)
-            fclose(l);
-        if (ready && s->port)
-            return;
-    }
-    fprintf(stderr, "cluster: server %s did not get ready; see %s\n", name, s->log);
-    exit(1);
+    s->port = bench_server_start(bin, path, s->log, &s->pid);
 }
 
 /* ---- requests (sent with bench_http.h) ------------------------------------ */
 
-static char *request_typed(const char *method, const char *path, const char *type,
-                           const char *body, size_t blen, const char *extra, size_t *len)
-{
-    char *req = malloc(blen + 512);
-    *len = (size_t)snprintf(req, 512,
-                            "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
-                            "%sContent-Length: %zu\r\n\r\n", method, path, type, extra, blen);
-    memcpy(req + *len, body, blen);
-    *len += blen;
-    return req;
-}
-
 static char *request(const char *method, const char *path, const char *body, size_t blen,
                      const char *extra, size_t *len)
 {
-    return request_typed(method, path, "application/json", body, blen, extra, len);
+    return bench_request(method, path, "application/json", body, blen, extra, len);
 }
 
 /* The same step as a binary body (BINARY=1): n int64 ids, n x dim float32. */
@@ -206,7 +156,7 @@ static char *binary_gradient_request(const char *table, int n, int dim, int seed
         }
     snprintf(path, sizeof path, "/v1/tables/%s/gradients", table);
     snprintf(shape, sizeof shape, "X-Embedding-Shape: %d,%d\r\n", n, dim);
-    char *req = request_typed("POST", path, "application/octet-stream", body, blen, shape, len);
+    char *req = bench_request("POST", path, "application/octet-stream", body, blen, shape, len);
     free(body);
     return req;
 }

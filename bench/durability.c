@@ -74,34 +74,7 @@ static void server_start(struct server *s, const char *bin, const char *durabili
                " \"log_max_bytes\": 17592186044416, \"tables\": [%s]}",
             s->dir, durability, tables);
     fclose(f);
-    s->pid = fork();
-    if (s->pid == 0) {
-        FILE *lf = freopen(logp, "w", stderr);
-        (void)lf;
-        dup2(2, 1);
-        execl(bin, bin, "--config", path, (char *)NULL);
-        _exit(127);
-    }
-    s->port = 0;
-    for (int i = 0; i < 300 && s->port == 0; i++) {
-        usleep(20000);
-        FILE *l = fopen(logp, "r");
-        char line[512];
-        while (l && fgets(line, sizeof line, l)) {
-            const char *p = strstr(line, "listening on http://127.0.0.1:");
-            if (p)
-                s->port = atoi(p + strlen("listening on http://127.0.0.1:"));
-            if (strstr(line, "ready:") && s->port)
-                break;
-        }
-        if (l)
-            fclose(l);
-    }
-    if (s->port == 0) {
-        fprintf(stderr, "durability: the server did not start; see %s\n", logp);
-        exit(1);
-    }
-    usleep(300000); /* tables loaded (they are small) */
+    s->port = bench_server_start(bin, path, logp, &s->pid);
 }
 
 static void server_stop(struct server *s)

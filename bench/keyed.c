@@ -1,17 +1,26 @@
 /* keyed.c - keyed tables against dense ones, in one run: lookups of 16
- * keys on a keyed table vs 16 ids on a dense table of the same size (short
- * alternating rounds, the median of their ratios: this machine's speed
- * drifts by 20% between long measurements), inserts/s of new keys through
- * gradient steps (core, no log; the median of three fresh tables), and the
- * key map's bytes per key. Prints figures and ratios. */
+ * keys on a keyed table vs 16 ids on a dense table of the same size, in
+ * core and, given the server's path, through the real server over HTTP
+ * (short alternating rounds, the median of their ratios: this machine's
+ * speed drifts by 20% between long measurements); inserts/s of new keys
+ * through gradient steps (core, no log; the median of three fresh tables);
+ * and the key map's bytes per key. Prints figures and ratios.
+ *
+ *   keyed [build/embedding-server [SECONDS-PER-ROUND [ROUNDS]]] */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
+#include "bench_http.h"
 #include "bench_util.h"
 #include "error.h"
+#include "keymap.h"
 #include "table.h"
+#include "table_internal.h"
 
 #define ROWS 1000000
 #define DIM 64
@@ -42,7 +51,147 @@ static double lookup_rate(struct table *t, const int64_t *pool, size_t npool)
     return LOOKUPS / (clock_mono_s() - t0);
 }
 
-int main(void)
+/* ---- through the server -------------------------------------------------- */
+
+/* A binary lookup of BATCH ids (int64, from pool) on table, binary answer. */
+static char *lookup_request(const char *table, const int64_t *pool, size_t npool, size_t *len)
+{
+    int64_t ids[BATCH];
+    for (int i = 0; i < BATCH; i++)
+        ids[i] = pool[next() % npool];
+    char path[96];
+    snprintf(path, sizeof path, "/v1/tables/%s/lookup", table);
+    return bench_request("POST", path, "application/octet-stream", ids, sizeof ids,
+                         "Accept: application/octet-stream\r\n", len);
+}
+
+#define HTTP_CLIENTS 2
+#define HTTP_REQS 256 /* distinct requests per client, sent round-robin */
+
+struct client {
+    int port;
+    char *reqs[HTTP_REQS];
+    size_t lens[HTTP_REQS];
+    double seconds;
+    uint64_t done;
+};
+
+static void *client_main(void *arg)
+{
+    struct client *c = arg;
+    int fd = bench_connect(c->port);
+    char *buf = malloc(1 << 16);
+    double end = clock_mono_s() + c->seconds;
+    for (size_t i = 0; clock_mono_s() < end; i++) {
+        int st = bench_roundtrip(fd, c->reqs[i % HTTP_REQS], c->lens[i % HTTP_REQS], buf, 1 << 16);
+        if (st != 200) {
+            fprintf(stderr, "keyed: a lookup was answered %d: %s\n", st, buf);
+            exit(1);
+        }
+        c->done++;
+    }
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
+/* Lookups/s of HTTP_CLIENTS keep-alive clients for seconds on table. */
+static double http_rate(int port, const char *table, const int64_t *pool, size_t npool,
+                        double seconds)
+{
+    struct client cl[HTTP_CLIENTS];
+    pthread_t th[HTTP_CLIENTS];
+    for (int i = 0; i < HTTP_CLIENTS; i++) {
+        cl[i] = (struct client){.port = port, .seconds = seconds};
+        for (int r = 0; r < HTTP_REQS; r++)
+            cl[i].reqs[r] = lookup_request(table, pool, npool, &cl[i].lens[r]);
+    }
+    for (int i = 0; i < HTTP_CLIENTS; i++)
+        pthread_create(&th[i], NULL, client_main, &cl[i]);
+    uint64_t done = 0;
+    for (int i = 0; i < HTTP_CLIENTS; i++) {
+        pthread_join(th[i], NULL);
+        done += cl[i].done;
+        for (int r = 0; r < HTTP_REQS; r++)
+            free(cl[i].reqs[r]);
+    }
+    return (double)done / seconds;
+}
+
+/* The server with a dense table and a keyed one of ROWS rows each, the
+ * keyed one filled with keys[0..n) through binary gradient steps of zeros;
+ * then alternating rounds of lookups of 16 on each. */
+static void http_compare(const char *bin, const int64_t *keys, size_t n, double seconds,
+                         int rounds)
+{
+    char dir[] = "/tmp/es-bench-keyed-XXXXXX";
+    if (mkdtemp(dir) == NULL)
+        bench_http_die("mkdtemp");
+    char config[96], log[96];
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    FILE *f = fopen(config, "w");
+    if (f == NULL)
+        bench_http_die(config);
+    fprintf(f, "{\"listen\": {\"host\": \"127.0.0.1\", \"port\": 0}, \"data_dir\": \"%s/data\","
+               " \"snapshot\": {\"on_shutdown\": false}, \"tables\": ["
+               "{\"name\": \"dense\", \"init\": {\"num_embeddings\": %d, \"embedding_dim\": %d}},"
+               "{\"name\": \"keyed\", \"keys\": \"int64\", \"capacity\": %d,"
+               " \"init\": {\"embedding_dim\": %d}}]}",
+            dir, ROWS, DIM, ROWS, DIM);
+    fclose(f);
+    pid_t pid;
+    int port = bench_server_start(bin, config, log, &pid);
+    enum { FILL = 8192 };
+    size_t blen = FILL * 8 + (size_t)FILL * DIM * 4;
+    char *body = calloc(1, blen), *buf = malloc(1 << 16);
+    int fd = bench_connect(port);
+    double t0 = clock_mono_s();
+    for (size_t i = 0; i < n; i += FILL) {
+        size_t m = n - i < FILL ? n - i : FILL;
+        char shape[64];
+        snprintf(shape, sizeof shape, "X-Embedding-Shape: %zu,%d\r\n", m, DIM);
+        memcpy(body, keys + i, m * 8);
+        memset(body + m * 8, 0, m * DIM * 4);
+        size_t len;
+        char *req = bench_request("POST", "/v1/tables/keyed/gradients", "application/octet-stream",
+                                  body, m * 8 + m * DIM * 4, shape, &len);
+        int st = bench_roundtrip(fd, req, len, buf, 1 << 16);
+        free(req);
+        if (st != 200) {
+            fprintf(stderr, "keyed: inserting keys was answered %d: %s\n", st, buf);
+            exit(1);
+        }
+    }
+    close(fd);
+    double fill_s = clock_mono_s() - t0;
+    int64_t *rows = malloc(ROWS * sizeof *rows);
+    for (size_t i = 0; i < ROWS; i++)
+        rows[i] = (int64_t)i;
+    double *d = malloc((size_t)rounds * sizeof *d), *k = malloc((size_t)rounds * sizeof *k),
+           *ratio = malloc((size_t)rounds * sizeof *ratio);
+    for (int r = 0; r < rounds; r++) {
+        d[r] = http_rate(port, "dense", rows, ROWS, seconds);
+        k[r] = http_rate(port, "keyed", keys, n, seconds);
+        ratio[r] = k[r] / d[r];
+    }
+    printf("  through the server (binary lookups of %d, %d keep-alive clients, medians of %d "
+           "alternating rounds of %.1f s): dense %.0f/s, keyed %.0f/s: keyed/dense %.2fx "
+           "(target >= 0.8x; %zu keys inserted over HTTP in %.1f s first)\n",
+           BATCH, HTTP_CLIENTS, rounds, seconds, bench_median(d, rounds),
+           bench_median(k, rounds), bench_median(ratio, rounds), n, fill_s);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    bench_remove_dir(dir);
+    free(body);
+    free(buf);
+    free(rows);
+    free(d);
+    free(k);
+    free(ratio);
+}
+
+int main(int argc, char **argv)
 {
     char err[256];
     struct table_settings s;
@@ -108,10 +257,20 @@ int main(void)
            BATCH, ROUNDS, dense_rate, keyed_rate, keyed_dense);
     printf("  inserts through gradient steps of %d new keys: %.2f M keys/s (the median of 3 "
            "fresh tables; target >= 1M)\n", STEP, insert_rate / 1e6);
-    printf("  key map: %.1f bytes per key at %zu keys (target <= 16), raw floats %d bytes\n",
-           (double)bytes / (double)ROWS, inserted, DIM * 4);
+    struct keymap_parts parts;
+    keymap_parts(keyed->km, &parts);
+    double per = 1.0 / (double)ROWS;
+    printf("  key map: %.1f bytes per key at %zu keys (target <= 16), raw floats %d bytes: "
+           "index %.2f (load <= 3/4), keys %.2f, write order for lru %.2f, write times for "
+           "ttl %.2f, free-row bitmap %.2f\n",
+           (double)bytes * per, inserted, DIM * 4, (double)parts.index * per,
+           (double)parts.keys * per, (double)parts.order * per, (double)parts.times * per,
+           (double)parts.other * per);
     table_free(dense);
     table_free(keyed);
+    if (argc > 1)
+        http_compare(argv[1], keys, inserted, argc > 2 ? atof(argv[2]) : 1.0,
+                     argc > 3 ? atoi(argv[3]) : 9);
     free(keys);
     free(rows);
     free(grads);

@@ -120,12 +120,21 @@ int64_t keymap_used(const struct keymap *m)
     return atomic_load_explicit(&m->used, memory_order_relaxed);
 }
 
-size_t keymap_bytes(const struct keymap *m)
+void keymap_parts(const struct keymap *m, struct keymap_parts *p)
 {
     size_t c = (size_t)m->capacity;
-    return sizeof *m + (size_t)m->nslots * sizeof(uint32_t) +
-           c * (sizeof(int64_t) + 3 * sizeof(uint32_t)) +
-           (m->nwords + m->nsum) * sizeof(uint64_t);
+    p->index = (size_t)m->nslots * sizeof *m->slots;
+    p->keys = c * sizeof *m->keys;
+    p->order = c * (sizeof *m->prev + sizeof *m->next);
+    p->times = c * sizeof *m->wsec;
+    p->other = sizeof *m + (m->nwords + m->nsum) * sizeof(uint64_t);
+}
+
+size_t keymap_bytes(const struct keymap *m)
+{
+    struct keymap_parts p;
+    keymap_parts(m, &p);
+    return p.index + p.keys + p.order + p.times + p.other;
 }
 
 /* ---- probing ---- */

@@ -51,8 +51,16 @@ void keymap_free(struct keymap *m);
 int64_t keymap_capacity(const struct keymap *m);
 /* Rows holding a key now. Any thread. */
 int64_t keymap_used(const struct keymap *m);
-/* Bytes the map holds (slots, keys, list, times, bitmap). */
+/* Bytes the map holds, and the same by part. */
 size_t keymap_bytes(const struct keymap *m);
+struct keymap_parts {
+    size_t index; /* the slots */
+    size_t keys;  /* keys[row] */
+    size_t order; /* prev/next[row]: the write order, for lru */
+    size_t times; /* wsec[row]: the write seconds, for ttl */
+    size_t other; /* the free-row bitmap and the map's own struct */
+};
+void keymap_parts(const struct keymap *m, struct keymap_parts *p);
 
 /* ---- readers (any thread) ---- */
 
