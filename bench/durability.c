@@ -195,6 +195,34 @@ static double run_clients(int port, int nclients, const char *const *reqs, const
     return (double)steps / seconds;
 }
 
+/* The value of metric{table="table"} in the server's /metrics, or 0. */
+static double metric(int port, const char *name, const char *table)
+{
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap), key[160];
+    int fd = bench_connect(port);
+    if (bench_roundtrip(fd, req, sizeof req - 1, buf, cap) != 200)
+        bench_http_die("GET /metrics");
+    close(fd);
+    snprintf(key, sizeof key, "\nembedding_server_%s{table=\"%s\"} ", name, table);
+    const char *p = strstr(buf, key);
+    double v = p ? atof(p + strlen(key)) : 0;
+    free(buf);
+    return v;
+}
+
+/* Group commit as the server saw it: writes per sync and the mean sync. */
+static void print_group_commit(int port, const char *table, const char *what)
+{
+    double syncs = metric(port, "log_syncs_total", table);
+    double writes = metric(port, "log_synced_writes_total", table);
+    double secs = metric(port, "log_sync_seconds_total", table);
+    if (syncs > 0)
+        printf("            %s: %.2f writes per fdatasync, %.0f us per fdatasync (mean of %.0f)\n",
+               what, writes / syncs, secs / syncs * 1e6, syncs);
+}
+
 /* ---- recovery -------------------------------------------------------------- */
 
 static void write_done(struct journal_write *w)
@@ -348,10 +376,14 @@ int main(int argc, char **argv)
             a[m][r] = run_clients(s.port, 4, (const char *const *)small, small_len, seconds);
             const char *bigs[1] = {big};
             b[m][r] = run_clients(s.port, 1, bigs, &big_len, seconds);
-            server_stop(&s);
             printf("  round %d %-4s: (a) 4 clients x 8x16: %8.0f steps/s   (b) 1 client x "
                    "1024x64 %s: %6.1f steps/s\n", r + 1, modes[m], a[m][r],
                    getenv("BINARY") ? "binary" : "JSON", b[m][r]);
+            if (m == 1) {
+                print_group_commit(s.port, "small", "(a)");
+                print_group_commit(s.port, "big", "(b)");
+            }
+            server_stop(&s);
             fflush(stdout);
         }
     }
