@@ -19,10 +19,9 @@
 #include "table.h"
 #include "table_internal.h"
 
-/* Keys resolved ahead of their copies in a lookup, so that the misses of
- * slots, keys and rows overlap. */
-/* The lookup's pipeline: keys between a home slot's fetch and the copy,
- * between a candidate row's fetch and the copy, and the candidates kept. */
+/* The lookup's pipeline, so that the misses of slots, keys and rows
+ * overlap: keys between a home slot's fetch and the copy, between a
+ * candidate row's fetch and the copy, and the candidates kept. */
 #define SLOT_AHEAD 16
 #define ROW_AHEAD 8
 #define ROW_RING 16 /* > ROW_AHEAD, a power of two */

@@ -704,6 +704,27 @@ struct pending_write {
     } rq;
 };
 
+/* A pending write for a handler to fill, or NULL having answered 500. */
+static struct pending_write *pending_new(struct answer *a)
+{
+    struct pending_write *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
+    return p;
+}
+
+/* Frees p and its parsed request (whole, partly parsed or not at all). */
+static void pending_free(struct pending_write *p)
+{
+    if (p->is_delete)
+        request_delete_deinit(&p->rq.del);
+    else if (p->is_rows)
+        request_rows_deinit(&p->rq.rows);
+    else
+        request_gradients_deinit(&p->rq.grads);
+    free(p);
+}
+
 /* The journal's callback: the write is durable and applied, or failed
  * having changed nothing. Runs on the journal's thread. */
 static void write_done(struct journal_write *w)
@@ -726,15 +747,9 @@ static void write_done(struct journal_write *w)
         answer_error(a, status_from_core(w->rc), "the write was not applied: %s",
                      w->err[0] ? w->err : core_strerror(w->rc));
     }
-    if (p->is_delete)
-        request_delete_deinit(&p->rq.del);
-    else if (p->is_rows)
-        request_rows_deinit(&p->rq.rows);
-    else
-        request_gradients_deinit(&p->rq.grads);
     void (*complete)(void *io) = p->complete;
     void *io = p->io;
-    free(p);
+    pending_free(p);
     complete(io); /* last: the request and its answer may be gone after it */
 }
 
@@ -758,11 +773,9 @@ static void handle_gradients(const struct handler_ctx *c, struct answer *a)
     if (!writes_open(c, true, a))
         return;
     struct request_limits lim = limits_of(c);
-    struct pending_write *p = calloc(1, sizeof *p);
-    if (p == NULL) {
-        answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
+    struct pending_write *p = pending_new(a);
+    if (p == NULL)
         return;
-    }
     struct gradients_request *rq = &p->rq.grads;
     char err[STATUS_ERR_MAX];
     enum status_code sc = parse_gradients(c, &lim, rq, err, sizeof err);
@@ -779,8 +792,7 @@ static void handle_gradients(const struct handler_ctx *c, struct answer *a)
             answer_error(a, sc, "%s", err);
         else
             gradient_error(c, rq, rc, bad, a);
-        request_gradients_deinit(rq);
-        free(p);
+        pending_free(p);
         return;
     }
     p->w = (struct journal_write){.op = JOURNAL_GRADIENTS, .ids = rq->ids.ids, .n = rq->ids.n,
@@ -793,11 +805,9 @@ static void handle_rows(const struct handler_ctx *c, struct answer *a)
     if (!writes_open(c, false, a))
         return;
     struct request_limits lim = limits_of(c);
-    struct pending_write *p = calloc(1, sizeof *p);
-    if (p == NULL) {
-        answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
+    struct pending_write *p = pending_new(a);
+    if (p == NULL)
         return;
-    }
     p->is_rows = true;
     struct rows_request *rq = &p->rq.rows;
     char err[STATUS_ERR_MAX];
@@ -821,8 +831,7 @@ static void handle_rows(const struct handler_ctx *c, struct answer *a)
                                sizeof where);
             answer_error(a, status_from_core(rc), "%s: %s", where, core_strerror(rc));
         }
-        request_rows_deinit(rq);
-        free(p);
+        pending_free(p);
         return;
     }
     p->rows = count_distinct(rq->ids.ids, rq->ids.n);
@@ -843,18 +852,16 @@ static void handle_delete_rows(const struct handler_ctx *c, struct answer *a)
         return;
     }
     struct request_limits lim = limits_of(c);
-    struct pending_write *p = calloc(1, sizeof *p);
-    if (p == NULL) {
-        answer_error(a, STATUS_INTERNAL, "%s", "out of memory");
+    struct pending_write *p = pending_new(a);
+    if (p == NULL)
         return;
-    }
     p->is_delete = true;
     struct delete_request *rq = &p->rq.del;
     char err[STATUS_ERR_MAX];
     enum status_code sc = request_parse_delete(c->body, c->len, &lim, rq, err, sizeof err);
     if (sc != STATUS_OK) {
         answer_error(a, sc, "%s", err);
-        free(p);
+        pending_free(p);
         return;
     }
     p->w = (struct journal_write){.op = JOURNAL_DELETE, .ids = rq->ids.ids, .n = rq->ids.n};
