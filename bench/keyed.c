@@ -262,10 +262,27 @@ int main(int argc, char **argv)
     double per = 1.0 / (double)ROWS;
     printf("  key map: %.1f bytes per key at %zu keys (target <= 16), raw floats %d bytes: "
            "index %.2f (load <= 3/4), keys %.2f, write order for lru %.2f, write times for "
-           "ttl %.2f, free-row bitmap %.2f\n",
+           "ttl %.2f, free-row bitmap %.2f (the default settings: lru, no ttl)\n",
            (double)bytes * per, inserted, DIM * 4, (double)parts.index * per,
            (double)parts.keys * per, (double)parts.order * per, (double)parts.times * per,
            (double)parts.other * per);
+    /* the parts a table keeps follow its settings: the same map without
+     * lru eviction and ttl, and with a ttl */
+    struct table *other = NULL;
+    double per_none = 0, per_ttl = 0;
+    k.evict = TABLE_EVICT_NONE;
+    if (table_new_keyed(&other, "none", DIM, &k, &s, err, sizeof err) != CORE_OK)
+        return fprintf(stderr, "%s\n", err), 1;
+    per_none = (double)table_keyed_bytes(other) * per;
+    table_free(other);
+    k.evict = TABLE_EVICT_LRU;
+    k.ttl_seconds = 86400;
+    if (table_new_keyed(&other, "ttl", DIM, &k, &s, err, sizeof err) != CORE_OK)
+        return fprintf(stderr, "%s\n", err), 1;
+    per_ttl = (double)table_keyed_bytes(other) * per;
+    table_free(other);
+    printf("  key map of the same capacity with \"evict\": \"none\" and no ttl: %.1f bytes per key; "
+           "with lru and a ttl: %.1f\n", per_none, per_ttl);
     table_free(dense);
     table_free(keyed);
     if (argc > 1)

@@ -7,6 +7,7 @@
  * (with the row's new contents and state), and publishes a new key in the
  * index only after, so a reader sees the row of its key whole or looks
  * again. */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,19 @@ static int check_keyed(const char *name, const struct table_keyed_settings *k,
     return CORE_OK;
 }
 
+/* What the key map must keep for these settings: the write order for lru
+ * eviction and for ttl (expiry takes the oldest written first), the write
+ * times for ttl. A table with "evict": "none" and no ttl keeps neither. */
+static unsigned keymap_parts_for(const struct table_keyed_settings *k)
+{
+    unsigned keep = 0;
+    if (k->evict == TABLE_EVICT_LRU || k->ttl_seconds > 0)
+        keep |= KEYMAP_ORDER;
+    if (k->ttl_seconds > 0)
+        keep |= KEYMAP_TIMES;
+    return keep;
+}
+
 int table_new_keyed(struct table **out, const char *name, int64_t dim,
                     const struct table_keyed_settings *k, const struct table_settings *s,
                     char *err, size_t errlen)
@@ -79,7 +93,7 @@ int table_new_keyed(struct table **out, const char *name, int64_t dim,
         matrix_deinit(&w);
         return rc;
     }
-    if (keymap_new(&t->km, k->capacity) != CORE_OK) {
+    if (keymap_new(&t->km, k->capacity, keymap_parts_for(k)) != CORE_OK) {
         table_free(t);
         return core_fail(err, errlen, CORE_ENOMEM, "table '%s': out of memory for its keys",
                          name);
@@ -95,7 +109,7 @@ int table_keyed_attach(struct table *t, const int64_t *keys, const int64_t *stat
     struct keymap *m = NULL;
     if (t->km != NULL)
         return core_fail(err, errlen, CORE_EINVAL, "table '%s' has keys already", t->name);
-    if (keymap_new(&m, t->w.rows) != CORE_OK)
+    if (keymap_new(&m, t->w.rows, KEYMAP_ALL) != CORE_OK) /* trimmed by _configure */
         return core_fail(err, errlen, CORE_ENOMEM, "out of memory for %lld keys",
                          (long long)t->w.rows);
     int rc = keymap_import(m, keys, state, err, errlen);
@@ -124,6 +138,7 @@ int table_keyed_configure(struct table *t, const struct table_keyed_settings *k,
                          "table '%s': the snapshot has capacity %lld but the config says %lld",
                          t->name, (long long)t->w.rows, (long long)k->capacity);
     t->ks = *k;
+    keymap_keep(t->km, keymap_parts_for(k));
     return CORE_OK;
 }
 
@@ -378,7 +393,8 @@ static int64_t insert_key(struct table *t, int64_t key, uint64_t now,
 {
     int64_t row = keymap_lowest_free(t->km);
     if (row < 0) {
-        row = keymap_lru(t->km);
+        row = keymap_lru(t->km); /* fits() made sure there is one: lru keeps the order */
+        assert(row >= 0);
         keymap_remove(t->km, keymap_key_of(t->km, row), row, true);
     }
     int64_t stripe = table_stripe_of(row);

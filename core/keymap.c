@@ -55,7 +55,7 @@ static inline uint32_t next_slot(const struct keymap *m, uint32_t i)
     return i + 1 == m->nslots ? 0 : i + 1;
 }
 
-int keymap_new(struct keymap **out, int64_t capacity)
+int keymap_new(struct keymap **out, int64_t capacity, unsigned keep)
 {
     *out = NULL;
     if (capacity < 1 || capacity > KEYMAP_MAX_CAPACITY)
@@ -74,13 +74,17 @@ int keymap_new(struct keymap **out, int64_t capacity)
      * would otherwise cost a page walk each) */
     m->slots = matrix_zalloc((size_t)m->nslots * sizeof *m->slots);
     m->keys = matrix_zalloc(c * sizeof *m->keys);
-    m->wsec = matrix_zalloc(c * sizeof *m->wsec);
-    m->prev = matrix_zalloc(c * sizeof *m->prev);
-    m->next = matrix_zalloc(c * sizeof *m->next);
+    bool order = keep & KEYMAP_ORDER, times = keep & KEYMAP_TIMES;
+    if (times)
+        m->wsec = matrix_zalloc(c * sizeof *m->wsec);
+    if (order) {
+        m->prev = matrix_zalloc(c * sizeof *m->prev);
+        m->next = matrix_zalloc(c * sizeof *m->next);
+    }
     m->free_bits = calloc(m->nwords, sizeof *m->free_bits);
     m->free_sum = calloc(m->nsum, sizeof *m->free_sum);
-    if (!m->slots || !m->keys || !m->wsec || !m->prev || !m->next || !m->free_bits ||
-        !m->free_sum) {
+    if (!m->slots || !m->keys || (times && !m->wsec) || (order && (!m->prev || !m->next)) ||
+        !m->free_bits || !m->free_sum) {
         keymap_free(m);
         return CORE_ENOMEM;
     }
@@ -95,16 +99,29 @@ int keymap_new(struct keymap **out, int64_t capacity)
     return CORE_OK;
 }
 
+void keymap_keep(struct keymap *m, unsigned keep)
+{
+    size_t c = (size_t)m->capacity;
+    if (!(keep & KEYMAP_TIMES)) {
+        matrix_zfree((void *)m->wsec, c * sizeof *m->wsec);
+        m->wsec = NULL;
+    }
+    if (!(keep & KEYMAP_ORDER)) {
+        matrix_zfree(m->prev, c * sizeof *m->prev);
+        matrix_zfree(m->next, c * sizeof *m->next);
+        m->prev = m->next = NULL;
+        m->oldest = m->newest = NIL;
+    }
+}
+
 void keymap_free(struct keymap *m)
 {
     if (m == NULL)
         return;
     size_t c = (size_t)m->capacity;
+    keymap_keep(m, 0);
     matrix_zfree((void *)m->slots, (size_t)m->nslots * sizeof *m->slots);
     matrix_zfree((void *)m->keys, c * sizeof *m->keys);
-    matrix_zfree((void *)m->wsec, c * sizeof *m->wsec);
-    matrix_zfree(m->prev, c * sizeof *m->prev);
-    matrix_zfree(m->next, c * sizeof *m->next);
     free(m->free_bits);
     free(m->free_sum);
     free(m);
@@ -125,8 +142,8 @@ void keymap_parts(const struct keymap *m, struct keymap_parts *p)
     size_t c = (size_t)m->capacity;
     p->index = (size_t)m->nslots * sizeof *m->slots;
     p->keys = c * sizeof *m->keys;
-    p->order = c * (sizeof *m->prev + sizeof *m->next);
-    p->times = c * sizeof *m->wsec;
+    p->order = m->prev != NULL ? c * (sizeof *m->prev + sizeof *m->next) : 0;
+    p->times = m->wsec != NULL ? c * sizeof *m->wsec : 0;
     p->other = sizeof *m + (m->nwords + m->nsum) * sizeof(uint64_t);
 }
 
@@ -213,7 +230,7 @@ void keymap_prefetch(const struct keymap *m, int64_t key)
 void keymap_prefetch_row(const struct keymap *m, int64_t row, bool with_time)
 {
     __builtin_prefetch((const void *)&m->keys[row], 0, 3);
-    if (with_time)
+    if (with_time && m->wsec != NULL)
         __builtin_prefetch((const void *)&m->wsec[row], 0, 3);
 }
 
@@ -230,7 +247,7 @@ static uint32_t second_of(uint64_t time_ms)
 
 bool keymap_expired(const struct keymap *m, int64_t row, uint32_t ttl_seconds, uint64_t now_ms)
 {
-    if (ttl_seconds == 0)
+    if (ttl_seconds == 0 || m->wsec == NULL)
         return false;
     uint64_t w = atomic_load_explicit(&m->wsec[row], memory_order_relaxed);
     return now_ms >= (w + ttl_seconds) * 1000u;
@@ -318,6 +335,8 @@ int64_t keymap_lowest_free(const struct keymap *m)
 
 static void unlink_row(struct keymap *m, uint32_t r)
 {
+    if (m->prev == NULL)
+        return;
     uint32_t p = m->prev[r], n = m->next[r];
     if (p != NIL)
         m->next[p] = n;
@@ -331,6 +350,8 @@ static void unlink_row(struct keymap *m, uint32_t r)
 
 static void push_newest(struct keymap *m, uint32_t r)
 {
+    if (m->prev == NULL)
+        return;
     m->prev[r] = m->newest;
     m->next[r] = NIL;
     if (m->newest != NIL)
@@ -338,6 +359,12 @@ static void push_newest(struct keymap *m, uint32_t r)
     else
         m->oldest = r;
     m->newest = r;
+}
+
+static void set_time(struct keymap *m, int64_t row, uint64_t time_ms)
+{
+    if (m->wsec != NULL)
+        atomic_store_explicit(&m->wsec[row], second_of(time_ms), memory_order_relaxed);
 }
 
 void keymap_set_key(struct keymap *m, int64_t row, int64_t key)
@@ -354,7 +381,7 @@ void keymap_insert(struct keymap *m, int64_t key, int64_t row, uint64_t time_ms)
     slot_store(m, i, tag_of(m, h) | (uint32_t)(row + 1));
     slots_end(m);
     mark_free(m, row, false);
-    atomic_store_explicit(&m->wsec[row], second_of(time_ms), memory_order_relaxed);
+    set_time(m, row, time_ms);
     push_newest(m, (uint32_t)row);
     atomic_fetch_add_explicit(&m->used, 1, memory_order_relaxed);
     /* keep lowest_free's scan short: advance past full summary words */
@@ -374,7 +401,8 @@ void keymap_remove(struct keymap *m, int64_t key, int64_t row, bool evicted)
     unlink_row(m, (uint32_t)row);
     /* a free row has no time: two maps that hold the same keys export
      * the same state, whatever rows were freed on the way */
-    atomic_store_explicit(&m->wsec[row], 0, memory_order_relaxed);
+    if (m->wsec != NULL)
+        atomic_store_explicit(&m->wsec[row], 0, memory_order_relaxed);
     mark_free(m, row, true);
     atomic_fetch_sub_explicit(&m->used, 1, memory_order_relaxed);
     if (evicted)
@@ -383,7 +411,7 @@ void keymap_remove(struct keymap *m, int64_t key, int64_t row, bool evicted)
 
 void keymap_touch(struct keymap *m, int64_t row, uint64_t time_ms)
 {
-    atomic_store_explicit(&m->wsec[row], second_of(time_ms), memory_order_relaxed);
+    set_time(m, row, time_ms);
     if (m->newest == (uint32_t)row)
         return;
     unlink_row(m, (uint32_t)row);
@@ -397,6 +425,8 @@ int64_t keymap_lru(const struct keymap *m)
 
 int64_t keymap_newer(const struct keymap *m, int64_t row)
 {
+    if (m->next == NULL)
+        return -1;
     uint32_t n = m->next[row];
     return n == NIL ? -1 : (int64_t)n;
 }
@@ -415,14 +445,18 @@ void keymap_set_clock(struct keymap *m, uint64_t time_ms)
 
 void keymap_export(const struct keymap *m, int64_t *keys, int64_t *state)
 {
+    int64_t place = 0, now = second_of(m->clock_ms);
     for (int64_t r = 0; r < m->capacity; r++) {
         keys[r] = keymap_key_of(m, r);
-        state[2 * r] = -1;
-        state[2 * r + 1] = atomic_load_explicit(&m->wsec[r], memory_order_relaxed);
+        bool used = keys[r] != KEYMAP_NO_KEY;
+        state[2 * r] = m->prev == NULL && used ? place++ : -1;
+        state[2 * r + 1] = m->wsec != NULL ? atomic_load_explicit(&m->wsec[r], memory_order_relaxed)
+                           : used          ? now
+                                           : 0;
     }
-    int64_t place = 0;
-    for (uint32_t r = m->oldest; r != NIL; r = m->next[r])
-        state[2 * (int64_t)r] = place++;
+    if (m->prev != NULL)
+        for (uint32_t r = m->oldest; r != NIL; r = m->next[r])
+            state[2 * (int64_t)r] = place++;
     state[2 * m->capacity] = (int64_t)m->clock_ms;
     state[2 * m->capacity + 1] = (int64_t)keymap_evictions(m);
 }
@@ -465,8 +499,9 @@ int keymap_import(struct keymap *m, const int64_t *keys, const int64_t *state, c
         }
         keymap_set_key(m, r, keys[r]);
         keymap_insert(m, keys[r], r, 0);
-        atomic_store_explicit(&m->wsec[r], (uint32_t)state[2 * (int64_t)r + 1],
-                              memory_order_relaxed);
+        if (m->wsec != NULL)
+            atomic_store_explicit(&m->wsec[r], (uint32_t)state[2 * (int64_t)r + 1],
+                                  memory_order_relaxed);
     }
     free(order);
     if (rc != CORE_OK)

@@ -3,16 +3,18 @@
  * order in which keys were last written (for LRU eviction) and when (for
  * ttl_seconds).
  *
- * Layout (about 25.5 bytes per row of capacity, see keymap_bytes):
+ * Layout (13.5 to 25.5 bytes per row of capacity, see keymap_parts):
  *  - slots: open addressing with linear probing over ~4/3 x capacity
  *    uint32 slots; a slot holds row + 1 in its low bits and a tag (high
  *    bits of the key's hash) in the bits the row does not need, so most
  *    probes that do not match never touch keys[]; deletion shifts later
  *    entries back (no tombstones), so probes stay short under churn.
  *  - keys[row]: the key held by each row, KEYMAP_NO_KEY for a free row.
- *  - prev/next[row]: a doubly linked list of the used rows from the least
- *    to the most recently written, and wsec[row], the second of the last
- *    write (rounded up), for ttl.
+ *  - prev/next[row] (KEYMAP_ORDER): a doubly linked list of the used rows
+ *    from the least to the most recently written, for lru eviction and for
+ *    ttl (the expired keys are the oldest written);
+ *  - wsec[row] (KEYMAP_TIMES): the second of the last write (rounded up),
+ *    for ttl.
  *  - a two-level bitmap of free rows: a new key takes the lowest free row,
  *    so row assignment is a function of the sequence of writes.
  *
@@ -41,9 +43,19 @@ struct keymap;
 /* Most rows a keymap can hold (row + 1 must fit in a slot). */
 #define KEYMAP_MAX_CAPACITY 0x7fffffffLL
 
+/* What a map keeps beyond keys and the index (keymap_new's keep): a table
+ * needs the order for "evict": "lru" or a ttl, the times for a ttl. */
+#define KEYMAP_ORDER 1u /* keymap_lru and keymap_newer; -1 without */
+#define KEYMAP_TIMES 2u /* keymap_expired; never expired without */
+#define KEYMAP_ALL (KEYMAP_ORDER | KEYMAP_TIMES)
+
 /* Creates an empty map of capacity rows (1..KEYMAP_MAX_CAPACITY): every row
  * free. CORE_OK, CORE_EINVAL (capacity) or CORE_ENOMEM. */
-int keymap_new(struct keymap **out, int64_t capacity);
+int keymap_new(struct keymap **out, int64_t capacity, unsigned keep);
+
+/* Frees the parts not in keep (a map never gains one back). The writer,
+ * with no reader that needs them. */
+void keymap_keep(struct keymap *m, unsigned keep);
 
 /* Frees m; NULL is a no-op. No reader may be running. */
 void keymap_free(struct keymap *m);
@@ -134,10 +146,14 @@ void keymap_set_clock(struct keymap *m, uint64_t time_ms);
 
 /* Writes keys[capacity] (KEYMAP_NO_KEY for free rows) and state[capacity *
  * 2 + 2]: per row its place in the write order (0 = least recent, -1 for a
- * free row) and its write second, then the clock and the evictions. */
+ * free row) and its write second, then the clock and the evictions. A map
+ * without the order gives the used rows places in row order; one without
+ * the times gives each used row the second of the map's clock (so a table
+ * given a ttl later counts from its last write, not from 1970). */
 void keymap_export(const struct keymap *m, int64_t *keys, int64_t *state);
 
-/* Rebuilds an empty map from keymap_export's arrays. CORE_OK, or
+/* Rebuilds an empty map from keymap_export's arrays (the parts it keeps;
+ * the others are checked and dropped). CORE_OK, or
  * CORE_EFORMAT (with err) when they are inconsistent: a duplicate key, a
  * place used twice or missing, a free row with a place. */
 int keymap_import(struct keymap *m, const int64_t *keys, const int64_t *state, char *err,

@@ -31,7 +31,7 @@ static void put(struct keymap *m, int64_t key, uint64_t ms)
 START_TEST(insert_find_delete_reuse)
 {
     struct keymap *m = NULL;
-    ck_assert_int_eq(keymap_new(&m, 1000), CORE_OK);
+    ck_assert_int_eq(keymap_new(&m, 1000, KEYMAP_ALL), CORE_OK);
     for (int64_t k = 0; k < 1000; k++)
         put(m, k * 7919 - 500000 + (k % 2 ? INT64_MAX / 3 : 0), 0);
     ck_assert_int_eq(keymap_used(m), 1000);
@@ -67,8 +67,8 @@ END_TEST
 START_TEST(freed_rows_export_like_unused_ones)
 {
     struct keymap *a, *b;
-    ck_assert_int_eq(keymap_new(&a, 4), CORE_OK);
-    ck_assert_int_eq(keymap_new(&b, 4), CORE_OK);
+    ck_assert_int_eq(keymap_new(&a, 4, KEYMAP_ALL), CORE_OK);
+    ck_assert_int_eq(keymap_new(&b, 4, KEYMAP_ALL), CORE_OK);
     put(a, 7, 5000);
     put(a, 8, 6000);
     keymap_remove(a, 7, keymap_find(a, 7), false);
@@ -89,7 +89,7 @@ END_TEST
 START_TEST(lru_order_and_export_import)
 {
     struct keymap *m = NULL, *n = NULL;
-    ck_assert_int_eq(keymap_new(&m, 4), CORE_OK);
+    ck_assert_int_eq(keymap_new(&m, 4, KEYMAP_ALL), CORE_OK);
     put(m, 10, 1000);
     put(m, 20, 2000);
     put(m, 30, 3000);
@@ -102,7 +102,7 @@ START_TEST(lru_order_and_export_import)
     keymap_set_clock(m, 4000);
     int64_t keys[4], state[10];
     keymap_export(m, keys, state);
-    ck_assert_int_eq(keymap_new(&n, 4), CORE_OK);
+    ck_assert_int_eq(keymap_new(&n, 4, KEYMAP_ALL), CORE_OK);
     char err[128] = "";
     ck_assert_int_eq(keymap_import(n, keys, state, err, sizeof err), CORE_OK);
     ck_assert_int_eq(keymap_clock(n), 4000);
@@ -113,10 +113,66 @@ START_TEST(lru_order_and_export_import)
     keymap_free(n);
     /* a key held twice does not load */
     keys[1] = keys[0];
-    ck_assert_int_eq(keymap_new(&n, 4), CORE_OK);
+    ck_assert_int_eq(keymap_new(&n, 4, KEYMAP_ALL), CORE_OK);
     ck_assert_int_eq(keymap_import(n, keys, state, err, sizeof err), CORE_EFORMAT);
     keymap_free(n);
     keymap_free(m);
+}
+END_TEST
+
+/* A map keeps the write order and times only when asked: without them it
+ * takes keys and index alone, still finds, inserts and frees, and exports
+ * what a map with them would read back sensibly (places in row order, the
+ * clock's second as every used row's time). */
+START_TEST(parts_kept_only_when_asked)
+{
+    struct keymap *all = NULL, *bare = NULL, *n = NULL;
+    ck_assert_int_eq(keymap_new(&all, 1000, KEYMAP_ALL), CORE_OK);
+    ck_assert_int_eq(keymap_new(&bare, 1000, 0), CORE_OK);
+    struct keymap_parts pa, pb;
+    keymap_parts(all, &pa);
+    keymap_parts(bare, &pb);
+    ck_assert_uint_eq(pb.order, 0);
+    ck_assert_uint_eq(pb.times, 0);
+    ck_assert_uint_eq(pa.order, 1000 * 8);
+    ck_assert_uint_eq(pa.times, 1000 * 4);
+    ck_assert_uint_eq(keymap_bytes(all) - keymap_bytes(bare), 1000 * 12);
+    ck_assert_uint_le(keymap_bytes(bare), 1000 * 14); /* 8 key + 5.3 index + bitmap */
+    for (int64_t k = 1; k <= 3; k++)
+        put(bare, k * 100, (uint64_t)k * 1000);
+    keymap_touch(bare, keymap_find(bare, 100), 9000);
+    keymap_remove(bare, 200, keymap_find(bare, 200), false);
+    keymap_set_key(bare, 1, KEYMAP_NO_KEY);
+    ck_assert_int_eq(keymap_lru(bare), -1);
+    ck_assert(!keymap_expired(bare, keymap_find(bare, 300), 1, 1u << 30));
+    ck_assert_int_eq(keymap_find(bare, 300), 2);
+    ck_assert_int_eq(keymap_lowest_free(bare), 1);
+    keymap_set_clock(bare, 9000);
+    int64_t keys[1000], state[2002];
+    keymap_export(bare, keys, state);
+    ck_assert_int_eq(state[0], 0); /* key 100, row 0 */
+    ck_assert_int_eq(state[2], -1);
+    ck_assert_int_eq(state[4], 1); /* key 300, row 2 */
+    ck_assert_int_eq(state[1], 9);
+    ck_assert_int_eq(state[5], 9);
+    ck_assert_int_eq(state[3], 0);
+    ck_assert_int_eq(keymap_new(&n, 1000, KEYMAP_ALL), CORE_OK);
+    char err[128] = "";
+    ck_assert_int_eq(keymap_import(n, keys, state, err, sizeof err), CORE_OK);
+    ck_assert_int_eq(keymap_key_of(n, keymap_lru(n)), 100);
+    ck_assert_int_eq(keymap_key_of(n, keymap_newer(n, keymap_lru(n))), 300);
+    ck_assert(!keymap_expired(n, 0, 10, 18000)); /* 9 s + 10 s: not yet at 18 s */
+    ck_assert(keymap_expired(n, 0, 10, 19000));
+    /* and trimmed afterwards (a snapshot loaded for a table without ttl) */
+    keymap_keep(n, KEYMAP_ORDER);
+    keymap_parts(n, &pb);
+    ck_assert_uint_eq(pb.times, 0);
+    ck_assert_uint_eq(pb.order, 1000 * 8);
+    ck_assert(!keymap_expired(n, 0, 10, 1u << 30));
+    ck_assert_int_eq(keymap_key_of(n, keymap_lru(n)), 100);
+    keymap_free(n);
+    keymap_free(bare);
+    keymap_free(all);
 }
 END_TEST
 
@@ -457,6 +513,7 @@ static Suite *keymap_suite(void)
     tcase_add_test(tc, insert_find_delete_reuse);
     tcase_add_test(tc, lru_order_and_export_import);
     tcase_add_test(tc, freed_rows_export_like_unused_ones);
+    tcase_add_test(tc, parts_kept_only_when_asked);
     suite_add_tcase(s, tc);
     tc = tcase_create("keyed");
     tcase_add_test(tc, config_errors_name_the_setting);
