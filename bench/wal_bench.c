@@ -3,6 +3,10 @@
  *
  *   - durable appends: wal_append + wal_sync of 4 KB and 256 KB records,
  *     against write() + fdatasync() of the same bytes to a plain file;
+ *   - syncs while segments are prepared: 256 KB records paced 5 ms apart
+ *     through 150 MB (two rotations, each preparing the next 64 MB of
+ *     zeros), p50 / p99 / max of wal_sync, against the same log without
+ *     prepared segments (files that grow);
  *   - replay: wal_replay of a log of 256-byte rows (default ~256 MB, warm
  *     page cache), in records/s and MB/s, against read() of the same files
  *     into a 1 MB buffer.
@@ -12,6 +16,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +80,43 @@ static void bench_appends(const char *base, size_t len, int n)
     printf("append+sync %6zu B: wal %8.1f us/op (%6.0f op/s)   write+fdatasync %8.1f us/op "
            "(%6.0f op/s)   wal/plain %.2fx\n",
            len, tw * 1e6, 1 / tw, tp * 1e6, 1 / tp, tw / tp);
+    free(buf);
+}
+
+/* The syncs of a paced writer while the log prepares segments, against a
+ * log whose segments grow as written (wal_options.no_prepare). */
+static void bench_paced(const char *base, bool prepare)
+{
+    enum { LEN = 256 << 10, N = 600 };
+    unsigned char *buf = calloc(1, LEN);
+    double *t = malloc(N * sizeof *t);
+    if (buf == NULL || t == NULL)
+        die("paced", "out of memory");
+    char dir[4096], err[512];
+    snprintf(dir, sizeof(dir), "%s/wal-bench-paced", base);
+    bench_remove_dir(dir);
+    struct wal_options o = {.no_prepare = !prepare};
+    struct wal *w;
+    if (wal_open(&w, dir, 1, &o, err, sizeof(err)) != CORE_OK)
+        die("wal_open", err);
+    struct iovec v = {buf, LEN};
+    for (int i = 0; i < N; i++) {
+        if (wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) != CORE_OK)
+            die("wal_append", err);
+        double t0 = clock_mono_s();
+        if (wal_sync(w, err, sizeof(err)) != CORE_OK)
+            die("wal_sync", err);
+        t[i] = clock_mono_s() - t0;
+        struct timespec gap = {0, 5000000};
+        nanosleep(&gap, NULL);
+    }
+    wal_close(w);
+    bench_remove_dir(dir);
+    double p50 = bench_pct(t, N, 0.50), p99 = bench_pct(t, N, 0.99), max = bench_pct(t, N, 1.0);
+    printf("paced 256 KB syncs (5 ms apart, 150 MB, 64 MB segments) %-22s p50 %6.0f us  p99 %6.0f "
+           "us  max %6.0f us\n", prepare ? "with prepared segments:" : "growing files (peer):",
+           p50 * 1e6, p99 * 1e6, max * 1e6);
+    free(t);
     free(buf);
 }
 
@@ -185,6 +227,8 @@ int main(int argc, char **argv)
     );
     bench_appends(base, 4096, syncs);
     bench_appends(base, 256 << 10, syncs / 4 > 2 ? syncs / 4 : 2);
+    bench_paced(base, true);
+    bench_paced(base, false);
     bench_replay(base, mb);
     return 0;
 }
