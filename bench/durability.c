@@ -201,6 +201,8 @@ static double metric(int port, const char *name, const char *table)
     static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     size_t cap = 1 << 20;
     char *buf = malloc(cap), key[160];
+    if (buf == NULL)
+        bench_http_die("malloc");
     int fd = bench_connect(port);
     if (bench_roundtrip(fd, req, sizeof req - 1, buf, cap) != 200)
         bench_http_die("GET /metrics");

@@ -106,6 +106,7 @@ static double http_rate(int port, const char *table, const int64_t *pool, size_t
         for (int r = 0; r < HTTP_REQS; r++)
             cl[i].reqs[r] = lookup_request(table, pool, npool, &cl[i].lens[r]);
     }
+    double t0 = clock_mono_s();
     for (int i = 0; i < HTTP_CLIENTS; i++)
         pthread_create(&th[i], NULL, client_main, &cl[i]);
     uint64_t done = 0;
@@ -115,7 +116,7 @@ static double http_rate(int port, const char *table, const int64_t *pool, size_t
         for (int r = 0; r < HTTP_REQS; r++)
             free(cl[i].reqs[r]);
     }
-    return (double)done / seconds;
+    return (double)done / (clock_mono_s() - t0);
 }
 
 /* The server with a dense table and a keyed one of ROWS rows each, the

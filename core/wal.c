@@ -552,12 +552,13 @@ static int prepare_file(struct wal *w)
         ok = !stop && pwrite(fd, prep_zeros, n, (off_t)off) == (ssize_t)n;
         /* written out a chunk at a time: 64 MB of zeros queued at once held
          * a record's fdatasync behind them for 25-43 ms here, 1 MB at a
-         * time for at most 3-6 ms. Only pacing: the fdatasync below is what
-         * makes the file durable, so a failure here is ignored. */
-        if (ok)
-            (void)sync_file_range(fd, (off_t)off, (off_t)n,
+         * time for at most 3-6 ms. Waiting reports (and clears) a writeback
+         * error, which the fdatasync below would then not see: a failure
+         * drops the file, unless the call itself is unsupported here. */
+        if (ok && sync_file_range(fd, (off_t)off, (off_t)n,
                                   SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                      SYNC_FILE_RANGE_WAIT_AFTER);
+                                      SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+            ok = errno == EINVAL || errno == ENOSYS || errno == ESPIPE;
     }
     if (ok && fdatasync(fd) == 0) {
         pthread_mutex_lock(&w->prep_mu);

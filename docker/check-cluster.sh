@@ -118,7 +118,10 @@ check_acked() { # PORT
 }
 check_acked 8092
 check_acked 8093
-cmp <(rows 8092) <(rows 8093) || die "es-1 and es-2 differ"
+# to files first: a read_at that dies inside <(...) would only end that subshell
+rows 8092 >"$scratch/es-1.bin"
+rows 8093 >"$scratch/es-2.bin"
+cmp "$scratch/es-1.bin" "$scratch/es-2.bin" || die "es-1 and es-2 differ"
 log "every acknowledged write is on es-1 and es-2, which hold the same bits"
 
 log "restarting es-0 and nats-1"
@@ -126,7 +129,9 @@ podman start "$(container nats-1)" >/dev/null
 podman start "$(container es-0)" >/dev/null
 wait_ready 8091
 check_acked 8091
-cmp <(rows 8091) <(rows 8092) || die "es-0 differs from es-1 after its restart"
+rows 8091 >"$scratch/es-0.bin"
+rows 8092 >"$scratch/es-1.bin"
+cmp "$scratch/es-0.bin" "$scratch/es-1.bin" || die "es-0 differs from es-1 after its restart"
 log "es-0 restarted and caught up from the stream: same bits as es-1"
 compose down -v >/dev/null 2>&1 || true
 log "cluster checks passed"

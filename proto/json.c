@@ -20,7 +20,6 @@
 #define NUMBER_MAX_CHARS 63
 /* Objects with few keys are checked pairwise; larger ones are sorted. */
 #define PAIRWISE_KEYS 8
-/* How much of a duplicate key a message quotes. */
 
 struct key_span {
     size_t off;      /* into the key arena */

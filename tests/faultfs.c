@@ -15,6 +15,10 @@
  *                                  every later one fails. Unset: none fails.
  *   FAULTFS_SYNC_FAIL_AFTER=N      the same for fsync/fdatasync (a directory
  *                                  opened on a matching path counts too).
+ *   FAULTFS_RANGE_FAIL_AFTER=N     the same for sync_file_range alone, which
+ *                                  reports a writeback error (and clears it,
+ *                                  so a later fdatasync succeeds): fdatasync
+ *                                  is left alone unless the line above says.
  *   FAULTFS_ERRNO=EIO|ENOSPC|EFBIG the errno of a failed call (or a number);
  *                                  default EIO.
  *   FAULTFS_TRIGGER=<file>         nothing fails and nothing is counted until
@@ -30,7 +34,7 @@
  * Intercepted: open, open64, openat, openat64, creat, creat64 and their
  * _FORTIFY_SOURCE forms (__open_2...), close, dup, dup2, dup3 (a copy is
  * affected when the original is), write, pwrite, pwrite64, writev, pwritev,
- * pwritev64, pwritev2, fsync, fdatasync. Not seen: what libc does
+ * pwritev64, pwritev2, fsync, fdatasync, sync_file_range. Not seen: what libc does
  * internally (fopen, stdio's writes), fcntl(F_DUPFD), mmap.
  */
 #undef _FORTIFY_SOURCE
@@ -59,8 +63,8 @@
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static char match[PATH_MAX];
 static bool active;
-static bool write_limited, sync_limited;
-static uint64_t write_limit, sync_limit;
+static bool write_limited, sync_limited, range_limited;
+static uint64_t write_limit, sync_limit, range_limit;
 static int fault_errno = EIO;
 static char trigger[PATH_MAX];
 
@@ -69,7 +73,7 @@ static char trigger[PATH_MAX];
  * longer the same file and is left alone. */
 static _Atomic unsigned char tracked[MAX_FDS];
 static _Atomic uint64_t tracked_dev[MAX_FDS], tracked_ino[MAX_FDS];
-static _Atomic uint64_t writes, syncs;
+static _Atomic uint64_t writes, syncs, ranges;
 static _Atomic bool armed;
 
 /* The next definition of each intercepted function, found at load time. */
@@ -92,6 +96,7 @@ static ssize_t (*real_pwritev64)(int, const struct iovec *, int, off64_t);
 static ssize_t (*real_pwritev2)(int, const struct iovec *, int, off_t, int);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
+static int (*real_sync_file_range)(int, off64_t, off64_t, unsigned int);
 
 static const struct {
     const char *name;
@@ -163,6 +168,7 @@ static void init(void)
     RESOLVE(pwritev2);
     RESOLVE(fsync);
     RESOLVE(fdatasync);
+    RESOLVE(sync_file_range);
 
     const char *p = getenv("FAULTFS_PATH");
     if (p != NULL && *p != '\0' && strlen(p) < sizeof(match)) {
@@ -171,6 +177,7 @@ static void init(void)
     }
     write_limited = parse_count("FAULTFS_WRITE_FAIL_AFTER", &write_limit);
     sync_limited = parse_count("FAULTFS_SYNC_FAIL_AFTER", &sync_limit);
+    range_limited = parse_count("FAULTFS_RANGE_FAIL_AFTER", &range_limit);
     parse_errno();
     const char *t = getenv("FAULTFS_TRIGGER");
     if (t != NULL && *t != '\0' && strlen(t) < sizeof(trigger))
@@ -473,4 +480,11 @@ EXPORT int fdatasync(int fd)
     if (sync_fails(fd))
         return -1;
     return real_fdatasync(fd);
+}
+
+EXPORT int sync_file_range(int fd, off64_t off, off64_t len, unsigned int flags)
+{
+    if (inject(fd, range_limited, range_limit, &ranges))
+        return -1;
+    return real_sync_file_range(fd, off, len, flags);
 }

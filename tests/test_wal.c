@@ -1049,6 +1049,43 @@ static int faultfs_child(const char *mode, const char *dir, const char *trigger)
         CHILD_CHECK(access(tmp, F_OK) != 0);
         return 0;
     }
+    if (strcmp(mode, "rangefail") == 0) {
+        /* the prepared file's writeback fails as sync_file_range reports it
+         * (FAULTFS_RANGE_FAIL_AFTER; the error is then gone, so its
+         * fdatasync succeeds): the file is dropped, never used, and the log
+         * goes on in growing segments. A prepared segment in use is a file
+         * of exactly segment_bytes; a growing one never is (24 + 128 k). */
+        enum { SEG = 1 << 16 };
+        struct wal_options o = {.segment_bytes = SEG};
+        CHILD_CHECK(wal_open(&w, dir, 1, &o, err, sizeof(err)) == CORE_OK);
+        int fd = open(trigger, O_WRONLY | O_CREAT, 0644);
+        CHILD_CHECK(fd >= 0);
+        close(fd);
+        for (int i = 0; i < 1500; i++) {
+            CHILD_CHECK(wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) == CORE_OK);
+            if (i % 100 == 0) {
+                usleep(20000); /* room for the preparer to try, and fail */
+                DIR *d = opendir(dir);
+                CHILD_CHECK(d != NULL);
+                for (struct dirent *e; (e = readdir(d)) != NULL;) {
+                    char path[700];
+                    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                    struct stat st;
+                    if (strncmp(e->d_name, "wal-0", 5) == 0 && stat(path, &st) == 0)
+                        CHILD_CHECK(st.st_size != SEG);
+                }
+                closedir(d);
+            }
+        }
+        CHILD_CHECK(wal_sync(w, err, sizeof(err)) == CORE_OK);
+        wal_close(w);
+        int n = 0;
+        struct wal_report r;
+        CHILD_CHECK(wal_replay(dir, 0, WAL_RECOVER, count_rec, &n, &r, err, sizeof(err)) ==
+                    CORE_OK);
+        CHILD_CHECK(n == 1500 && !r.torn && !r.damaged);
+        return 0;
+    }
     /* exact counts of the log's writes: no preparer writing beside them */
     struct wal_options exact = {.no_prepare = true};
     CHILD_CHECK(wal_open(&w, dir, 1, &exact, err, sizeof(err)) == CORE_OK);
@@ -1154,6 +1191,13 @@ START_TEST(faultfs_prepared_file_failures)
     const char *env[] = {"FAULTFS_WRITE_FAIL_AFTER", "0", "FAULTFS_ERRNO", "ENOSPC",
                          "FAULTFS_PATH", "wal-next.tmp", NULL};
     run_faultfs_child("prepfail", env);
+}
+END_TEST
+
+START_TEST(faultfs_prepared_writeback_failures)
+{
+    const char *env[] = {"FAULTFS_RANGE_FAIL_AFTER", "0", "FAULTFS_PATH", "wal-next.tmp", NULL};
+    run_faultfs_child("rangefail", env);
 }
 END_TEST
 
@@ -1498,6 +1542,7 @@ static Suite *wal_suite(void)
     tcase_add_test(tc, efbig_is_eio);
     tcase_add_test(tc, faultfs_write_failures);
     tcase_add_test(tc, faultfs_sync_failures);
+    tcase_add_test(tc, faultfs_prepared_writeback_failures);
     tcase_add_test(tc, faultfs_other_paths_untouched);
     tcase_add_test(tc, faultfs_prepared_file_failures);
     tcase_add_test(tc, prepared_segments_hold_the_records);
