@@ -6,7 +6,6 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -453,19 +452,6 @@ START_TEST(record_time_capped_by_the_stream_clock)
 END_TEST
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-static long long vm_bytes(void)
-{
-    char line[256];
-    long long kb = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    ck_assert_ptr_nonnull(f);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmSize:", 7) == 0)
-            kb = atoll(line + 7);
-    fclose(f);
-    return kb * 1024;
-}
-
 /* A keyed sparse_adam step whose optimizer state (2 x 16 MB, taken on the
  * first step) cannot be allocated fails with nothing changed: no key
  * inserted, the seq and version where they were. Then, with room, the same
@@ -486,7 +472,7 @@ START_TEST(failed_step_leaves_no_keys)
     struct rlimit old, cap;
     ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
     cap = old;
-    cap.rlim_cur = (rlim_t)(vm_bytes() + 8 * 1024 * 1024);
+    cap.rlim_cur = (rlim_t)(testutil_vm_bytes() + 8 * 1024 * 1024);
     ck_assert_int_eq(setrlimit(RLIMIT_AS, &cap), 0);
     struct table_keyed_result r;
     int rc = table_keyed_apply(t, TABLE_KEYED_GRADIENTS, &cfg, 1000, keys, 8, g, NULL, &r);

@@ -716,18 +716,6 @@ static char *many_ids(size_t n, size_t *len)
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define CAP_ADDRESS_SPACE 1
-static long long vm_size(void)
-{
-    char line[256];
-    long long kb = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    ck_assert_ptr_nonnull(f);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmSize:", 7) == 0)
-            kb = atoll(line + 7);
-    fclose(f);
-    return kb * 1024;
-}
 #endif
 
 /* With the address space capped at what the process has plus twice the
@@ -740,8 +728,8 @@ START_TEST(refused_within_twice_the_body)
     char *body = many_ids(10000000, &len);
     struct lookup_request r;
 #ifdef CAP_ADDRESS_SPACE
-    struct rlimit cap = {(rlim_t)(vm_size() + 2 * (long long)len),
-                         (rlim_t)(vm_size() + 2 * (long long)len)};
+    struct rlimit cap = {(rlim_t)(testutil_vm_bytes() + 2 * (long long)len),
+                         (rlim_t)(testutil_vm_bytes() + 2 * (long long)len)};
     ck_assert_int_eq(setrlimit(RLIMIT_AS, &cap), 0);
 #endif
     check_fail(request_parse_lookup(body, len, &LIM, &r, err, sizeof err),

@@ -1014,6 +1014,26 @@ static int count_rec(void *ud, uint64_t seq, uint32_t kind, const void *payload,
         }                                                                                      \
     } while (0)
 
+/* Records in dir that recovery replays (r says what it found), or -1. */
+static int replayed(const char *dir, struct wal_report *r, char *err, size_t errlen)
+{
+    int n = 0;
+    return wal_replay(dir, 0, WAL_RECOVER, count_rec, &n, r, err, errlen) == CORE_OK ? n : -1;
+}
+
+/* Opens the log in dir with o, then arms the shim (creates trigger). */
+static bool open_armed(struct wal **w, const char *dir, const struct wal_options *o,
+                       const char *trigger, char *err, size_t errlen)
+{
+    if (wal_open(w, dir, 1, o, err, errlen) != CORE_OK)
+        return false;
+    int fd = open(trigger, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
 /* Run with LD_PRELOAD=faultfs: mode "write" expects FAULTFS_WRITE_FAIL_AFTER=3
  * and ENOSPC, "sync" FAULTFS_SYNC_FAIL_AFTER=1, "none" a FAULTFS_PATH that
  * matches nothing. Faults start at the trigger file. Returns the exit code. */
@@ -1027,10 +1047,7 @@ static int faultfs_child(const char *mode, const char *dir, const char *trigger)
         /* every write to the prepared file fails (FAULTFS_PATH names it):
          * the log goes on in growing segments, nothing lost, nothing left */
         struct wal_options o = {.segment_bytes = 8192};
-        CHILD_CHECK(wal_open(&w, dir, 1, &o, err, sizeof(err)) == CORE_OK);
-        int fd = open(trigger, O_WRONLY | O_CREAT, 0644);
-        CHILD_CHECK(fd >= 0);
-        close(fd);
+        CHILD_CHECK(open_armed(&w, dir, &o, trigger, err, sizeof(err)));
         for (int i = 0; i < 300; i++) {
             CHILD_CHECK(wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) == CORE_OK);
             if (i % 50 == 0)
@@ -1039,11 +1056,8 @@ static int faultfs_child(const char *mode, const char *dir, const char *trigger)
         CHILD_CHECK(wal_sync(w, err, sizeof(err)) == CORE_OK);
         CHILD_CHECK(!wal_broken(w));
         wal_close(w);
-        int n = 0;
         struct wal_report r;
-        CHILD_CHECK(wal_replay(dir, 0, WAL_RECOVER, count_rec, &n, &r, err, sizeof(err)) ==
-                    CORE_OK);
-        CHILD_CHECK(n == 300 && !r.torn && !r.damaged);
+        CHILD_CHECK(replayed(dir, &r, err, sizeof(err)) == 300 && !r.torn && !r.damaged);
         char tmp[600];
         snprintf(tmp, sizeof tmp, "%s/wal-next.tmp", dir);
         CHILD_CHECK(access(tmp, F_OK) != 0);
@@ -1057,10 +1071,7 @@ static int faultfs_child(const char *mode, const char *dir, const char *trigger)
          * of exactly segment_bytes; a growing one never is (24 + 128 k). */
         enum { SEG = 1 << 16 };
         struct wal_options o = {.segment_bytes = SEG};
-        CHILD_CHECK(wal_open(&w, dir, 1, &o, err, sizeof(err)) == CORE_OK);
-        int fd = open(trigger, O_WRONLY | O_CREAT, 0644);
-        CHILD_CHECK(fd >= 0);
-        close(fd);
+        CHILD_CHECK(open_armed(&w, dir, &o, trigger, err, sizeof(err)));
         for (int i = 0; i < 1500; i++) {
             CHILD_CHECK(wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) == CORE_OK);
             if (i % 100 == 0) {
@@ -1079,19 +1090,13 @@ static int faultfs_child(const char *mode, const char *dir, const char *trigger)
         }
         CHILD_CHECK(wal_sync(w, err, sizeof(err)) == CORE_OK);
         wal_close(w);
-        int n = 0;
         struct wal_report r;
-        CHILD_CHECK(wal_replay(dir, 0, WAL_RECOVER, count_rec, &n, &r, err, sizeof(err)) ==
-                    CORE_OK);
-        CHILD_CHECK(n == 1500 && !r.torn && !r.damaged);
+        CHILD_CHECK(replayed(dir, &r, err, sizeof(err)) == 1500 && !r.torn && !r.damaged);
         return 0;
     }
     /* exact counts of the log's writes: no preparer writing beside them */
     struct wal_options exact = {.no_prepare = true};
-    CHILD_CHECK(wal_open(&w, dir, 1, &exact, err, sizeof(err)) == CORE_OK);
-    int fd = open(trigger, O_WRONLY | O_CREAT, 0644);
-    CHILD_CHECK(fd >= 0);
-    close(fd);
+    CHILD_CHECK(open_armed(&w, dir, &exact, trigger, err, sizeof(err)));
     if (strcmp(mode, "write") == 0) {
         for (int i = 0; i < 3; i++)
             CHILD_CHECK(wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) == CORE_OK);
@@ -1103,11 +1108,8 @@ static int faultfs_child(const char *mode, const char *dir, const char *trigger)
         CHILD_CHECK(wal_append(w, 1, &v, 1, NULL, err, sizeof(err)) == CORE_EIO);
         CHILD_CHECK(wal_sync(w, err, sizeof(err)) == CORE_OK);
         wal_close(w);
-        int n = 0;
         struct wal_report r;
-        CHILD_CHECK(wal_replay(dir, 0, WAL_RECOVER, count_rec, &n, &r, err, sizeof(err)) ==
-                    CORE_OK);
-        CHILD_CHECK(n == 3 && !r.torn);
+        CHILD_CHECK(replayed(dir, &r, err, sizeof(err)) == 3 && !r.torn);
         /* a number libc frees behind the shim's back and hands out again
          * (here: fclose, then a pipe) is not the affected file any more */
         char path[600];

@@ -84,6 +84,20 @@ char *testutil_read_file(const char *path, size_t *len)
     return buf;
 }
 
+long long testutil_vm_bytes(void)
+{
+    char line[256];
+    long long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmSize:", 7) == 0)
+            kb = atoll(line + 7);
+    fclose(f);
+    ck_assert_int_gt(kb, 0);
+    return kb * 1024;
+}
+
 uint32_t ulp_diff(float a, float b)
 {
     if (isnan(a) || isnan(b))

@@ -1,6 +1,7 @@
 /* testutil.h - small helpers shared by the Check suites: temporary files and
- * directories that are removed when the test ends, fixture paths, and a
- * tolerant float comparison in units in the last place. */
+ * directories that are removed when the test ends, fixture paths, the
+ * process's address space, and a float comparison in units in the last
+ * place. */
 #ifndef TESTS_TESTUTIL_H
 #define TESTS_TESTUTIL_H
 
@@ -21,6 +22,11 @@ char *testutil_write_file(const char *dir, const char *name, const void *data, s
 /* Reads a whole file into a malloc'd buffer (NUL-terminated); *len gets the
  * size without the NUL. NULL on failure. */
 char *testutil_read_file(const char *path, size_t *len);
+
+/* The process's address space in bytes (VmSize), for tests that cap it
+ * with RLIMIT_AS a little above what they have. Fails the test when
+ * /proc/self/status cannot be read. */
+long long testutil_vm_bytes(void);
 
 /* Distance between two floats in units in the last place (0 when equal,
  * including +0 vs -0; huge when either is NaN). */
