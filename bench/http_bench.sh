@@ -15,6 +15,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/server_lib.sh"
 build=${1:-$root/build}
 server_bin=$build/embedding-server
 duration=${DURATION:-5}
@@ -48,15 +49,7 @@ cat >"$work/config.json" <<EOF
  "log_level": "info", "snapshot": {"on_shutdown": false},
  "tables": [{"name": "bench", "init": {"num_embeddings": $rows, "embedding_dim": $dim, "seed": 1}}]}
 EOF
-"$server_bin" --config "$work/config.json" >"$work/server.log" 2>&1 &
-server_pid=$!
-port=""
-for _ in $(seq 1 600); do
-    port=$(sed -n 's/.*listening on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$work/server.log" | head -1)
-    [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/server.log" >&2; exit 1; }
+es_start "$server_bin" "$work/config.json" "$work/server.log" 60
 server="http://127.0.0.1:$port"
 
 # 16 ids spread over the table

@@ -12,6 +12,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/server_lib.sh"
 build=${1:-$root/build}
 server_bin=$build/embedding-server
 [ -x "$server_bin" ] || { echo "prometheus_check: no $server_bin; build first" >&2; exit 1; }
@@ -40,15 +41,7 @@ cat >"$work/config.json" <<EOF
  "snapshot": {"on_shutdown": false},
  "tables": [{"name": "t", "init": {"num_embeddings": 100, "embedding_dim": 8}}]}
 EOF
-"$server_bin" --config "$work/config.json" >"$work/server.log" 2>&1 &
-server_pid=$!
-port=""
-for _ in $(seq 1 300); do
-    port=$(sed -n 's/.*listening on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$work/server.log" | head -1)
-    [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/server.log" >&2; exit 1; }
+es_start "$server_bin" "$work/config.json" "$work/server.log" 30
 # a lookup, so that request and row counters have something to show
 curl -sf "http://127.0.0.1:$port/v1/tables/t/lookup" -H 'Content-Type: application/json' \
     -d '{"ids": [1, 2, 3]}' >/dev/null

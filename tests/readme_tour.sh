@@ -41,6 +41,9 @@ command -v curl >/dev/null || fail "curl is not installed"
 start=$(blocks "sh tour-start" | tr -d '\f')
 [ -n "$start" ] || fail "README has no sh tour-start block"
 start=${start//.\/build\/embedding-server/$bin}
+# the log exists before the first look at it: under set -e and pipefail a
+# sed of a file the background shell has not created yet ended the tour
+: >"$tmp/server.log"
 (cd "$src" && EMBEDDING_SERVER_PORT=0 EMBEDDING_SERVER_DATA_DIR="$tmp/data" \
     exec bash -c "exec $start" >"$tmp/server.log" 2>&1) &
 pid=$!
