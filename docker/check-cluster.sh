@@ -82,7 +82,12 @@ read_at() {
 declare -A acked
 last=0
 for id in $(seq 1 30); do
-    seq=$(put_row 8091 "$id" "$id") || die "write $id through es-0 failed"
+    # a 503 while the streams settle after compose up is retried, as a client would
+    deadline=$((SECONDS + 60))
+    until seq=$(put_row 8091 "$id" "$id"); do
+        [ $SECONDS -lt $deadline ] || die "write $id through es-0: no 200 in 60 s"
+        sleep 0.2
+    done
     acked[$id]=$id
     last=$seq
     # read it back through es-1 at once: min_seq makes it wait for the record

@@ -258,6 +258,23 @@ static long put_row(const struct test_server *s, const char *table, int id, doub
     return status;
 }
 
+/* A read with min_seq: a replica that has not applied it within its
+ * cluster.wait_ms answers 503 "min_seq: ..." and the contract says retry
+ * (one whose consumer was on a NATS node that went away takes about two
+ * missed heartbeats to notice); so does this, for up to 30 s. */
+static void read_at_seq(const struct test_server *s, const char *path, const char *body,
+                        const char *const *hdrs, struct reply *r)
+{
+    double deadline = now_s() + 30;
+    for (;;) {
+        http_do(s, "POST", path, "application/json", body, strlen(body), hdrs, r);
+        if (r->status != 503 || strstr(r->body, "min_seq: ") == NULL || now_s() > deadline)
+            return;
+        reply_free(r);
+        sleep_ms(100);
+    }
+}
+
 /* Every row of the table as raw float32, read with min_seq; caller frees. */
 static char *all_rows(const struct test_server *s, const char *table, unsigned long long min_seq,
                       size_t *len)
@@ -270,7 +287,7 @@ static char *all_rows(const struct test_server *s, const char *table, unsigned l
     snprintf(path, sizeof path, "/v1/tables/%s/lookup", table);
     const char *hdrs[] = {"Accept: application/octet-stream", NULL};
     struct reply r;
-    http_do(s, "POST", path, "application/json", body, strlen(body), hdrs, &r);
+    read_at_seq(s, path, body, hdrs, &r);
     ck_assert_msg(r.status == 200, "lookup on %s: %ld %s", s->base, r.status, r.body);
     ck_assert_uint_eq(r.len, (size_t)ROWS * DIM * sizeof(float));
     char *rows = malloc(r.len);
@@ -342,7 +359,7 @@ static void renorm_lookup(const struct test_server *s, const char *table, int k,
     snprintf(body, sizeof body, "{\"ids\": [%d, %d], \"min_seq\": %llu}", k % ROWS,
              (k * 5 + 1) % ROWS, min_seq);
     struct reply r;
-    http_json(s, "POST", path, body, &r);
+    read_at_seq(s, path, body, NULL, &r);
     ck_reply(&r, 200, NULL);
     reply_free(&r);
 }
@@ -507,6 +524,7 @@ START_TEST(jetstream_unreachable)
     for (int i = 0; i < NODES; i++)
         nats_kill(i, SIGCONT);
     ck_assert(wait_nats_status(&a, true, 20));
+    ck_assert(wait_nats_status(&b, true, 20));
     /* the writes refused as unreachable were never sent; a retry refused
      * with "may or may not have been stored" (an ack lost while the stream
      * elects its leader again) may have been */
@@ -603,7 +621,7 @@ START_TEST(nats_node_killed_during_writes)
         long st = 0;
         unsigned long long seq = 0;
         while ((st = put_row(id % 2 ? &a : &b, "kill", id, (double)id, &seq, NULL, 0)) == 503 &&
-               now_s() - t0 < 20) {
+               now_s() - t0 < 60) { /* 8.3 s seen under ASan */
             refused++;
             sleep_ms(100);
         }
