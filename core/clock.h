@@ -15,6 +15,12 @@ static inline uint64_t clock_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Milliseconds of CLOCK_MONOTONIC, for deadlines and timers. */
+static inline uint64_t clock_mono_ms(void)
+{
+    return clock_mono_ns() / 1000000u;
+}
+
 /* Seconds of CLOCK_MONOTONIC, for progress lines and logged durations. */
 static inline double clock_mono_s(void)
 {

@@ -307,15 +307,15 @@ static void gather(struct journal *j)
 static void *committer_main(void *arg)
 {
     struct journal *j = arg;
-    uint64_t next_sync = clock_mono_ns() / 1000000u + j->interval_ms;
+    uint64_t next_sync = clock_mono_ms() + j->interval_ms;
     pthread_mutex_lock(&j->mu);
     for (;;) {
         if (j->mode == JOURNAL_INTERVAL) {
-            uint64_t now = clock_mono_ns() / 1000000u;
+            uint64_t now = clock_mono_ms();
             if (now >= next_sync || j->stopping) {
                 pthread_mutex_unlock(&j->mu);
                 interval_sync(j);
-                next_sync = clock_mono_ns() / 1000000u + j->interval_ms;
+                next_sync = clock_mono_ms() + j->interval_ms;
                 pthread_mutex_lock(&j->mu);
                 if (j->stopping)
                     break;

@@ -100,11 +100,6 @@ struct request {
 
 static _Atomic int64_t in_flight;
 
-static uint64_t now_ms(void)
-{
-    return clock_mono_ns() / 1000000u;
-}
-
 /* ---- connections and the sweeper ---------------------------------------- */
 
 /* How often the sweeper looks; a half-close must last HUP_GRACE_MS with no
@@ -161,7 +156,7 @@ static void conn_set(struct conn *c, enum conn_state st)
 {
     if (c == NULL)
         return;
-    atomic_store_explicit(&c->since_ms, now_ms(), memory_order_relaxed);
+    atomic_store_explicit(&c->since_ms, clock_mono_ms(), memory_order_relaxed);
     atomic_store_explicit(&c->body_bytes, 0, memory_order_relaxed);
     atomic_store_explicit(&c->state, st, memory_order_release);
 }
@@ -242,7 +237,7 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     const struct server *s = cls;
     if (atomic_load(&conns.open) < s->cfg->max_connections)
         return MHD_YES;
-    uint64_t now = now_ms(), last = atomic_load(&conns.refused_logged_ms);
+    uint64_t now = clock_mono_ms(), last = atomic_load(&conns.refused_logged_ms);
     if (now - last >= 10000 && atomic_compare_exchange_strong(&conns.refused_logged_ms, &last, now))
         log_warn("%d connections open (limits.max_connections): closing new ones at once",
                  s->cfg->max_connections);
@@ -340,7 +335,7 @@ static void sweep_half_closed(struct pollfd *fds, struct conn **who, size_t n, u
 
 static void sweep(struct pollfd **fds, struct conn ***who, size_t *cap)
 {
-    uint64_t now = now_ms();
+    uint64_t now = clock_mono_ms();
     size_t n = 0;
     char why[160];
     struct sweep_log log = {0};
