@@ -3,8 +3,9 @@
  * core and, given the server's path, through the real server over HTTP
  * (short alternating rounds, the median of their ratios: this machine's
  * speed drifts by 20% between long measurements); inserts/s of new keys
- * through gradient steps (core, no log; the median of three fresh tables);
- * and the key map's bytes per key. Prints figures and ratios.
+ * through gradient steps (core, no log; the median of three fresh tables,
+ * and into the full table, where each one evicts); and the key map's bytes
+ * per key. Prints figures and ratios.
  *
  *   keyed [build/embedding-server [SECONDS-PER-ROUND [ROUNDS]]] */
 #include <pthread.h>
@@ -261,10 +262,11 @@ int main(int argc, char **argv)
     struct keymap_parts parts;
     keymap_parts(keyed->km, &parts);
     double per = 1.0 / (double)ROWS;
-    printf("  key map: %.1f bytes per key at %zu keys (target <= 16), raw floats %d bytes: "
-           "index %.2f (load <= 3/4), keys %.2f, write order for lru %.2f, write times for "
+    printf("  key map: %.2f bytes per key at %zu keys (target <= 16), raw floats %d bytes; "
+           "per row of capacity: "
+           "index %.2f (load <= 6/7), keys %.2f, write order for lru %.2f, write times for "
            "ttl %.2f, free-row bitmap %.2f (the default settings: lru, no ttl)\n",
-           (double)bytes * per, inserted, DIM * 4, (double)parts.index * per,
+           (double)bytes / (double)inserted, inserted, DIM * 4, (double)parts.index * per,
            (double)parts.keys * per, (double)parts.order * per, (double)parts.times * per,
            (double)parts.other * per);
     /* the parts a table keeps follow its settings: the same map without
@@ -284,6 +286,27 @@ int main(int argc, char **argv)
     table_free(other);
     printf("  key map of the same capacity with \"evict\": \"none\" and no ttl: %.1f bytes per key; "
            "with lru and a ttl: %.1f\n", per_none, per_ttl);
+    /* the full table: every new key evicts the least recently written one
+     * (the write order's buffer of the oldest rows refilled by scans) */
+    uint64_t evicted0 = 0, evicted1 = 0;
+    table_keyed_counts(keyed, &(int64_t){0}, &evicted0);
+    double t0 = clock_mono_s();
+    size_t churned = 0;
+    for (size_t i = 0; i + STEP <= ROWS / 2; i += STEP) {
+        int64_t fresh[STEP];
+        for (size_t j = 0; j < STEP; j++)
+            fresh[j] = (int64_t)(next() >> 1);
+        struct table_keyed_result r;
+        if (table_keyed_apply(keyed, TABLE_KEYED_GRADIENTS, &cfg, 0, fresh, STEP, grads, NULL,
+                              &r) != CORE_OK)
+            abort();
+        churned += r.inserted;
+    }
+    double churn_rate = (double)churned / (clock_mono_s() - t0);
+    table_keyed_counts(keyed, &(int64_t){0}, &evicted1);
+    printf("  inserts into the full table, each new key evicting the least recently written: "
+           "%.2f M keys/s (%zu keys, %llu evictions; target >= 1M)\n", churn_rate / 1e6,
+           churned, (unsigned long long)(evicted1 - evicted0));
     table_free(dense);
     table_free(keyed);
     if (argc > 1)

@@ -316,6 +316,8 @@ int table_keyed_check(struct table *t, const int64_t *keys, size_t n, size_t *ba
             return CORE_ERANGE;
         }
     }
+    if (n > keymap_write_limit(t->km))
+        return CORE_ETOOBIG;
     int64_t *scratch = malloc(n * sizeof *scratch + 1);
     if (scratch == NULL)
         return CORE_ENOMEM;
@@ -376,16 +378,6 @@ static void expire(struct table *t, uint64_t now)
         free_row(t, keymap_key_of(t->km, row), row, true);
 }
 
-static size_t count_expired(const struct table *t, uint64_t now)
-{
-    size_t n = 0;
-    for (int64_t row = keymap_lru(t->km);
-         row >= 0 && keymap_expired(t->km, row, t->ks.ttl_seconds, now);
-         row = keymap_newer(t->km, row))
-        n++;
-    return n;
-}
-
 /* Gives key a row: the lowest free one, else the least recently written
  * key's (evicted). Initializes it and publishes the key. */
 static int64_t insert_key(struct table *t, int64_t key, uint64_t now,
@@ -415,7 +407,7 @@ static int64_t insert_key(struct table *t, int64_t key, uint64_t now,
 
 /* Whether the request's new keys fit; rows[i] is the live row of keys[i]
  * or -1. scratch holds n int64s. */
-static bool fits(const struct table *t, const int64_t *keys, const int64_t *rows, size_t n,
+static bool fits(struct table *t, const int64_t *keys, const int64_t *rows, size_t n,
                  uint64_t now, int64_t *scratch)
 {
     size_t m = 0;
@@ -426,8 +418,12 @@ static bool fits(const struct table *t, const int64_t *keys, const int64_t *rows
     if (fresh == 0)
         return true;
     int64_t cap = t->ks.capacity, used = keymap_used(t->km);
-    if (t->ks.evict == TABLE_EVICT_NONE)
-        return (int64_t)fresh <= cap - used + (int64_t)count_expired(t, now);
+    if (t->ks.evict == TABLE_EVICT_NONE) {
+        if ((int64_t)fresh <= cap - used)
+            return true;
+        size_t short_by = (size_t)((int64_t)fresh - (cap - used));
+        return keymap_count_expired(t->km, t->ks.ttl_seconds, now, short_by) == short_by;
+    }
     m = 0;
     for (size_t i = 0; i < n; i++)
         if (rows[i] >= 0)
@@ -519,21 +515,29 @@ int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct opti
         free(rows);
         return CORE_OK;
     }
+    for (size_t i = 0; i < n && i < SLOT_AHEAD; i++)
+        keymap_prefetch(t->km, keys[i]);
     for (size_t i = 0; i < n; i++) {
+        if (i + SLOT_AHEAD < n)
+            keymap_prefetch(t->km, keys[i + SLOT_AHEAD]);
         int64_t row = keymap_find(t->km, keys[i]);
         rows[i] = row >= 0 && keymap_expired(t->km, row, t->ks.ttl_seconds, now) ? -1 : row;
     }
-    if (!fits(t, keys, rows, n, now, rows + n)) {
+    rc = n > keymap_write_limit(t->km) ? CORE_ETOOBIG
+         : !fits(t, keys, rows, n, now, rows + n) ? CORE_ECAPACITY
+                                                  : CORE_OK;
+    if (rc != CORE_OK) {
         /* refused whole; the record still takes its seq */
         atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
         pthread_mutex_unlock(&t->write_lock);
         free(rows);
-        return CORE_ECAPACITY;
+        return rc;
     }
-    /* what the step allocates is taken before the first insert: a step
-     * that fails leaves no keys behind */
+    /* what the write allocates is taken before the first insert: a write
+     * that fails leaves no keys behind (resolve writes n keys at most) */
     struct step_plan *plan = NULL;
-    if (op == TABLE_KEYED_GRADIENTS && (rc = table_step_prepare(t, cfg, n, &plan)) != CORE_OK) {
+    if ((rc = keymap_reserve(t->km, n)) != CORE_OK ||
+        (op == TABLE_KEYED_GRADIENTS && (rc = table_step_prepare(t, cfg, n, &plan)) != CORE_OK)) {
         pthread_mutex_unlock(&t->write_lock);
         free(rows);
         return rc;

@@ -1,6 +1,7 @@
 /* keymap.c - int64 key -> row for keyed tables; see keymap.h. */
 #include "keymap.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +16,22 @@ struct keymap {
     uint32_t nslots;
     unsigned rowbits;           /* low bits of a slot: row + 1 */
     uint32_t rowmask;
+    unsigned distbits;          /* then the distance from the home slot */
+    uint32_t distmax;           /* (saturated: this or more) */
+    unsigned tagshift;          /* then the tag, up to bit 31 */
+    uint32_t tagmask;
     _Atomic uint32_t *slots;    /* 0 = empty */
     _Atomic int64_t *keys;      /* per row */
     _Atomic uint32_t *wsec;     /* per row: second of the last write, rounded up */
-    uint32_t *prev, *next;      /* per used row: the write order list */
-    uint32_t oldest, newest;    /* ends of the list, NIL when empty */
+    /* the write order (KEYMAP_ORDER), see "the write order" below */
+    uint8_t *stamps;            /* per row, swidth bytes; stamp_free for a free row */
+    unsigned swidth;            /* 3 or 4; 0 without the order */
+    uint32_t stamp_free;        /* the width's all-ones */
+    uint32_t next_stamp;        /* the next write's; <= stamp_free */
+    uint64_t *old;              /* (stamp << 32 | row) of the oldest rows, ascending */
+    size_t old_cap, old_head, old_len;
+    uint32_t *hist;             /* old_refill's histogram, nbuckets */
+    unsigned nbuckets;
     uint64_t *free_bits;        /* bit set = row free */
     uint64_t *free_sum;         /* bit w set = free_bits[w] != 0 */
     size_t nwords, nsum;
@@ -47,12 +59,59 @@ static inline uint32_t home_of(const struct keymap *m, uint64_t h)
 /* The tag bits of a slot for hash h (zero when the row needs every bit). */
 static inline uint32_t tag_of(const struct keymap *m, uint64_t h)
 {
-    return m->rowbits >= 32 ? 0 : ((uint32_t)h << m->rowbits);
+    return m->tagshift >= 32 ? 0 : ((uint32_t)h << m->tagshift);
+}
+
+/* The slot of row at slot i, home slot home, for hash h. */
+static inline uint32_t slot_of(const struct keymap *m, uint64_t h, uint32_t i, uint32_t home,
+                               int64_t row)
+{
+    uint32_t d = i >= home ? i - home : i + m->nslots - home;
+    d = d < m->distmax ? d : m->distmax;
+    return tag_of(m, h) | d << m->rowbits | (uint32_t)(row + 1);
 }
 
 static inline uint32_t next_slot(const struct keymap *m, uint32_t i)
 {
     return i + 1 == m->nslots ? 0 : i + 1;
+}
+
+/* Rows a map with a 3-byte stamp may have: after a renumbering the stamps
+ * of the used rows are 0..used-1, so at least 2^24 - 1 - 2^22 writes of a
+ * key fit before the next (see keymap_write_limit). */
+#define STAMP3_MAX_CAPACITY (1 << 22)
+
+static bool order_alloc(struct keymap *m)
+{
+    size_t c = (size_t)m->capacity;
+    m->swidth = c <= STAMP3_MAX_CAPACITY ? 3 : 4;
+    m->stamp_free = m->swidth == 3 ? 0xffffffu : UINT32_MAX;
+    m->next_stamp = 0;
+    /* the oldest 1/128 of the rows (at least 64): two scans of the
+     * stamps, O(capacity), refill it, once per half that many evictions
+     * at most */
+    m->old_cap = c / 128 > 64 ? c / 128 : (c < 64 ? c : 64);
+    m->old_head = m->old_len = 0;
+    m->nbuckets = c >= 65536 ? 4096 : 256;
+    m->stamps = matrix_zalloc(c * m->swidth + 1);
+    m->old = malloc((2 * m->old_cap + 1) * sizeof *m->old); /* and a sort's room */
+    m->hist = malloc(m->nbuckets * sizeof *m->hist);
+    if (m->stamps == NULL || m->old == NULL || m->hist == NULL)
+        return false;
+    memset(m->stamps, 0xff, c * m->swidth + 1); /* every row free */
+    return true;
+}
+
+static void order_free(struct keymap *m)
+{
+    matrix_zfree(m->stamps, (size_t)m->capacity * m->swidth + 1);
+    free(m->old);
+    free(m->hist);
+    m->stamps = NULL;
+    m->old = NULL;
+    m->hist = NULL;
+    m->swidth = 0;
+    m->old_cap = m->old_head = m->old_len = 0;
 }
 
 int keymap_new(struct keymap **out, int64_t capacity, unsigned keep)
@@ -65,9 +124,16 @@ int keymap_new(struct keymap **out, int64_t capacity, unsigned keep)
         return CORE_ENOMEM;
     size_t c = (size_t)capacity;
     m->capacity = capacity;
-    m->nslots = (uint32_t)(c + c / 3 + 1); /* load <= 3/4 */
+    m->nslots = (uint32_t)(c + c / 6 + 1); /* load <= 6/7 */
     m->rowbits = 64u - (unsigned)__builtin_clzll((unsigned long long)c);
     m->rowmask = m->rowbits >= 32 ? UINT32_MAX : ((1u << m->rowbits) - 1u);
+    /* of the bits left, up to 4 for the distance (a deletion's shift then
+     * finds an entry's home without reading its key), the rest for the tag */
+    unsigned spare = 32u - m->rowbits;
+    m->distbits = spare / 2 < 4 ? spare / 2 : 4;
+    m->distmax = (1u << m->distbits) - 1u;
+    m->tagshift = m->rowbits + m->distbits;
+    m->tagmask = m->tagshift >= 32 ? 0 : ~((1u << m->tagshift) - 1u);
     m->nwords = (c + 63) / 64;
     m->nsum = (m->nwords + 63) / 64;
     /* the arrays probed at random get huge pages (a lookup's slot and key
@@ -77,13 +143,9 @@ int keymap_new(struct keymap **out, int64_t capacity, unsigned keep)
     bool order = keep & KEYMAP_ORDER, times = keep & KEYMAP_TIMES;
     if (times)
         m->wsec = matrix_zalloc(c * sizeof *m->wsec);
-    if (order) {
-        m->prev = matrix_zalloc(c * sizeof *m->prev);
-        m->next = matrix_zalloc(c * sizeof *m->next);
-    }
     m->free_bits = calloc(m->nwords, sizeof *m->free_bits);
     m->free_sum = calloc(m->nsum, sizeof *m->free_sum);
-    if (!m->slots || !m->keys || (times && !m->wsec) || (order && (!m->prev || !m->next)) ||
+    if (!m->slots || !m->keys || (times && !m->wsec) || (order && !order_alloc(m)) ||
         !m->free_bits || !m->free_sum) {
         keymap_free(m);
         return CORE_ENOMEM;
@@ -94,7 +156,6 @@ int keymap_new(struct keymap **out, int64_t capacity, unsigned keep)
     }
     for (size_t w = 0; w < m->nwords; w++)
         m->free_sum[w / 64] |= 1ull << (w % 64);
-    m->oldest = m->newest = NIL;
     *out = m;
     return CORE_OK;
 }
@@ -106,12 +167,8 @@ void keymap_keep(struct keymap *m, unsigned keep)
         matrix_zfree((void *)m->wsec, c * sizeof *m->wsec);
         m->wsec = NULL;
     }
-    if (!(keep & KEYMAP_ORDER)) {
-        matrix_zfree(m->prev, c * sizeof *m->prev);
-        matrix_zfree(m->next, c * sizeof *m->next);
-        m->prev = m->next = NULL;
-        m->oldest = m->newest = NIL;
-    }
+    if (!(keep & KEYMAP_ORDER))
+        order_free(m);
 }
 
 void keymap_free(struct keymap *m)
@@ -142,7 +199,9 @@ void keymap_parts(const struct keymap *m, struct keymap_parts *p)
     size_t c = (size_t)m->capacity;
     p->index = (size_t)m->nslots * sizeof *m->slots;
     p->keys = c * sizeof *m->keys;
-    p->order = m->prev != NULL ? c * (sizeof *m->prev + sizeof *m->next) : 0;
+    p->order = m->stamps != NULL ? c * m->swidth + 1 + (2 * m->old_cap + 1) * sizeof *m->old +
+                                       m->nbuckets * sizeof *m->hist
+                                 : 0;
     p->times = m->wsec != NULL ? c * sizeof *m->wsec : 0;
     p->other = sizeof *m + (m->nwords + m->nsum) * sizeof(uint64_t);
 }
@@ -166,7 +225,7 @@ static uint32_t probe(const struct keymap *m, int64_t key, bool *hit)
         uint32_t s = atomic_load_explicit(&m->slots[i], memory_order_relaxed);
         if (s == 0)
             break;
-        if ((s & ~m->rowmask) != tag)
+        if ((s & m->tagmask) != tag)
             continue;
         int64_t row = (int64_t)(s & m->rowmask) - 1;
         if (atomic_load_explicit(&m->keys[row], memory_order_relaxed) == key) {
@@ -216,7 +275,7 @@ int64_t keymap_candidate(const struct keymap *m, int64_t key)
         uint32_t s = atomic_load_explicit(&m->slots[i], memory_order_relaxed);
         if (s == 0)
             return -1;
-        if ((s & ~m->rowmask) == tag)
+        if ((s & m->tagmask) == tag)
             return (int64_t)(s & m->rowmask) - 1;
     }
     return -1;
@@ -285,18 +344,34 @@ static bool between(uint32_t i, uint32_t h, uint32_t j)
     return i <= j ? (i < h && h <= j) : (i < h || h <= j);
 }
 
-/* Empties slot i and shifts the entries after it back (no tombstones). */
+/* Empties slot i and shifts the entries after it back (no tombstones). An
+ * entry's home comes from its distance, or from its key when that is
+ * saturated. */
 static void slot_delete(struct keymap *m, uint32_t i)
 {
     for (uint32_t j = next_slot(m, i);; j = next_slot(m, j)) {
         uint32_t s = atomic_load_explicit(&m->slots[j], memory_order_relaxed);
         if (s == 0)
             break;
-        int64_t row = (int64_t)(s & m->rowmask) - 1;
-        uint32_t h = home_of(m, mix(atomic_load_explicit(&m->keys[row], memory_order_relaxed)));
+        uint32_t d = (s >> m->rowbits) & m->distmax, h;
+        if (d < m->distmax) {
+            h = j >= d ? j - d : j + m->nslots - d;
+        } else {
+            int64_t row = (int64_t)(s & m->rowmask) - 1;
+            h = home_of(m, mix(atomic_load_explicit(&m->keys[row], memory_order_relaxed)));
+        }
         if (between(i, h, j))
             continue;
-        slot_store(m, i, s);
+        /* moved back by (j - i): its distance shrinks as much */
+        uint32_t back = j >= i ? j - i : j + m->nslots - i;
+        uint32_t nd;
+        if (d < m->distmax) {
+            nd = d - back;
+        } else {
+            uint32_t full = i >= h ? i - h : i + m->nslots - h;
+            nd = full < m->distmax ? full : m->distmax;
+        }
+        slot_store(m, i, (s & ~(m->distmax << m->rowbits)) | nd << m->rowbits);
         i = j;
     }
     slot_store(m, i, 0);
@@ -331,34 +406,195 @@ int64_t keymap_lowest_free(const struct keymap *m)
     return -1;
 }
 
-/* ---- the write order ---- */
+/* ---- the write order ----
+ *
+ * Every write of a key gives its row the next stamp, so the least recently
+ * written key is the used row of the lowest stamp. Stamps take 3 bytes
+ * (4 above STAMP3_MAX_CAPACITY rows) where a list would take 8; when they
+ * run out, keymap_reserve renumbers the used rows 0..used-1 in the same
+ * order.
+ *
+ * old[] holds the used rows whose stamps were below some threshold T at its
+ * last refill, ascending. An entry whose row's stamp has changed since (the
+ * row was written, freed or reused) is stale; the first entry that is not
+ * is the least recently written key: every used row outside old[] was
+ * either written after the refill (a higher stamp than any entry) or has
+ * not changed and had a stamp of at least T. */
 
-static void unlink_row(struct keymap *m, uint32_t r)
+/* The stamp at p for width 3 or 4 (a constant where inlined); the stamps
+ * array has a byte of padding, so a 3-byte stamp is read with one load. */
+static inline uint32_t stamp_load(const uint8_t *p, unsigned width)
 {
-    if (m->prev == NULL)
-        return;
-    uint32_t p = m->prev[r], n = m->next[r];
-    if (p != NIL)
-        m->next[p] = n;
-    else
-        m->oldest = n;
-    if (n != NIL)
-        m->prev[n] = p;
-    else
-        m->newest = p;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return width == 3 ? v & 0xffffffu : v;
+#else
+    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+    return width == 3 ? v : v | (uint32_t)p[3] << 24;
+#endif
 }
 
-static void push_newest(struct keymap *m, uint32_t r)
+static inline uint32_t stamp_get(const struct keymap *m, size_t r)
 {
-    if (m->prev == NULL)
+    return stamp_load(m->stamps + r * m->swidth, m->swidth);
+}
+
+static inline void stamp_set(struct keymap *m, size_t r, uint32_t v)
+{
+    uint8_t *p = m->stamps + r * m->swidth;
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    if (m->swidth == 4)
+        p[3] = (uint8_t)(v >> 24);
+}
+
+/* Makes row the most recently written (keymap_reserve made room). */
+static void stamp_newest(struct keymap *m, int64_t row)
+{
+    if (m->stamps == NULL)
         return;
-    m->prev[r] = m->newest;
-    m->next[r] = NIL;
-    if (m->newest != NIL)
-        m->next[m->newest] = r;
-    else
-        m->oldest = r;
-    m->newest = r;
+    assert(m->next_stamp < m->stamp_free);
+    stamp_set(m, (size_t)row, m->next_stamp++);
+}
+
+/* Sorts a[0..n) of (stamp << 32 | row) by stamp (bytes of it), least
+ * significant byte first, using tmp[n]; returns the sorted array. */
+static uint64_t *sort_by_stamp(uint64_t *a, uint64_t *tmp, size_t n, unsigned bytes)
+{
+    for (unsigned d = 0; d < bytes; d++) {
+        size_t count[256] = {0};
+        unsigned sh = 32 + 8 * d;
+        for (size_t i = 0; i < n; i++)
+            count[(a[i] >> sh) & 0xff]++;
+        for (size_t i = 0, sum = 0; i < 256; i++) {
+            size_t k = count[i];
+            count[i] = sum;
+            sum += k;
+        }
+        for (size_t i = 0; i < n; i++)
+            tmp[count[(a[i] >> sh) & 0xff]++] = a[i];
+        uint64_t *x = a;
+        a = tmp;
+        tmp = x;
+    }
+    return a;
+}
+
+/* Counts the used rows' stamps in [lo, hi) into hist by (stamp - lo) >>
+ * shift. */
+static inline void stamp_hist(const struct keymap *m, unsigned width, uint64_t lo,
+                              uint64_t hi, unsigned shift)
+{
+    const uint8_t *p = m->stamps;
+    uint32_t *hist = m->hist;
+    for (size_t r = 0, c = (size_t)m->capacity; r < c; r++, p += width) {
+        uint64_t st = stamp_load(p, width);
+        if (st - lo < hi - lo)
+            hist[(st - lo) >> shift]++;
+    }
+}
+
+static inline size_t stamp_collect(const struct keymap *m, unsigned width, uint64_t t,
+                                   uint64_t *out)
+{
+    const uint8_t *p = m->stamps;
+    size_t n = 0;
+    for (size_t r = 0, c = (size_t)m->capacity; r < c; r++, p += width) {
+        uint64_t st = stamp_load(p, width);
+        out[n] = st << 32 | r;
+        n += st < t;
+    }
+    return n;
+}
+
+/* Refills old[] with the used rows of the lowest stamps: between half of
+ * min(old_cap, used) and all of it, all those below a threshold that a
+ * histogram of the stamps finds (narrowed down inside a bucket when the
+ * buckets below it hold too few), then sorted. Usually two passes over the
+ * stamps: one histogram, one collect. */
+static void old_refill(struct keymap *m)
+{
+    size_t used = (size_t)keymap_used(m);
+    size_t want = used < m->old_cap ? used : m->old_cap;
+    m->old_head = m->old_len = 0;
+    if (want == 0)
+        return;
+    uint64_t lo = 0, hi = m->next_stamp, t;
+    size_t below = 0; /* used rows with a stamp under lo */
+    for (;;) {
+        unsigned shift = 0;
+        while (((uint64_t)m->nbuckets << shift) < hi - lo)
+            shift++;
+        memset(m->hist, 0, m->nbuckets * sizeof *m->hist);
+        if (m->swidth == 3)
+            stamp_hist(m, 3, lo, hi, shift);
+        else
+            stamp_hist(m, 4, lo, hi, shift);
+        size_t acc = below;
+        unsigned b = 0;
+        while (b < m->nbuckets && acc + m->hist[b] <= want)
+            acc += m->hist[b++];
+        uint64_t end = lo + ((uint64_t)b << shift);
+        if (b == m->nbuckets || acc >= (want + 1) / 2 || shift == 0) {
+            t = end < hi ? end : hi; /* (shift 0: acc == want) */
+            break;
+        }
+        /* too few below bucket b, which holds too many: look inside it */
+        below = acc;
+        lo = end;
+        end = lo + ((uint64_t)1 << shift);
+        hi = end < hi ? end : hi;
+    }
+    /* collected into the sort's half of old[] (the last entry written may
+     * be one past the rows taken, so room for want + 1) */
+    uint64_t *tmp = m->old + m->old_cap;
+    size_t n = m->swidth == 3 ? stamp_collect(m, 3, t, tmp) : stamp_collect(m, 4, t, tmp);
+    assert(n >= 1 && n <= want);
+    uint64_t *sorted = sort_by_stamp(tmp, m->old, n, m->swidth);
+    if (sorted != m->old)
+        memcpy(m->old, sorted, n * sizeof *m->old);
+    m->old_len = n;
+}
+
+/* Puts (stamp << 32 | row) of every used row into a (room for the used
+ * rows), sorted with tmp (as much room); the sorted array and its length. */
+static uint64_t *used_by_stamp(const struct keymap *m, uint64_t *a, uint64_t *tmp, size_t *n)
+{
+    size_t k = 0;
+    for (size_t r = 0; r < (size_t)m->capacity; r++) {
+        uint64_t st = stamp_get(m, r);
+        if (st != m->stamp_free)
+            a[k++] = st << 32 | r;
+    }
+    *n = k;
+    return sort_by_stamp(a, tmp, k, m->swidth);
+}
+
+size_t keymap_write_limit(const struct keymap *m)
+{
+    return m->stamps != NULL ? (size_t)(m->stamp_free - (uint64_t)m->capacity) : SIZE_MAX;
+}
+
+int keymap_reserve(struct keymap *m, size_t writes)
+{
+    if (writes > keymap_write_limit(m))
+        return CORE_ETOOBIG; /* whatever the state: a refusal the log replays */
+    if (m->stamps == NULL || (uint64_t)m->next_stamp + writes <= m->stamp_free)
+        return CORE_OK;
+    size_t used = (size_t)keymap_used(m);
+    uint64_t *a = malloc(2 * used * sizeof *a + 1);
+    if (a == NULL)
+        return CORE_ENOMEM;
+    size_t n;
+    uint64_t *sorted = used_by_stamp(m, a, a + used, &n);
+    for (size_t i = 0; i < n; i++)
+        stamp_set(m, (uint32_t)sorted[i], (uint32_t)i);
+    free(a);
+    m->next_stamp = (uint32_t)n;
+    m->old_head = m->old_len = 0; /* its stamps are the old ones */
+    return CORE_OK;
 }
 
 static void set_time(struct keymap *m, int64_t row, uint64_t time_ms)
@@ -378,11 +614,11 @@ void keymap_insert(struct keymap *m, int64_t key, int64_t row, uint64_t time_ms)
     uint32_t i = probe(m, key, &hit);
     uint64_t h = mix(key);
     slots_begin(m);
-    slot_store(m, i, tag_of(m, h) | (uint32_t)(row + 1));
+    slot_store(m, i, slot_of(m, h, i, home_of(m, h), row));
     slots_end(m);
     mark_free(m, row, false);
     set_time(m, row, time_ms);
-    push_newest(m, (uint32_t)row);
+    stamp_newest(m, row);
     atomic_fetch_add_explicit(&m->used, 1, memory_order_relaxed);
     /* keep lowest_free's scan short: advance past full summary words */
     while (m->sum_low < m->nsum && m->free_sum[m->sum_low] == 0)
@@ -398,7 +634,8 @@ void keymap_remove(struct keymap *m, int64_t key, int64_t row, bool evicted)
         slot_delete(m, i);
         slots_end(m);
     }
-    unlink_row(m, (uint32_t)row);
+    if (m->stamps != NULL)
+        stamp_set(m, (size_t)row, m->stamp_free);
     /* a free row has no time: two maps that hold the same keys export
      * the same state, whatever rows were freed on the way */
     if (m->wsec != NULL)
@@ -412,23 +649,47 @@ void keymap_remove(struct keymap *m, int64_t key, int64_t row, bool evicted)
 void keymap_touch(struct keymap *m, int64_t row, uint64_t time_ms)
 {
     set_time(m, row, time_ms);
-    if (m->newest == (uint32_t)row)
-        return;
-    unlink_row(m, (uint32_t)row);
-    push_newest(m, (uint32_t)row);
+    if (m->stamps != NULL && (uint64_t)stamp_get(m, (size_t)row) + 1 != m->next_stamp)
+        stamp_newest(m, row);
 }
 
-int64_t keymap_lru(const struct keymap *m)
+int64_t keymap_lru(struct keymap *m)
 {
-    return m->oldest == NIL ? -1 : (int64_t)m->oldest;
-}
-
-int64_t keymap_newer(const struct keymap *m, int64_t row)
-{
-    if (m->next == NULL)
+    if (m->stamps == NULL)
         return -1;
-    uint32_t n = m->next[row];
-    return n == NIL ? -1 : (int64_t)n;
+    for (;;) {
+        for (; m->old_head < m->old_len; m->old_head++) {
+            uint64_t e = m->old[m->old_head];
+            if (stamp_get(m, (uint32_t)e) == e >> 32)
+                return (int64_t)(uint32_t)e;
+        }
+        if (keymap_used(m) == 0)
+            return -1;
+        old_refill(m); /* its first entry is current */
+    }
+}
+
+size_t keymap_count_expired(struct keymap *m, uint32_t ttl_seconds, uint64_t now_ms,
+                            size_t limit)
+{
+    if (ttl_seconds == 0 || m->wsec == NULL || limit == 0 || keymap_lru(m) < 0)
+        return 0;
+    /* the expired keys are the oldest written: a prefix of old[], or, when
+     * they reach past it, counted over every row */
+    size_t n = 0;
+    for (size_t i = m->old_head; i < m->old_len; i++) {
+        uint64_t e = m->old[i];
+        uint32_t r = (uint32_t)e;
+        if (stamp_get(m, r) != e >> 32)
+            continue;
+        if (!keymap_expired(m, r, ttl_seconds, now_ms) || ++n == limit)
+            return n;
+    }
+    n = 0;
+    for (size_t r = 0; r < (size_t)m->capacity && n < limit; r++)
+        n += stamp_get(m, r) != m->stamp_free && keymap_expired(m, (int64_t)r, ttl_seconds,
+                                                                now_ms);
+    return n;
 }
 
 uint64_t keymap_clock(const struct keymap *m)
@@ -445,20 +706,31 @@ void keymap_set_clock(struct keymap *m, uint64_t time_ms)
 
 void keymap_export(const struct keymap *m, int64_t *keys, int64_t *state)
 {
-    int64_t place = 0, now = second_of(m->clock_ms);
-    for (int64_t r = 0; r < m->capacity; r++) {
-        keys[r] = keymap_key_of(m, r);
-        bool used = keys[r] != KEYMAP_NO_KEY;
-        state[2 * r] = m->prev == NULL && used ? place++ : -1;
+    int64_t c = m->capacity, now = second_of(m->clock_ms);
+    if (m->stamps != NULL) {
+        /* the places are the ranks of the stamps: sorted in state (2c + 2
+         * int64s hold the used rows twice), then kept in keys as scratch */
+        size_t n;
+        const uint64_t *sorted =
+            used_by_stamp(m, (uint64_t *)state, (uint64_t *)state + c, &n);
+        for (int64_t r = 0; r < c; r++)
+            keys[r] = -1;
+        for (size_t i = 0; i < n; i++)
+            keys[(uint32_t)sorted[i]] = (int64_t)i;
+    } else {
+        for (int64_t r = 0, place = 0; r < c; r++)
+            keys[r] = keymap_key_of(m, r) != KEYMAP_NO_KEY ? place++ : -1;
+    }
+    for (int64_t r = 0; r < c; r++) {
+        bool used = keymap_key_of(m, r) != KEYMAP_NO_KEY;
+        state[2 * r] = keys[r];
         state[2 * r + 1] = m->wsec != NULL ? atomic_load_explicit(&m->wsec[r], memory_order_relaxed)
                            : used          ? now
                                            : 0;
+        keys[r] = keymap_key_of(m, r);
     }
-    if (m->prev != NULL)
-        for (uint32_t r = m->oldest; r != NIL; r = m->next[r])
-            state[2 * (int64_t)r] = place++;
-    state[2 * m->capacity] = (int64_t)m->clock_ms;
-    state[2 * m->capacity + 1] = (int64_t)keymap_evictions(m);
+    state[2 * c] = (int64_t)m->clock_ms;
+    state[2 * c + 1] = (int64_t)keymap_evictions(m);
 }
 
 int keymap_import(struct keymap *m, const int64_t *keys, const int64_t *state, char *err,

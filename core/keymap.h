@@ -3,16 +3,18 @@
  * order in which keys were last written (for LRU eviction) and when (for
  * ttl_seconds).
  *
- * Layout (13.5 to 25.5 bytes per row of capacity, see keymap_parts):
- *  - slots: open addressing with linear probing over ~4/3 x capacity
+ * Layout (12.8 to 19.9 bytes per row of capacity, see keymap_parts):
+ *  - slots: open addressing with linear probing over ~7/6 x capacity
  *    uint32 slots; a slot holds row + 1 in its low bits and a tag (high
  *    bits of the key's hash) in the bits the row does not need, so most
  *    probes that do not match never touch keys[]; deletion shifts later
  *    entries back (no tombstones), so probes stay short under churn.
  *  - keys[row]: the key held by each row, KEYMAP_NO_KEY for a free row.
- *  - prev/next[row] (KEYMAP_ORDER): a doubly linked list of the used rows
- *    from the least to the most recently written, for lru eviction and for
- *    ttl (the expired keys are the oldest written);
+ *  - stamps[row] (KEYMAP_ORDER): 3 bytes (4 above 2^22 rows) numbering
+ *    the writes of keys, so the least recently written key holds the
+ *    lowest, for lru eviction and for ttl (the expired keys are the oldest
+ *    written); a buffer of the oldest 1/128 of the rows, refilled by a scan
+ *    of the stamps, finds it (see keymap.c);
  *  - wsec[row] (KEYMAP_TIMES): the second of the last write (rounded up),
  *    for ttl.
  *  - a two-level bitmap of free rows: a new key takes the lowest free row,
@@ -68,7 +70,7 @@ size_t keymap_bytes(const struct keymap *m);
 struct keymap_parts {
     size_t index; /* the slots */
     size_t keys;  /* keys[row] */
-    size_t order; /* prev/next[row]: the write order, for lru */
+    size_t order; /* stamps[row] and the oldest rows: the write order, for lru */
     size_t times; /* wsec[row]: the write seconds, for ttl */
     size_t other; /* the free-row bitmap and the map's own struct */
 };
@@ -130,11 +132,25 @@ void keymap_remove(struct keymap *m, int64_t key, int64_t row, bool evicted);
 /* Marks row (used) as the most recently written, at time_ms. */
 void keymap_touch(struct keymap *m, int64_t row, uint64_t time_ms);
 
-/* The least recently written used row, or -1 when none is used. */
-int64_t keymap_lru(const struct keymap *m);
+/* Makes room in the write order for writes more keymap_insert and
+ * keymap_touch calls (renumbering the stamps when they run out), before a
+ * write changes anything. CORE_OK, CORE_ENOMEM (nothing changed), or
+ * CORE_ETOOBIG when writes > keymap_write_limit. */
+int keymap_reserve(struct keymap *m, size_t writes);
 
-/* The row written just after row (towards the most recent), or -1. */
-int64_t keymap_newer(const struct keymap *m, int64_t row);
+/* The most key writes one keymap_reserve can make room for: at least
+ * 12582911 (SIZE_MAX for a map without the order). */
+size_t keymap_write_limit(const struct keymap *m);
+
+/* The least recently written used row, or -1 when none is used (or the map
+ * keeps no order). Amortized O(1): one scan of the stamps per capacity /
+ * 128 rows it gives out. */
+int64_t keymap_lru(struct keymap *m);
+
+/* How many of the used rows are expired at now_ms (see keymap_expired), up
+ * to limit; the expired rows are the least recently written. */
+size_t keymap_count_expired(struct keymap *m, uint32_t ttl_seconds, uint64_t now_ms,
+                            size_t limit);
 
 /* The map's clock: the time of the last write applied, never going back
  * (a record stamped earlier than its predecessor counts as at the same

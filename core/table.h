@@ -226,8 +226,9 @@ int64_t table_keyed_key_of(const struct table *t, int64_t row);
 
 /* The checks before a keyed write is logged: keys are not INT64_MIN
  * (CORE_ERANGE, *bad), at most capacity distinct keys, and with evict none
- * and no ttl the new keys fit (else CORE_ECAPACITY); values are checked by
- * the dense checks. The state can change before the record applies: the
+ * and no ttl the new keys fit (else CORE_ECAPACITY), at most
+ * keymap_write_limit ids (12582911 or more; else CORE_ETOOBIG); values are
+ * checked by the dense checks. The state can change before the record applies: the
  * apply decides again, and the same way at replay. Any thread. */
 int table_keyed_check(struct table *t, const int64_t *keys, size_t n, size_t *bad);
 
@@ -236,13 +237,15 @@ enum table_keyed_op { TABLE_KEYED_GRADIENTS, TABLE_KEYED_ROWS, TABLE_KEYED_DELET
 /* Applies one keyed record (the journal's apply path, live and at replay):
  * first keys expired at the record's clock are evicted, then the request's
  * keys are resolved (known keys become the most recently written, in order
- * of first appearance, then new keys are inserted in that order, evicting
+ * of last appearance, then new keys are inserted in order of first
+ * appearance and written again at each repeat, evicting
  * the least recently written key when the table is full and evict is lru),
  * then the gradient step (cfg) or the row assignment runs on their rows, or
  * the keys are deleted. When the new keys cannot fit (evict none, or more
  * distinct keys than capacity) nothing changes but the log seq, and the
  * result is CORE_ECAPACITY: the record stays in the log and replays to the
- * same refusal. Also CORE_ERANGE / CORE_EINVAL (*bad) for keys or values
+ * same refusal (so does one of more ids than the checks take, with
+ * CORE_ETOOBIG). Also CORE_ERANGE / CORE_EINVAL (*bad) for keys or values
  * that the checks should have refused, CORE_ENOMEM. Takes the write lock. */
 int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct optim_config *cfg,
                       uint64_t time_ms, const int64_t *keys, size_t n, const float *values,

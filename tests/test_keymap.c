@@ -23,8 +23,32 @@ static void put(struct keymap *m, int64_t key, uint64_t ms)
 {
     int64_t row = keymap_lowest_free(m);
     ck_assert_int_ge(row, 0);
+    ck_assert_int_eq(keymap_reserve(m, 1), CORE_OK);
     keymap_set_key(m, row, key);
     keymap_insert(m, key, row, ms);
+}
+
+static void touch(struct keymap *m, int64_t row, uint64_t ms)
+{
+    ck_assert_int_eq(keymap_reserve(m, 1), CORE_OK);
+    keymap_touch(m, row, ms);
+}
+
+/* The key at place (0 = least recently written) in m's export, or
+ * KEYMAP_NO_KEY. */
+static int64_t key_at(const struct keymap *m, int64_t place)
+{
+    int64_t c = keymap_capacity(m);
+    int64_t *keys = malloc((size_t)c * sizeof *keys);
+    int64_t *state = malloc(((size_t)c * 2 + 2) * sizeof *state);
+    int64_t key = KEYMAP_NO_KEY;
+    keymap_export(m, keys, state);
+    for (int64_t r = 0; r < c; r++)
+        if (state[2 * r] == place)
+            key = keys[r];
+    free(keys);
+    free(state);
+    return key;
 }
 
 START_TEST(insert_find_delete_reuse)
@@ -74,6 +98,7 @@ START_TEST(freed_rows_export_like_unused_ones)
     keymap_set_key(a, 0, KEYMAP_NO_KEY);
     /* b: key 8 in row 1 at the same time, row 0 never used */
     keymap_set_key(b, 1, 8);
+    ck_assert_int_eq(keymap_reserve(b, 1), CORE_OK);
     keymap_insert(b, 8, 1, 6000);
     int64_t ka[4], kb[4], sa[10], sb[10];
     keymap_export(a, ka, sa);
@@ -92,9 +117,12 @@ START_TEST(lru_order_and_export_import)
     put(m, 10, 1000);
     put(m, 20, 2000);
     put(m, 30, 3000);
-    keymap_touch(m, keymap_find(m, 10), 4000); /* 20 is now the oldest */
+    touch(m, keymap_find(m, 10), 4000); /* 20 is now the oldest */
     ck_assert_int_eq(keymap_key_of(m, keymap_lru(m)), 20);
-    ck_assert_int_eq(keymap_key_of(m, keymap_newer(m, keymap_lru(m))), 30);
+    ck_assert_int_eq(key_at(m, 0), 20);
+    ck_assert_int_eq(key_at(m, 1), 30);
+    ck_assert_int_eq(key_at(m, 2), 10);
+    ck_assert_int_eq(key_at(m, 3), KEYMAP_NO_KEY);
     ck_assert(keymap_expired(m, keymap_find(m, 20), 2, 4000));
     ck_assert(!keymap_expired(m, keymap_find(m, 20), 3, 4000));
     ck_assert(!keymap_expired(m, keymap_find(m, 20), 0, 1u << 30));
@@ -106,9 +134,11 @@ START_TEST(lru_order_and_export_import)
     ck_assert_int_eq(keymap_import(n, keys, state, err, sizeof err), CORE_OK);
     ck_assert_int_eq(keymap_clock(n), 4000);
     ck_assert_int_eq(keymap_used(n), 3);
-    for (int64_t r = keymap_lru(m), s = keymap_lru(n); r >= 0 || s >= 0;
-         r = keymap_newer(m, r), s = keymap_newer(n, s))
-        ck_assert_int_eq(r, s);
+    int64_t keys2[4], state2[10];
+    keymap_export(n, keys2, state2);
+    ck_assert_mem_eq(keys, keys2, sizeof keys);
+    ck_assert_mem_eq(state, state2, sizeof state);
+    ck_assert_int_eq(keymap_lru(n), keymap_lru(m));
     keymap_free(n);
     /* a key held twice does not load */
     keys[1] = keys[0];
@@ -133,13 +163,15 @@ START_TEST(parts_kept_only_when_asked)
     keymap_parts(bare, &pb);
     ck_assert_uint_eq(pb.order, 0);
     ck_assert_uint_eq(pb.times, 0);
-    ck_assert_uint_eq(pa.order, 1000 * 8);
+    /* 3-byte stamps (and a byte of padding), the oldest 64 rows (and room
+     * to sort them) and a histogram of 256 buckets */
+    ck_assert_uint_eq(pa.order, 1000 * 3 + 1 + (2 * 64 + 1) * 8 + 256 * 4);
     ck_assert_uint_eq(pa.times, 1000 * 4);
-    ck_assert_uint_eq(keymap_bytes(all) - keymap_bytes(bare), 1000 * 12);
-    ck_assert_uint_le(keymap_bytes(bare), 1000 * 14); /* 8 key + 5.3 index + bitmap */
+    ck_assert_uint_eq(keymap_bytes(all) - keymap_bytes(bare), pa.order + pa.times);
+    ck_assert_uint_le(keymap_bytes(bare), 1000 * 13 + 200); /* 8 key + 4.7 index + bitmap + struct */
     for (int64_t k = 1; k <= 3; k++)
         put(bare, k * 100, (uint64_t)k * 1000);
-    keymap_touch(bare, keymap_find(bare, 100), 9000);
+    touch(bare, keymap_find(bare, 100), 9000);
     keymap_remove(bare, 200, keymap_find(bare, 200), false);
     keymap_set_key(bare, 1, KEYMAP_NO_KEY);
     ck_assert_int_eq(keymap_lru(bare), -1);
@@ -159,19 +191,198 @@ START_TEST(parts_kept_only_when_asked)
     char err[128] = "";
     ck_assert_int_eq(keymap_import(n, keys, state, err, sizeof err), CORE_OK);
     ck_assert_int_eq(keymap_key_of(n, keymap_lru(n)), 100);
-    ck_assert_int_eq(keymap_key_of(n, keymap_newer(n, keymap_lru(n))), 300);
+    ck_assert_int_eq(key_at(n, 1), 300);
     ck_assert(!keymap_expired(n, 0, 10, 18000)); /* 9 s + 10 s: not yet at 18 s */
     ck_assert(keymap_expired(n, 0, 10, 19000));
     /* and trimmed afterwards (a snapshot loaded for a table without ttl) */
     keymap_keep(n, KEYMAP_ORDER);
     keymap_parts(n, &pb);
     ck_assert_uint_eq(pb.times, 0);
-    ck_assert_uint_eq(pb.order, 1000 * 8);
+    ck_assert_uint_eq(pb.order, pa.order);
     ck_assert(!keymap_expired(n, 0, 10, 1u << 30));
     ck_assert_int_eq(keymap_key_of(n, keymap_lru(n)), 100);
     keymap_free(n);
     keymap_free(bare);
     keymap_free(all);
+}
+END_TEST
+
+/* ---- the write order against a model ---- */
+
+enum { MODEL_CAP = 300 };
+
+struct model {
+    struct keymap *m;
+    uint64_t last[MODEL_CAP]; /* the write counter at the row's last write */
+    uint64_t ms[MODEL_CAP];   /* and its time */
+    int64_t key[MODEL_CAP];
+    bool used[MODEL_CAP];
+    uint64_t writes, now, rng;
+    int64_t next_key;
+    /* the map's 3-byte stamps, emulated: when they run out, the used rows
+     * are renumbered 0..used-1 (checked right after) */
+    uint64_t stamp, renumbered;
+    bool check_now;
+};
+
+static void model_stamp(struct model *d, int64_t r, bool skip_if_newest)
+{
+    if (skip_if_newest && d->last[r] == d->writes)
+        return; /* the map keeps the newest row's stamp */
+    if (d->stamp + 1 > 0xffffff) {
+        d->stamp = 0;
+        for (int64_t q = 0; q < MODEL_CAP; q++)
+            d->stamp += d->used[q];
+        d->renumbered++;
+        d->check_now = true;
+    }
+    d->stamp++;
+}
+
+static uint64_t model_rand(struct model *d, uint64_t n)
+{
+    d->rng ^= d->rng << 13;
+    d->rng ^= d->rng >> 7;
+    d->rng ^= d->rng << 17;
+    return d->rng % n;
+}
+
+static int64_t model_lru(const struct model *d)
+{
+    int64_t best = -1;
+    for (int64_t r = 0; r < MODEL_CAP; r++)
+        if (d->used[r] && (best < 0 || d->last[r] < d->last[best]))
+            best = r;
+    return best;
+}
+
+static int64_t model_used_row(struct model *d)
+{
+    for (int tries = 0; tries < 4 * MODEL_CAP; tries++) {
+        int64_t r = (int64_t)model_rand(d, MODEL_CAP);
+        if (d->used[r])
+            return r;
+    }
+    return -1;
+}
+
+static void model_touch(struct model *d, int64_t r)
+{
+    /* no ck_assert per write: each one is a message to the test's parent */
+    if (keymap_reserve(d->m, 1) != CORE_OK)
+        ck_abort_msg("keymap_reserve failed at write %llu", (unsigned long long)d->writes);
+    keymap_touch(d->m, r, d->now);
+    model_stamp(d, r, true);
+    d->last[r] = ++d->writes;
+    d->ms[r] = d->now;
+}
+
+/* One random write: a new key (into the lowest free row, else the model's
+ * least recently written key's), a write of a known key, or a delete. */
+static void model_step(struct model *d)
+{
+    uint64_t what = model_rand(d, 10);
+    int64_t r = what < 5 ? -1 : model_used_row(d);
+    d->now += model_rand(d, 40);
+    if (r < 0) {
+        r = keymap_lowest_free(d->m);
+        if (r < 0) {
+            r = model_lru(d);
+            ck_assert_int_eq(keymap_lru(d->m), r);
+            keymap_remove(d->m, d->key[r], r, true);
+            d->used[r] = false;
+        }
+        d->key[r] = d->next_key++ * 2654435761;
+        put(d->m, d->key[r], d->now);
+        ck_assert_int_eq(keymap_find(d->m, d->key[r]), r); /* the lowest free row */
+        model_stamp(d, r, false);
+        d->used[r] = true;
+        d->last[r] = ++d->writes;
+        d->ms[r] = d->now;
+    } else if (what < 9) {
+        model_touch(d, r);
+    } else {
+        keymap_remove(d->m, d->key[r], r, false);
+        keymap_set_key(d->m, r, KEYMAP_NO_KEY);
+        d->used[r] = false;
+    }
+}
+
+/* The map's order is the model's: its lru, the places it exports, and the
+ * count of the keys expired under a ttl. */
+static void model_check(struct model *d)
+{
+    ck_assert_int_eq(keymap_lru(d->m), model_lru(d));
+    int64_t keys[MODEL_CAP], state[2 * MODEL_CAP + 2];
+    keymap_export(d->m, keys, state);
+    for (int64_t r = 0; r < MODEL_CAP; r++) {
+        int64_t place = 0;
+        for (int64_t q = 0; q < MODEL_CAP; q++)
+            place += d->used[q] && d->last[q] < d->last[r];
+        ck_assert_int_eq(state[2 * r], d->used[r] ? place : -1);
+    }
+    uint32_t ttl = 1 + (uint32_t)model_rand(d, 3);
+    size_t expired = 0, limit = 1 + model_rand(d, MODEL_CAP);
+    for (int64_t r = 0; r < MODEL_CAP; r++)
+        expired += d->used[r] && d->now >= ((d->ms[r] + 999) / 1000 + ttl) * 1000;
+    ck_assert_uint_eq(keymap_count_expired(d->m, ttl, d->now, limit),
+                      expired < limit ? expired : limit);
+}
+
+/* Random inserts, writes, deletes and evictions on a map of 300 rows (its
+ * oldest-rows buffer holds 64, so it is refilled again and again), then
+ * 2^24 writes, which run the 3-byte stamps out and renumber them, then the
+ * same again: the least recently written key, the export's places and the
+ * expired count are the model's throughout. */
+START_TEST(write_order_matches_a_model)
+{
+    struct model *d = calloc(1, sizeof *d);
+    d->rng = 88172645463325252ull;
+    d->next_key = 1;
+    ck_assert_int_eq(keymap_new(&d->m, MODEL_CAP, KEYMAP_ALL), CORE_OK);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 20000; i++) {
+            model_step(d);
+            if (i % 10 == 0)
+                model_check(d);
+        }
+        /* the stamps run out: writes of known keys to the renumbering
+         * (2^24 of them at most), and 1000 after */
+        for (int after = 0; after < 1000; after += d->renumbered > (uint64_t)round) {
+            int64_t r = (int64_t)model_rand(d, MODEL_CAP);
+            if (d->used[r])
+                model_touch(d, r);
+            if (d->check_now) {
+                model_check(d);
+                d->check_now = false;
+            }
+        }
+        model_check(d);
+    }
+    ck_assert_uint_eq(d->renumbered, 2);
+    ck_assert_uint_gt(keymap_evictions(d->m), 1000);
+    keymap_free(d->m);
+    free(d);
+}
+END_TEST
+
+/* A write of more ids than the stamps can number is refused before it
+ * changes anything; one at the limit is not. */
+START_TEST(write_limit_refused_whole)
+{
+    struct keymap *m = NULL;
+    ck_assert_int_eq(keymap_new(&m, 10, KEYMAP_ORDER), CORE_OK);
+    size_t limit = keymap_write_limit(m);
+    ck_assert_uint_eq(limit, 0xffffffu - 10);
+    put(m, 5, 0);
+    ck_assert_int_eq(keymap_reserve(m, limit + 1), CORE_ETOOBIG);
+    ck_assert_int_eq(keymap_reserve(m, limit), CORE_OK);
+    struct keymap *bare = NULL;
+    ck_assert_int_eq(keymap_new(&bare, 10, 0), CORE_OK);
+    ck_assert_uint_eq(keymap_write_limit(bare), SIZE_MAX);
+    ck_assert_int_eq(keymap_reserve(bare, SIZE_MAX), CORE_OK);
+    keymap_free(bare);
+    keymap_free(m);
 }
 END_TEST
 
@@ -369,7 +580,7 @@ START_TEST(tag_collisions_are_validated)
     enum { CAP = 1 << 16, USED = 60000, DIM = 4 };
     struct table_keyed_settings k;
     table_keyed_settings_init(&k);
-    k.capacity = CAP; /* row + 1 takes 17 bits of a slot: 15-bit tags */
+    k.capacity = CAP; /* row + 1 takes 17 bits of a slot, 4 the distance: 11-bit tags */
     k.missing = TABLE_MISSING_ERROR;
     struct table_settings s;
     table_settings_init(&s);
@@ -500,6 +711,11 @@ static Suite *keymap_suite(void)
     tcase_add_test(tc, lru_order_and_export_import);
     tcase_add_test(tc, freed_rows_export_like_unused_ones);
     tcase_add_test(tc, parts_kept_only_when_asked);
+    tcase_add_test(tc, write_limit_refused_whole);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("order");
+    tcase_set_timeout(tc, 120); /* 2^25 writes, checked */
+    tcase_add_test(tc, write_order_matches_a_model);
     suite_add_tcase(s, tc);
     tc = tcase_create("keyed");
     tcase_add_test(tc, config_errors_name_the_setting);
