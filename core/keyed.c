@@ -307,6 +307,11 @@ static size_t distinct(int64_t *v, size_t n)
     return d;
 }
 
+size_t table_keyed_write_limit(const struct table *t)
+{
+    return keymap_write_limit(t->km);
+}
+
 int table_keyed_check(struct table *t, const int64_t *keys, size_t n, size_t *bad)
 {
     for (size_t i = 0; i < n; i++) {
@@ -523,15 +528,12 @@ int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct opti
         int64_t row = keymap_find(t->km, keys[i]);
         rows[i] = row >= 0 && keymap_expired(t->km, row, t->ks.ttl_seconds, now) ? -1 : row;
     }
-    rc = n > keymap_write_limit(t->km) ? CORE_ETOOBIG
-         : !fits(t, keys, rows, n, now, rows + n) ? CORE_ECAPACITY
-                                                  : CORE_OK;
-    if (rc != CORE_OK) {
+    if (!fits(t, keys, rows, n, now, rows + n)) {
         /* refused whole; the record still takes its seq */
         atomic_fetch_add_explicit(&t->log_seq, 1, memory_order_acq_rel);
         pthread_mutex_unlock(&t->write_lock);
         free(rows);
-        return rc;
+        return CORE_ECAPACITY;
     }
     /* what the write allocates is taken before the first insert: a write
      * that fails leaves no keys behind (resolve writes n keys at most) */

@@ -383,6 +383,22 @@ START_TEST(write_limit_refused_whole)
     ck_assert_int_eq(keymap_reserve(bare, SIZE_MAX), CORE_OK);
     keymap_free(bare);
     keymap_free(m);
+    /* and a keyed table's check refuses such a write before the log (the
+     * ids are never read: zero pages) */
+    struct table_keyed_settings k;
+    table_keyed_settings_init(&k);
+    k.capacity = 10;
+    struct table_settings ts;
+    table_settings_init(&ts);
+    struct table *t = NULL;
+    char err[128];
+    ck_assert_int_eq(table_new_keyed(&t, "big", 2, &k, &ts, err, sizeof err), CORE_OK);
+    ck_assert_uint_eq(table_keyed_write_limit(t), limit);
+    int64_t *ids = calloc(limit + 1, sizeof *ids);
+    ck_assert_ptr_nonnull(ids);
+    ck_assert_int_eq(table_keyed_check(t, ids, limit + 1, NULL), CORE_ETOOBIG);
+    free(ids);
+    table_free(t);
 }
 END_TEST
 
