@@ -366,6 +366,34 @@ START_TEST(write_order_matches_a_model)
 }
 END_TEST
 
+/* Above 2^22 rows the stamps take 4 bytes: the same order, export and
+ * limit. */
+START_TEST(wide_stamps_keep_the_order)
+{
+    struct keymap *m = NULL;
+    int64_t c = (1 << 22) + 1;
+    ck_assert_int_eq(keymap_new(&m, c, KEYMAP_ORDER), CORE_OK);
+    ck_assert_uint_eq(keymap_write_limit(m), 0xffffffffu - (uint64_t)c);
+    struct keymap_parts p;
+    keymap_parts(m, &p);
+    ck_assert_uint_ge(p.order, (size_t)c * 4);
+    for (int64_t k = 0; k < 3000; k++)
+        put(m, k * 31 + 7, 0);
+    for (int64_t k = 0; k < 3000; k += 2) /* the even ones become the newest */
+        touch(m, keymap_find(m, k * 31 + 7), 0);
+    for (int64_t k = 1; k < 3000; k += 2) { /* the odd ones go, oldest first */
+        int64_t row = keymap_lru(m);
+        ck_assert_int_eq(keymap_key_of(m, row), k * 31 + 7);
+        keymap_remove(m, k * 31 + 7, row, true);
+        keymap_set_key(m, row, KEYMAP_NO_KEY);
+    }
+    ck_assert_int_eq(keymap_key_of(m, keymap_lru(m)), 7);
+    ck_assert_int_eq(key_at(m, 0), 7);
+    ck_assert_int_eq(key_at(m, 1499), 2998 * 31 + 7);
+    keymap_free(m);
+}
+END_TEST
+
 /* A write of more ids than the stamps can number is refused before it
  * changes anything; one at the limit is not. */
 START_TEST(write_limit_refused_whole)
@@ -732,6 +760,7 @@ static Suite *keymap_suite(void)
     tc = tcase_create("order");
     tcase_set_timeout(tc, 120); /* 2^25 writes, checked */
     tcase_add_test(tc, write_order_matches_a_model);
+    tcase_add_test(tc, wide_stamps_keep_the_order);
     suite_add_tcase(s, tc);
     tc = tcase_create("keyed");
     tcase_add_test(tc, config_errors_name_the_setting);
