@@ -307,11 +307,6 @@ static size_t distinct(int64_t *v, size_t n)
     return d;
 }
 
-size_t table_keyed_write_limit(const struct table *t)
-{
-    return keymap_write_limit(t->km);
-}
-
 int table_keyed_check(struct table *t, const int64_t *keys, size_t n, size_t *bad)
 {
     for (size_t i = 0; i < n; i++) {
@@ -321,8 +316,6 @@ int table_keyed_check(struct table *t, const int64_t *keys, size_t n, size_t *ba
             return CORE_ERANGE;
         }
     }
-    if (n > keymap_write_limit(t->km))
-        return CORE_ETOOBIG;
     int64_t *scratch = malloc(n * sizeof *scratch + 1);
     if (scratch == NULL)
         return CORE_ENOMEM;
@@ -377,6 +370,8 @@ static void free_row(struct table *t, int64_t key, int64_t row, bool evicted)
 /* Evicts, oldest first, the keys whose last write is ttl or more before now. */
 static void expire(struct table *t, uint64_t now)
 {
+    if (t->ks.ttl_seconds == 0)
+        return;
     int64_t row;
     while ((row = keymap_lru(t->km)) >= 0 &&
            keymap_expired(t->km, row, t->ks.ttl_seconds, now))
@@ -535,11 +530,10 @@ int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct opti
         free(rows);
         return CORE_ECAPACITY;
     }
-    /* what the write allocates is taken before the first insert: a write
-     * that fails leaves no keys behind (resolve writes n keys at most) */
+    /* what the step allocates is taken before the first insert: a step
+     * that fails leaves no keys behind */
     struct step_plan *plan = NULL;
-    if ((rc = keymap_reserve(t->km, n)) != CORE_OK ||
-        (op == TABLE_KEYED_GRADIENTS && (rc = table_step_prepare(t, cfg, n, &plan)) != CORE_OK)) {
+    if (op == TABLE_KEYED_GRADIENTS && (rc = table_step_prepare(t, cfg, n, &plan)) != CORE_OK) {
         pthread_mutex_unlock(&t->write_lock);
         free(rows);
         return rc;

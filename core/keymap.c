@@ -30,6 +30,7 @@ struct keymap {
     uint32_t next_stamp;        /* the next write's; <= stamp_free */
     uint64_t *old;              /* (stamp << 32 | row) of the oldest rows, ascending */
     size_t old_cap, old_head, old_len;
+    bool old_all;               /* old[] holds every used row: appended to */
     uint32_t *hist;             /* old_refill's histogram, nbuckets */
     unsigned nbuckets;
     uint64_t *free_bits;        /* bit set = row free */
@@ -78,7 +79,7 @@ static inline uint32_t next_slot(const struct keymap *m, uint32_t i)
 
 /* Rows a map with a 3-byte stamp may have: after a renumbering the stamps
  * of the used rows are 0..used-1, so at least 2^24 - 1 - 2^22 writes of a
- * key fit before the next (see keymap_write_limit). */
+ * key come before the next. */
 #define STAMP3_MAX_CAPACITY (1 << 22)
 
 static bool order_alloc(struct keymap *m)
@@ -92,6 +93,7 @@ static bool order_alloc(struct keymap *m)
      * at most */
     m->old_cap = c / 128 > 64 ? c / 128 : (c < 64 ? c : 64);
     m->old_head = m->old_len = 0;
+    m->old_all = true; /* every used row (none) */
     m->nbuckets = c >= 65536 ? 4096 : 256;
     m->stamps = matrix_zalloc(c * m->swidth + 1);
     m->old = malloc((2 * m->old_cap + 1) * sizeof *m->old); /* and a sort's room */
@@ -411,15 +413,18 @@ int64_t keymap_lowest_free(const struct keymap *m)
  * Every write of a key gives its row the next stamp, so the least recently
  * written key is the used row of the lowest stamp. Stamps take 3 bytes
  * (4 above STAMP3_MAX_CAPACITY rows) where a list would take 8; when they
- * run out, keymap_reserve renumbers the used rows 0..used-1 in the same
- * order.
+ * run out, the used rows are renumbered 0..used-1 in the same order (with
+ * a sort, or in place when there is no memory for one: a write never
+ * fails for it).
  *
  * old[] holds the used rows whose stamps were below some threshold T at its
  * last refill, ascending. An entry whose row's stamp has changed since (the
  * row was written, freed or reused) is stale; the first entry that is not
  * is the least recently written key: every used row outside old[] was
  * either written after the refill (a higher stamp than any entry) or has
- * not changed and had a stamp of at least T. */
+ * not changed and had a stamp of at least T. While old[] holds every used
+ * row (old_all: a map with few keys), each new stamp is appended instead,
+ * so such a map never scans. */
 
 /* The stamp at p for width 3 or 4 (a constant where inlined); the stamps
  * array has a byte of padding, so a 3-byte stamp is read with one load. */
@@ -450,13 +455,12 @@ static inline void stamp_set(struct keymap *m, size_t r, uint32_t v)
         p[3] = (uint8_t)(v >> 24);
 }
 
-/* Makes row the most recently written (keymap_reserve made room). */
-static void stamp_newest(struct keymap *m, int64_t row)
+/* The used rows of free_bits' word w, as bits. */
+static inline uint64_t used_bits(const struct keymap *m, size_t w)
 {
-    if (m->stamps == NULL)
-        return;
-    assert(m->next_stamp < m->stamp_free);
-    stamp_set(m, (size_t)row, m->next_stamp++);
+    uint64_t u = ~m->free_bits[w];
+    size_t tail = (size_t)m->capacity - w * 64;
+    return tail >= 64 ? u : u & ((1ull << tail) - 1);
 }
 
 /* Sorts a[0..n) of (stamp << 32 | row) by stamp (bytes of it), least
@@ -487,24 +491,29 @@ static uint64_t *sort_by_stamp(uint64_t *a, uint64_t *tmp, size_t n, unsigned by
 static inline void stamp_hist(const struct keymap *m, unsigned width, uint64_t lo,
                               uint64_t hi, unsigned shift)
 {
-    const uint8_t *p = m->stamps;
-    uint32_t *hist = m->hist;
-    for (size_t r = 0, c = (size_t)m->capacity; r < c; r++, p += width) {
-        uint64_t st = stamp_load(p, width);
-        if (st - lo < hi - lo)
-            hist[(st - lo) >> shift]++;
+    for (size_t w = 0; w < m->nwords; w++) {
+        for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
+            size_t r = w * 64 + (size_t)__builtin_ctzll(u);
+            uint64_t st = stamp_load(m->stamps + r * width, width);
+            if (st - lo < hi - lo)
+                m->hist[(st - lo) >> shift]++;
+        }
     }
 }
 
+/* Puts (stamp << 32 | row) of the used rows with a stamp below t into out,
+ * which has room for them and one more; their number. */
 static inline size_t stamp_collect(const struct keymap *m, unsigned width, uint64_t t,
                                    uint64_t *out)
 {
-    const uint8_t *p = m->stamps;
     size_t n = 0;
-    for (size_t r = 0, c = (size_t)m->capacity; r < c; r++, p += width) {
-        uint64_t st = stamp_load(p, width);
-        out[n] = st << 32 | r;
-        n += st < t;
+    for (size_t w = 0; w < m->nwords; w++) {
+        for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
+            size_t r = w * 64 + (size_t)__builtin_ctzll(u);
+            uint64_t st = stamp_load(m->stamps + r * width, width);
+            out[n] = st << 32 | r;
+            n += st < t;
+        }
     }
     return n;
 }
@@ -513,12 +522,13 @@ static inline size_t stamp_collect(const struct keymap *m, unsigned width, uint6
  * min(old_cap, used) and all of it, all those below a threshold that a
  * histogram of the stamps finds (narrowed down inside a bucket when the
  * buckets below it hold too few), then sorted. Usually two passes over the
- * stamps: one histogram, one collect. */
+ * used rows' stamps: one histogram, one collect. */
 static void old_refill(struct keymap *m)
 {
     size_t used = (size_t)keymap_used(m);
     size_t want = used < m->old_cap ? used : m->old_cap;
     m->old_head = m->old_len = 0;
+    m->old_all = used == 0;
     if (want == 0)
         return;
     uint64_t lo = 0, hi = m->next_stamp, t;
@@ -556,6 +566,23 @@ static void old_refill(struct keymap *m)
     if (sorted != m->old)
         memcpy(m->old, sorted, n * sizeof *m->old);
     m->old_len = n;
+    m->old_all = n == used; /* then stamp_newest keeps it whole */
+}
+
+/* Drops old[]'s stale entries; stops keeping it whole when that frees less
+ * than a quarter of it (appends stay amortized O(1)). */
+static void old_compact(struct keymap *m)
+{
+    size_t k = 0;
+    for (size_t i = m->old_head; i < m->old_len; i++) {
+        uint64_t e = m->old[i];
+        if (stamp_get(m, (uint32_t)e) == e >> 32)
+            m->old[k++] = e;
+    }
+    m->old_head = 0;
+    m->old_len = k;
+    if (k > m->old_cap - m->old_cap / 4)
+        m->old_all = false;
 }
 
 /* Puts (stamp << 32 | row) of every used row into a (room for the used
@@ -563,38 +590,102 @@ static void old_refill(struct keymap *m)
 static uint64_t *used_by_stamp(const struct keymap *m, uint64_t *a, uint64_t *tmp, size_t *n)
 {
     size_t k = 0;
-    for (size_t r = 0; r < (size_t)m->capacity; r++) {
-        uint64_t st = stamp_get(m, r);
-        if (st != m->stamp_free)
-            a[k++] = st << 32 | r;
+    for (size_t w = 0; w < m->nwords; w++) {
+        for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
+            size_t r = w * 64 + (size_t)__builtin_ctzll(u);
+            uint64_t st = stamp_get(m, r);
+            if (st != m->stamp_free) /* (a row being inserted has none yet) */
+                a[k++] = st << 32 | r;
+        }
     }
     *n = k;
     return sort_by_stamp(a, tmp, k, m->swidth);
 }
 
-size_t keymap_write_limit(const struct keymap *m)
+/* The renumbering without memory of its own: the stamps are taken in
+ * segments of as many values as old[] has bits; one pass marks a
+ * segment's stamps in old[] as a bitmap, a second gives each its rank. A
+ * stamp's rank is never above it, so the rows renumbered so far lie below
+ * the segment being worked on and are not taken for its own. */
+static void renumber_in_place(struct keymap *m)
 {
-    return m->stamps != NULL ? (size_t)(m->stamp_free - (uint64_t)m->capacity) : SIZE_MAX;
+    uint64_t *bits = m->old;
+    size_t words = 2 * m->old_cap + 1;
+    size_t per_block = (words + m->nbuckets - 1) / m->nbuckets; /* words per hist entry */
+    uint64_t span = (uint64_t)words * 64;
+    uint32_t base = 0;
+    for (uint64_t v0 = 0; v0 < m->next_stamp; v0 += span) {
+        uint64_t len = m->next_stamp - v0 < span ? m->next_stamp - v0 : span;
+        memset(bits, 0, words * sizeof *bits);
+        for (size_t w = 0; w < m->nwords; w++) {
+            for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
+                uint64_t p = stamp_get(m, w * 64 + (size_t)__builtin_ctzll(u)) - v0;
+                if (p < len)
+                    bits[p / 64] |= 1ull << (p % 64);
+            }
+        }
+        uint32_t acc = 0;
+        for (size_t b = 0; b * per_block < words; b++) {
+            m->hist[b] = acc;
+            for (size_t x = b * per_block; x < (b + 1) * per_block && x < words; x++)
+                acc += (uint32_t)__builtin_popcountll(bits[x]);
+        }
+        for (size_t w = 0; w < m->nwords; w++) {
+            for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
+                size_t r = w * 64 + (size_t)__builtin_ctzll(u);
+                uint64_t p = stamp_get(m, r) - v0;
+                if (p >= len)
+                    continue;
+                size_t x = p / 64, b = x / per_block;
+                uint32_t rank = m->hist[b];
+                for (size_t y = b * per_block; y < x; y++)
+                    rank += (uint32_t)__builtin_popcountll(bits[y]);
+                rank += (uint32_t)__builtin_popcountll(bits[x] & ((1ull << (p % 64)) - 1));
+                stamp_set(m, r, base + rank);
+            }
+        }
+        base += acc;
+    }
+    m->next_stamp = base;
 }
 
-int keymap_reserve(struct keymap *m, size_t writes)
+void keymap_renumber(struct keymap *m, bool in_place)
 {
-    if (writes > keymap_write_limit(m))
-        return CORE_ETOOBIG; /* whatever the state: a refusal the log replays */
-    if (m->stamps == NULL || (uint64_t)m->next_stamp + writes <= m->stamp_free)
-        return CORE_OK;
+    if (m->stamps == NULL)
+        return;
     size_t used = (size_t)keymap_used(m);
-    uint64_t *a = malloc(2 * used * sizeof *a + 1);
-    if (a == NULL)
-        return CORE_ENOMEM;
-    size_t n;
-    uint64_t *sorted = used_by_stamp(m, a, a + used, &n);
-    for (size_t i = 0; i < n; i++)
-        stamp_set(m, (uint32_t)sorted[i], (uint32_t)i);
-    free(a);
-    m->next_stamp = (uint32_t)n;
-    m->old_head = m->old_len = 0; /* its stamps are the old ones */
-    return CORE_OK;
+    uint64_t *a = in_place ? NULL : malloc(2 * used * sizeof *a + 1);
+    if (a != NULL) {
+        size_t n;
+        uint64_t *sorted = used_by_stamp(m, a, a + used, &n);
+        for (size_t i = 0; i < n; i++)
+            stamp_set(m, (uint32_t)sorted[i], (uint32_t)i);
+        free(a);
+        m->next_stamp = (uint32_t)n;
+    } else {
+        renumber_in_place(m);
+    }
+    m->old_head = m->old_len = 0; /* old[] held the old stamps, or was the bitmap */
+    m->old_all = used == 0;
+}
+
+/* Makes row the most recently written: the next stamp, after a renumbering
+ * when they have run out (used <= capacity < stamp_free / 2 + 1, so one
+ * leaves room for millions of writes). */
+static void stamp_newest(struct keymap *m, int64_t row)
+{
+    if (m->stamps == NULL)
+        return;
+    if (m->next_stamp == m->stamp_free)
+        keymap_renumber(m, false);
+    uint32_t st = m->next_stamp++;
+    stamp_set(m, (size_t)row, st);
+    if (!m->old_all)
+        return;
+    if (m->old_len == m->old_cap)
+        old_compact(m);
+    if (m->old_all)
+        m->old[m->old_len++] = (uint64_t)st << 32 | (uint64_t)row;
 }
 
 static void set_time(struct keymap *m, int64_t row, uint64_t time_ms)
@@ -616,9 +707,9 @@ void keymap_insert(struct keymap *m, int64_t key, int64_t row, uint64_t time_ms)
     slots_begin(m);
     slot_store(m, i, slot_of(m, h, i, home_of(m, h), row));
     slots_end(m);
+    stamp_newest(m, row); /* before the row counts as used: a renumbering may run */
     mark_free(m, row, false);
     set_time(m, row, time_ms);
-    stamp_newest(m, row);
     atomic_fetch_add_explicit(&m->used, 1, memory_order_relaxed);
     /* keep lowest_free's scan short: advance past full summary words */
     while (m->sum_low < m->nsum && m->free_sum[m->sum_low] == 0)
@@ -685,10 +776,13 @@ size_t keymap_count_expired(struct keymap *m, uint32_t ttl_seconds, uint64_t now
         if (!keymap_expired(m, r, ttl_seconds, now_ms) || ++n == limit)
             return n;
     }
+    if (m->old_all)
+        return n;
     n = 0;
-    for (size_t r = 0; r < (size_t)m->capacity && n < limit; r++)
-        n += stamp_get(m, r) != m->stamp_free && keymap_expired(m, (int64_t)r, ttl_seconds,
-                                                                now_ms);
+    for (size_t w = 0; w < m->nwords && n < limit; w++)
+        for (uint64_t u = used_bits(m, w); u != 0 && n < limit; u &= u - 1)
+            n += keymap_expired(m, (int64_t)(w * 64 + (size_t)__builtin_ctzll(u)), ttl_seconds,
+                                now_ms);
     return n;
 }
 

@@ -132,20 +132,17 @@ void keymap_remove(struct keymap *m, int64_t key, int64_t row, bool evicted);
 /* Marks row (used) as the most recently written, at time_ms. */
 void keymap_touch(struct keymap *m, int64_t row, uint64_t time_ms);
 
-/* Makes room in the write order for writes more keymap_insert and
- * keymap_touch calls (renumbering the stamps when they run out), before a
- * write changes anything. CORE_OK, CORE_ENOMEM (nothing changed), or
- * CORE_ETOOBIG when writes > keymap_write_limit. */
-int keymap_reserve(struct keymap *m, size_t writes);
-
-/* The most key writes one keymap_reserve can make room for: at least
- * 12582911 (SIZE_MAX for a map without the order). */
-size_t keymap_write_limit(const struct keymap *m);
-
 /* The least recently written used row, or -1 when none is used (or the map
- * keeps no order). Amortized O(1): one scan of the stamps per capacity /
- * 128 rows it gives out. */
+ * keeps no order). Amortized O(1): a map of more keys than capacity / 128
+ * scans the used rows' stamps once per capacity / 256 rows or more that it
+ * gives out (or that writes make stale); one of fewer never scans. */
 int64_t keymap_lru(struct keymap *m);
+
+/* Numbers the used rows' writes 0..used-1 again, in the same order: what
+ * keymap_insert and keymap_touch do themselves when the stamps run out
+ * (with a sort when its memory can be had, else in place, slower). Public
+ * so tests can run both ways. */
+void keymap_renumber(struct keymap *m, bool in_place);
 
 /* How many of the used rows are expired at now_ms (see keymap_expired), up
  * to limit; the expired rows are the least recently written. */

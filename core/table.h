@@ -226,15 +226,10 @@ int64_t table_keyed_key_of(const struct table *t, int64_t row);
 
 /* The checks before a keyed write is logged: keys are not INT64_MIN
  * (CORE_ERANGE, *bad), at most capacity distinct keys, and with evict none
- * and no ttl the new keys fit (else CORE_ECAPACITY), at most
- * keymap_write_limit ids (12582911 or more; else CORE_ETOOBIG); values are
- * checked by the dense checks. The state can change before the record applies: the
+ * and no ttl the new keys fit (else CORE_ECAPACITY); values are checked by
+ * the dense checks. The state can change before the record applies: the
  * apply decides again, and the same way at replay. Any thread. */
 int table_keyed_check(struct table *t, const int64_t *keys, size_t n, size_t *bad);
-
-/* The most ids one keyed write takes (keymap_write_limit): 12582911 or
- * more. */
-size_t table_keyed_write_limit(const struct table *t);
 
 enum table_keyed_op { TABLE_KEYED_GRADIENTS, TABLE_KEYED_ROWS, TABLE_KEYED_DELETE };
 
@@ -248,7 +243,7 @@ enum table_keyed_op { TABLE_KEYED_GRADIENTS, TABLE_KEYED_ROWS, TABLE_KEYED_DELET
  * the keys are deleted. When the new keys cannot fit (evict none, or more
  * distinct keys than capacity) nothing changes but the log seq, and the
  * result is CORE_ECAPACITY: the record stays in the log and replays to the
- * same refusal. CORE_ETOOBIG for more ids than table_keyed_check takes. Also CORE_ERANGE / CORE_EINVAL (*bad) for keys or values
+ * same refusal. Also CORE_ERANGE / CORE_EINVAL (*bad) for keys or values
  * that the checks should have refused, CORE_ENOMEM. Takes the write lock. */
 int table_keyed_apply(struct table *t, enum table_keyed_op op, const struct optim_config *cfg,
                       uint64_t time_ms, const int64_t *keys, size_t n, const float *values,

@@ -636,14 +636,6 @@ static const char *capacity_message(const struct table *t)
                  "changed";
 }
 
-/* 413 for a keyed write of more ids than its write order can number. */
-static void answer_write_limit(struct answer *a, const struct table *t, size_t n)
-{
-    answer_error(a, STATUS_PAYLOAD_TOO_LARGE,
-                 "ids: %zu ids exceed the %zu one write to keyed table \"%s\" takes", n,
-                 table_keyed_write_limit(t), table_name(t));
-}
-
 static void gradient_error(const struct handler_ctx *c, const struct gradients_request *rq,
                            int rc, size_t bad, struct answer *a)
 {
@@ -654,9 +646,6 @@ static void gradient_error(const struct handler_ctx *c, const struct gradients_r
         return;
     case CORE_ECAPACITY:
         answer_error(a, STATUS_CAPACITY_EXCEEDED, "%s", capacity_message(c->table));
-        return;
-    case CORE_ETOOBIG:
-        answer_write_limit(a, c->table, rq->ids.n);
         return;
     case CORE_ERANGE:
         request_index_name(&rq->ids, rq->ids.is_tokens ? "tokens" : "ids", bad, where,
@@ -836,8 +825,6 @@ static void handle_rows(const struct handler_ctx *c, struct answer *a)
             answer_error(a, sc, "%s", err);
         } else if (rc == CORE_ECAPACITY) {
             answer_error(a, STATUS_CAPACITY_EXCEEDED, "%s", capacity_message(c->table));
-        } else if (rc == CORE_ETOOBIG) {
-            answer_write_limit(a, c->table, rq->ids.n);
         } else {
             char where[96];
             request_index_name(&rq->ids, rq->ids.is_tokens ? "tokens" : "ids", bad, where,

@@ -23,14 +23,12 @@ static void put(struct keymap *m, int64_t key, uint64_t ms)
 {
     int64_t row = keymap_lowest_free(m);
     ck_assert_int_ge(row, 0);
-    ck_assert_int_eq(keymap_reserve(m, 1), CORE_OK);
     keymap_set_key(m, row, key);
     keymap_insert(m, key, row, ms);
 }
 
 static void touch(struct keymap *m, int64_t row, uint64_t ms)
 {
-    ck_assert_int_eq(keymap_reserve(m, 1), CORE_OK);
     keymap_touch(m, row, ms);
 }
 
@@ -98,7 +96,6 @@ START_TEST(freed_rows_export_like_unused_ones)
     keymap_set_key(a, 0, KEYMAP_NO_KEY);
     /* b: key 8 in row 1 at the same time, row 0 never used */
     keymap_set_key(b, 1, 8);
-    ck_assert_int_eq(keymap_reserve(b, 1), CORE_OK);
     keymap_insert(b, 8, 1, 6000);
     int64_t ka[4], kb[4], sa[10], sb[10];
     keymap_export(a, ka, sa);
@@ -225,17 +222,22 @@ struct model {
     bool check_now;
 };
 
+/* The map renumbered (itself, or asked to): the model's count follows. */
+static void model_renumbered(struct model *d)
+{
+    d->stamp = 0;
+    for (int64_t q = 0; q < MODEL_CAP; q++)
+        d->stamp += d->used[q];
+    d->renumbered++;
+    d->check_now = true;
+}
+
 static void model_stamp(struct model *d, int64_t r, bool skip_if_newest)
 {
     if (skip_if_newest && d->last[r] == d->writes)
         return; /* the map keeps the newest row's stamp */
-    if (d->stamp + 1 > 0xffffff) {
-        d->stamp = 0;
-        for (int64_t q = 0; q < MODEL_CAP; q++)
-            d->stamp += d->used[q];
-        d->renumbered++;
-        d->check_now = true;
-    }
+    if (d->stamp == 0xffffff)
+        model_renumbered(d);
     d->stamp++;
 }
 
@@ -268,10 +270,7 @@ static int64_t model_used_row(struct model *d)
 
 static void model_touch(struct model *d, int64_t r)
 {
-    /* no ck_assert per write: each one is a message to the test's parent */
-    if (keymap_reserve(d->m, 1) != CORE_OK)
-        ck_abort_msg("keymap_reserve failed at write %llu", (unsigned long long)d->writes);
-    keymap_touch(d->m, r, d->now);
+    keymap_touch(d->m, r, d->now); /* no ck_assert per write: each is a message */
     model_stamp(d, r, true);
     d->last[r] = ++d->writes;
     d->ms[r] = d->now;
@@ -330,9 +329,10 @@ static void model_check(struct model *d)
 }
 
 /* Random inserts, writes, deletes and evictions on a map of 300 rows (its
- * oldest-rows buffer holds 64, so it is refilled again and again), then
- * 2^24 writes, which run the 3-byte stamps out and renumber them, then the
- * same again: the least recently written key, the export's places and the
+ * oldest-rows buffer holds 64, so it is refilled again and again) with
+ * renumberings asked for, both ways; then writes until the 3-byte stamps
+ * run out and the map renumbers itself (the second time, in place just
+ * before): the least recently written key, the export's places and the
  * expired count are the model's throughout. */
 START_TEST(write_order_matches_a_model)
 {
@@ -343,15 +343,27 @@ START_TEST(write_order_matches_a_model)
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < 20000; i++) {
             model_step(d);
+            if (i % 3000 == 2999) { /* both ways of renumbering, asked for */
+                keymap_renumber(d->m, i % 2 == 0);
+                model_renumbered(d);
+                model_check(d);
+            }
             if (i % 10 == 0)
                 model_check(d);
         }
         /* the stamps run out: writes of known keys to the renumbering
          * (2^24 of them at most), and 1000 after */
-        for (int after = 0; after < 1000; after += d->renumbered > (uint64_t)round) {
+        uint64_t before = d->renumbered;
+        for (int after = 0; after < 1000; after += d->renumbered > before) {
             int64_t r = (int64_t)model_rand(d, MODEL_CAP);
             if (d->used[r])
                 model_touch(d, r);
+            if (round == 1 && d->stamp == 0xfff000) {
+                /* in place over nearly all of the stamps' range: 2000
+                 * segments of old[]'s 8256 bits */
+                keymap_renumber(d->m, true);
+                model_renumbered(d);
+            }
             if (d->check_now) {
                 model_check(d);
                 d->check_now = false;
@@ -359,21 +371,19 @@ START_TEST(write_order_matches_a_model)
         }
         model_check(d);
     }
-    ck_assert_uint_eq(d->renumbered, 2);
+    ck_assert_uint_eq(d->renumbered, 2 + 2 * 6); /* one by itself, one in place, 6 asked each round */
     ck_assert_uint_gt(keymap_evictions(d->m), 1000);
     keymap_free(d->m);
     free(d);
 }
 END_TEST
 
-/* Above 2^22 rows the stamps take 4 bytes: the same order, export and
- * limit. */
+/* Above 2^22 rows the stamps take 4 bytes: the same order and export. */
 START_TEST(wide_stamps_keep_the_order)
 {
     struct keymap *m = NULL;
     int64_t c = (1 << 22) + 1;
     ck_assert_int_eq(keymap_new(&m, c, KEYMAP_ORDER), CORE_OK);
-    ck_assert_uint_eq(keymap_write_limit(m), 0xffffffffu - (uint64_t)c);
     struct keymap_parts p;
     keymap_parts(m, &p);
     ck_assert_uint_ge(p.order, (size_t)c * 4);
@@ -394,41 +404,6 @@ START_TEST(wide_stamps_keep_the_order)
 }
 END_TEST
 
-/* A write of more ids than the stamps can number is refused before it
- * changes anything; one at the limit is not. */
-START_TEST(write_limit_refused_whole)
-{
-    struct keymap *m = NULL;
-    ck_assert_int_eq(keymap_new(&m, 10, KEYMAP_ORDER), CORE_OK);
-    size_t limit = keymap_write_limit(m);
-    ck_assert_uint_eq(limit, 0xffffffu - 10);
-    put(m, 5, 0);
-    ck_assert_int_eq(keymap_reserve(m, limit + 1), CORE_ETOOBIG);
-    ck_assert_int_eq(keymap_reserve(m, limit), CORE_OK);
-    struct keymap *bare = NULL;
-    ck_assert_int_eq(keymap_new(&bare, 10, 0), CORE_OK);
-    ck_assert_uint_eq(keymap_write_limit(bare), SIZE_MAX);
-    ck_assert_int_eq(keymap_reserve(bare, SIZE_MAX), CORE_OK);
-    keymap_free(bare);
-    keymap_free(m);
-    /* and a keyed table's check refuses such a write before the log (the
-     * ids are never read: zero pages) */
-    struct table_keyed_settings k;
-    table_keyed_settings_init(&k);
-    k.capacity = 10;
-    struct table_settings ts;
-    table_settings_init(&ts);
-    struct table *t = NULL;
-    char err[128];
-    ck_assert_int_eq(table_new_keyed(&t, "big", 2, &k, &ts, err, sizeof err), CORE_OK);
-    ck_assert_uint_eq(table_keyed_write_limit(t), limit);
-    int64_t *ids = calloc(limit + 1, sizeof *ids);
-    ck_assert_ptr_nonnull(ids);
-    ck_assert_int_eq(table_keyed_check(t, ids, limit + 1, NULL), CORE_ETOOBIG);
-    free(ids);
-    table_free(t);
-}
-END_TEST
 
 /* ---- keyed tables ---- */
 
@@ -755,7 +730,6 @@ static Suite *keymap_suite(void)
     tcase_add_test(tc, lru_order_and_export_import);
     tcase_add_test(tc, freed_rows_export_like_unused_ones);
     tcase_add_test(tc, parts_kept_only_when_asked);
-    tcase_add_test(tc, write_limit_refused_whole);
     suite_add_tcase(s, tc);
     tc = tcase_create("order");
     tcase_set_timeout(tc, 120); /* 2^25 writes, checked */
