@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -34,6 +35,20 @@ static inline double bench_median(double *v, int n)
         return 0;
     qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The process's resident anonymous memory in bytes (RssAnon), or 0. */
+static inline double bench_rss_anon(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "RssAnon: %ld", &kb) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return (double)kb * 1024.0;
 }
 
 /* Removes the files of dir (not recursive), then dir. */

@@ -206,14 +206,12 @@ int main(int argc, char **argv)
     struct table_settings s;
     table_settings_init(&s);
     struct table *dense = NULL, *keyed = NULL;
+    /* resident memory, as a check of the key map's own count: the dense
+     * table's (every row written by its init), then the last keyed one's */
+    double rss0 = bench_rss_anon();
     if (table_new_init(&dense, "dense", ROWS, DIM, 1, &s, err, sizeof err) != CORE_OK)
         return fprintf(stderr, "%s\n", err), 1;
-    struct table_keyed_settings k;
-    table_keyed_settings_init(&k);
-    k.capacity = ROWS;
-    if (table_new_keyed(&keyed, "keyed", DIM, &k, &s, err, sizeof err) != CORE_OK)
-        return fprintf(stderr, "%s\n", err), 1;
-
+    double dense_rss = bench_rss_anon() - rss0, keyed_rss = 0;
     /* inserts: every key new, steps of 1024 keys through the log's apply path */
     struct optim_config cfg;
     optim_config_defaults(&cfg, OPTIM_SGD);
@@ -222,6 +220,13 @@ int main(int argc, char **argv)
     float *grads = calloc(STEP * DIM, sizeof *grads);
     for (size_t i = 0; i < ROWS; i++)
         keys[i] = (int64_t)(next() >> 1) - (INT64_MAX / 2);
+    struct table_keyed_settings k;
+    table_keyed_settings_init(&k);
+    k.capacity = ROWS;
+    rss0 = bench_rss_anon();
+    if (table_new_keyed(&keyed, "keyed", DIM, &k, &s, err, sizeof err) != CORE_OK)
+        return fprintf(stderr, "%s\n", err), 1;
+
     /* three fresh tables, the median: a fresh table's first touches of its
      * pages (huge pages, compacted for on demand) vary by 2x from run to run */
     double insert_rates[3];
@@ -243,6 +248,8 @@ int main(int argc, char **argv)
             inserted += r.inserted;
         }
         insert_rates[round] = (double)inserted / (clock_mono_s() - t0);
+        if (round == 0) /* later tables reuse the freed heap: their deltas count less */
+            keyed_rss = bench_rss_anon() - rss0;
     }
     double insert_rate = bench_median(insert_rates, 3);
 
@@ -293,6 +300,10 @@ int main(int argc, char **argv)
     table_free(other);
     printf("  key map of the same capacity with \"evict\": \"none\" and no ttl: %.1f bytes per key; "
            "with lru and a ttl: %.1f\n", per_none, per_ttl);
+    double keyed_per = keyed_rss / (double)inserted, dense_per = dense_rss / ROWS;
+    printf("  resident memory (RssAnon; the first keyed table): the dense table %.2f bytes per "
+           "row, the keyed one %.2f per key, %.2f over the dense one's (target <= 16)\n",
+           dense_per, keyed_per, keyed_per - dense_per);
     /* the full table: every new key evicts the least recently written one
      * (the write order's buffer of the oldest rows refilled by scans) */
     uint64_t evicted0 = 0, evicted1 = 0;
