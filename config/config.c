@@ -48,7 +48,7 @@ const struct config_option config_options[] = {
     {"limits.max_connections_per_ip", "MAX_CONNECTIONS_PER_IP", "--max-connections-per-ip",
      "N", OPT_INT, OFF(max_connections_per_ip), 0, 65536,
      "64", "Most connections from one client address; 0 = no per-address limit."},
-    {"threads", "THREADS", "--threads", "N", OPT_INT, OFF(threads), 1, 256,
+    {"threads", "THREADS", "--threads", "N", OPT_INT, OFF(threads), 1, CONFIG_MAX_THREADS,
      "2", "Worker threads answering requests."},
     {"log_level", "LOG_LEVEL", "--log-level", "LEVEL", OPT_LOG_LEVEL, OFF(log_level), 0, 0,
      "info", "error | warn | info | debug (debug logs one line per request)."},

@@ -29,6 +29,8 @@
 
 #define CONFIG_MAX_TABLES 64
 #define CONFIG_MAX_K_LIMIT 1000 /* max_k may not be configured above this */
+/* Most threads (libmicrohttpd's pool). */
+#define CONFIG_MAX_THREADS 256
 
 enum config_log_level {
     CONFIG_LOG_ERROR,

@@ -48,6 +48,7 @@
  * stop accepting and leave clients waiting in the kernel's backlog. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -149,8 +150,11 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct conn *head;
+    /* connections handed to the pool and not closed yet, in all and by
+     * the pool thread that serves them (descriptor % threads) */
     _Atomic int open;
-    _Atomic uint64_t refused_logged_ms;
+    _Atomic int on_thread[CONFIG_MAX_THREADS];
+    unsigned threads;
     bool stop;
     bool running;
     pthread_t thread;
@@ -192,10 +196,9 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
 {
     (void)cls;
     struct conn *c = *socket_context;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        atomic_fetch_add(&conns.open, 1);
-        const union MHD_ConnectionInfo *info =
-            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
         c = calloc(1, sizeof *c);
         *socket_context = c;
         if (c == NULL || info == NULL) {
@@ -214,7 +217,11 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
         pthread_mutex_unlock(&conns.lock);
         return;
     }
-    atomic_fetch_sub(&conns.open, 1);
+    /* counted by the acceptor when it handed the connection over */
+    if (info != NULL) {
+        atomic_fetch_sub(&conns.on_thread[(unsigned)info->connect_fd % conns.threads], 1);
+        atomic_fetch_sub(&conns.open, 1);
+    }
     if (c == NULL)
         return;
     /* libmicrohttpd closes the socket only after this returns: while c is
@@ -229,24 +236,6 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
     pthread_mutex_unlock(&conns.lock);
     free(c);
     *socket_context = NULL;
-}
-
-/* At the limit a new connection is accepted and closed at once (returning
- * MHD_NO makes libmicrohttpd close it), so a client learns at once instead
- * of waiting in the backlog. The count goes up when a pool thread takes
- * the connection, so the few handed over and not yet taken may pass it. */
-static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t len)
-{
-    (void)addr;
-    (void)len;
-    const struct server *s = cls;
-    if (atomic_load(&conns.open) < s->cfg->max_connections)
-        return MHD_YES;
-    uint64_t now = clock_mono_ms(), last = atomic_load(&conns.refused_logged_ms);
-    if (now - last >= 10000 && atomic_compare_exchange_strong(&conns.refused_logged_ms, &last, now))
-        log_warn("%d connections open (limits.max_connections): closing new ones at once",
-                 s->cfg->max_connections);
-    return MHD_NO;
 }
 
 /* Why the sweeper closes c now, or NULL. */
@@ -1075,23 +1064,97 @@ static int listen_on(const struct sockaddr_storage *ss, socklen_t sslen, char *e
     return fd;
 }
 
+/* The pool thread with the fewest connections (libmicrohttpd gives a
+ * connection to thread fd % threads when it has room). */
+static unsigned least_busy_thread(void)
+{
+    unsigned best = 0;
+    for (unsigned t = 1; t < conns.threads; t++)
+        if (atomic_load(&conns.on_thread[t]) < atomic_load(&conns.on_thread[best]))
+            best = t;
+    return best;
+}
+
+/* fd, or a duplicate of it (fd closed) numbered for thread t: a descriptor
+ * held elsewhere between two accepts (a probe, a table's file) would
+ * otherwise put two clients on one thread. Gives up after a few tries. */
+static int numbered_for(int fd, unsigned t)
+{
+    int spare[8], nspare = 0;
+    while ((unsigned)fd % conns.threads != t && nspare < 8) {
+        int d = fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+        if (d < 0)
+            break;
+        spare[nspare++] = fd;
+        fd = d;
+    }
+    if ((unsigned)fd % conns.threads != t && nspare > 0) {
+        close(fd); /* no luck: keep the first */
+        fd = spare[0];
+        spare[0] = -1;
+    }
+    for (int i = 0; i < nspare; i++)
+        if (spare[i] >= 0 && spare[i] != fd)
+            close(spare[i]);
+    return fd;
+}
+
+/* accept(2)'s errors that are the new connection's, not the socket's (its
+ * manual says to treat them as EAGAIN). */
+static bool accept_error_is_the_peers(int e)
+{
+    switch (e) {
+    case EINTR: case ECONNABORTED: case EPROTO: case ENETDOWN: case ENOPROTOOPT:
+    case EHOSTDOWN: case ENONET: case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* At limits.max_connections a new connection is accepted and closed at
+ * once, so a client learns at once instead of waiting in the backlog.
+ * The count goes up here, before the hand-over, so a burst cannot pass it. */
 static void *accept_main(void *arg)
 {
     struct server *s = arg;
-    uint64_t logged_ms = 0;
+    uint64_t logged_ms = 0, refused_ms = 0;
     for (;;) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
         int fd = accept4(acceptor.fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
         if (fd >= 0) {
-            /* refused (limits) or not, libmicrohttpd owns fd now */
-            (void)MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&peer, len);
+            if (atomic_load(&conns.open) >= s->cfg->max_connections) {
+                close(fd);
+                uint64_t now = clock_mono_ms();
+                if (now - refused_ms >= 10000) {
+                    log_warn("%d connections open (limits.max_connections): closing new ones "
+                             "at once", s->cfg->max_connections);
+                    refused_ms = now;
+                }
+                continue;
+            }
+            unsigned t = least_busy_thread();
+            fd = numbered_for(fd, t);
+            t = (unsigned)fd % conns.threads;
+            atomic_fetch_add(&conns.open, 1);
+            atomic_fetch_add(&conns.on_thread[t], 1);
+            /* refused (the per-IP limit, memory) or not, libmicrohttpd
+             * owns fd now; a refusal is never reported closed */
+            if (MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&peer, len) != MHD_YES) {
+                atomic_fetch_sub(&conns.on_thread[t], 1);
+                atomic_fetch_sub(&conns.open, 1);
+            }
             continue;
         }
         if (atomic_load(&acceptor.stopping))
             break; /* the shutdown(2) of http_quiesce */
-        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+        if (accept_error_is_the_peers(errno))
             continue;
+        if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM) {
+            log_error("accept: %s: no more connections are accepted", strerror(errno));
+            break;
+        }
         /* out of descriptors or memory: the connection waits in the
          * backlog; try again shortly, saying so at most every 10 s */
         uint64_t now = clock_mono_ms();
@@ -1152,7 +1215,7 @@ int http_start(struct server *s, char *err, size_t errlen)
                             ? ((struct sockaddr_in6 *)&bound)->sin6_port
                             : ((struct sockaddr_in *)&bound)->sin_port);
     s->daemon = MHD_start_daemon(
-        flags, 0, accept_policy, s, on_request, s,
+        flags, 0, NULL, NULL, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, to catch every message */
         MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
@@ -1167,6 +1230,7 @@ int http_start(struct server *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start libmicrohttpd's %u threads", threads);
         return -1;
     }
+    conns.threads = threads;
     atomic_store(&acceptor.stopping, false);
     if (pthread_create(&acceptor.thread, NULL, accept_main, s) != 0) {
         http_stop(s);

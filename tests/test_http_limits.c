@@ -10,6 +10,7 @@
  * timeouts). */
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -513,6 +514,60 @@ END_TEST
 
 /* ---- connections --------------------------------------------------------- */
 
+/* The sockets the server holds open (its listening one included). */
+static int server_sockets(void)
+{
+    char dir[64], path[320], target[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)srv.pid);
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = '\0';
+            n += strncmp(target, "socket:", 7) == 0;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* A burst of connections at once does not pass max_connections: the count
+ * goes up as a connection is handed to a thread, not when the thread takes
+ * it (counted when taken, a burst left up to 30 open against a limit of 8,
+ * and 24 of 16 in one run of this test). */
+START_TEST(connection_limit_holds_under_a_burst)
+{
+    enum { BURST = 250 };
+    int base = server_sockets(), fds[BURST], most = 0;
+    for (int i = 0; i < BURST; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        ck_assert_int_ge(fds[i], 0);
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port)};
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = connect(fds[i], (struct sockaddr *)&to, sizeof to);
+        ck_assert(rc == 0 || errno == EINPROGRESS);
+    }
+    for (int i = 0; i < 20; i++) {
+        sleep_ms(50);
+        int n = server_sockets() - base;
+        most = n > most ? n : most;
+    }
+    printf("connection burst: %d connections, at most %d open (limit %d)\n", BURST, most,
+           MAX_CONNECTIONS);
+    ck_assert_int_le(most, MAX_CONNECTIONS);
+    ck_assert_int_ge(most, MAX_CONNECTIONS / 2); /* the burst did reach the server */
+    for (int i = 0; i < BURST; i++)
+        close(fds[i]);
+    /* and they are gone again, for the tests after this one */
+    for (int i = 0; i < 100 && server_sockets() > base; i++)
+        sleep_ms(50);
+    ck_assert_int_le(server_sockets(), base);
+}
+END_TEST
+
 /* At max_connections a new connection is accepted and closed at once, not
  * left waiting in the backlog; once one closes, new ones are served. */
 START_TEST(connection_limit_closes_at_once)
@@ -833,6 +888,7 @@ static Suite *http_limits_suite(void)
     tcase_add_test(tc, messages_a_newcomer_meets);
     tcase_add_test(tc, authorization_without_bearer_says_so);
     tcase_add_test(tc, broken_utf8_tokens_make_valid_json);
+    tcase_add_test(tc, connection_limit_holds_under_a_burst);
     /* last: the server counts its 16 closed connections down only as it
      * handles the closes, so a test right after it could meet the limit */
     tcase_add_test(tc, connection_limit_closes_at_once);
