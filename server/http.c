@@ -43,9 +43,9 @@
  *     header_timeout;
  *   - a half-closed connection whose request is incomplete (libmicrohttpd
  *     closes most of these itself; the sweeper catches the ones it misses).
- * At limits.max_connections the accept policy refuses the new connection:
- * libmicrohttpd accepts and closes it at once, where its own limit would
- * stop accepting and leave clients waiting in the kernel's backlog. */
+ * At limits.max_connections the acceptor closes a new connection at once,
+ * where libmicrohttpd's own limit would stop accepting and leave clients
+ * waiting in the kernel's backlog. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -114,7 +114,7 @@ static _Atomic int64_t in_flight;
 #define SWEEP_MS 100
 #define HUP_GRACE_MS 250
 /* libmicrohttpd's own limit per pool thread, past ours so that it never
- * stops accepting first. */
+ * refuses first. */
 #define MHD_LIMIT_SLACK 16
 /* Descriptors beyond the connections: listen socket, epoll sets, tables and
  * snapshots being read or written. */
@@ -1140,7 +1140,9 @@ static void *accept_main(void *arg)
             atomic_fetch_add(&conns.open, 1);
             atomic_fetch_add(&conns.on_thread[t], 1);
             /* refused (the per-IP limit, memory) or not, libmicrohttpd
-             * owns fd now; a refusal is never reported closed */
+             * owns fd now; a refusal is never reported closed. (Neither is
+             * a connection its pool thread then fails to set up, for
+             * memory or epoll: that one keeps its count, a slot lost.) */
             if (MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&peer, len) != MHD_YES) {
                 atomic_fetch_sub(&conns.on_thread[t], 1);
                 atomic_fetch_sub(&conns.open, 1);
@@ -1190,9 +1192,9 @@ int http_start(struct server *s, char *err, size_t errlen)
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : 1;
-    /* libmicrohttpd splits its limit between the pool threads and stops
-     * accepting at it; the accept policy enforces max_connections instead,
-     * so each thread's share must be able to hold them all */
+    /* libmicrohttpd splits its limit between the pool threads and refuses
+     * at it; the acceptor enforces max_connections instead, so each
+     * thread's share must be able to hold them all */
     unsigned mhd_limit = ((unsigned)cfg->max_connections + MHD_LIMIT_SLACK) * threads;
     raise_fd_limit(cfg);
     if (sweeper_start(cfg) != 0) {
