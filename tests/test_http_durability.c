@@ -628,6 +628,7 @@ static void *kw_client_main(void *arg)
  * also lands in the middle of one. */
 struct kw_snapper {
     const char *base;
+    const char *path; /* the table's snapshot path */
     _Atomic bool stop;
     int taken;
     char error[512];
@@ -640,7 +641,7 @@ static void *kw_snapper_main(void *arg)
     while (!atomic_load(&k->stop)) {
         long status;
         char *answer = NULL;
-        if (conn_request(c, k->base, "POST", "/v1/tables/t/snapshot", NULL, &status, &answer) !=
+        if (conn_request(c, k->base, "POST", k->path, NULL, &status, &answer) !=
             CURLE_OK) {
             free(answer);
             break;
@@ -702,7 +703,7 @@ START_TEST(kill9_during_concurrent_writes)
             ck_assert_int_eq(pthread_create(&th[c], NULL, kw_client_main, &cl[c]), 0);
         }
         /* odd cycles also snapshot all along (kill -9 may cut one short) */
-        struct kw_snapper sn = {.base = s.base};
+        struct kw_snapper sn = {.base = s.base, .path = "/v1/tables/t/snapshot"};
         bool snapping = cycle % 2 == 1;
         if (snapping)
             ck_assert_int_eq(pthread_create(&snap_th, NULL, kw_snapper_main, &sn), 0);
@@ -752,6 +753,213 @@ START_TEST(kill9_during_concurrent_writes)
     }
     test_server_stop(&s, 10.0);
     ck_assert_int_eq(s.exit_status, 0);
+    table_free(m);
+    test_server_cleanup(&s);
+}
+END_TEST
+
+/* ---- 1b. kill -9 under keyed writes that insert, evict and delete ------- */
+
+/* Keys 0..47 on a keyed table of 16 rows (missing keys read as zeros, so a
+ * lookup of 0..47 shows which keys are held and their rows): every write
+ * inserts or rewrites keys, most evict the least recently written, some
+ * delete. After each kill -9 the server must hold what an in-process keyed
+ * table given the same acknowledged writes holds (or those plus the one in
+ * flight): the same keys, evicted in the same order, the same rows, from
+ * the log alone and from a snapshot plus the log. */
+enum { KK_KEYS = 48, KK_DIM = 4, KK_CYCLES = 5, KK_MAX_STEPS = 20000 };
+
+#define KK_TABLE                                                                            \
+    "{\"name\": \"k\", \"keys\": \"int64\", \"capacity\": 16, \"missing\": \"zeros\","       \
+    " \"init\": {\"embedding_dim\": 4, \"seed\": 2}, \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.5}}"
+
+struct kk_step {
+    enum table_keyed_op op;
+    size_t n;
+    int64_t ids[3];
+    float v[3 * KK_DIM];
+};
+
+/* Write j: a row assignment, a gradient step (every 4th) or a delete
+ * (every 9th) of 1 to 3 distinct keys; values print exactly in JSON. */
+static void kk_step(int j, struct kk_step *st)
+{
+    st->op = j % 9 == 8 ? TABLE_KEYED_DELETE : j % 4 == 3 ? TABLE_KEYED_GRADIENTS : TABLE_KEYED_ROWS;
+    st->n = 1 + (size_t)(j % 3);
+    for (size_t i = 0; i < st->n; i++) {
+        st->ids[i] = (j * 7 + (int)i * 13 + j / 5) % KK_KEYS;
+        for (int d = 0; d < KK_DIM; d++)
+            st->v[i * KK_DIM + d] = st->op == TABLE_KEYED_GRADIENTS
+                                        ? (float)((j + (int)i + d) % 16 - 8) / 16.0f
+                                        : (float)(j + 1) + (float)i / 8.0f + (float)d / 64.0f;
+    }
+}
+
+static void kk_apply(struct table *m, int j)
+{
+    struct kk_step st;
+    kk_step(j, &st);
+    struct optim_config cfg = {.kind = OPTIM_SGD, .lr = 0.5};
+    struct table_keyed_result res;
+    ck_assert_int_eq(table_keyed_apply(m, st.op, &cfg, 0, st.ids, st.n,
+                                       st.op == TABLE_KEYED_DELETE ? NULL : st.v, NULL, &res),
+                     CORE_OK);
+}
+
+struct kk_writer {
+    const char *base;
+    int first, acked;
+    bool in_flight;
+    char error[512];
+};
+
+static void *kk_writer_main(void *arg)
+{
+    struct kk_writer *k = arg;
+    CURL *c = curl_easy_init();
+    static const char *const method[] = {[TABLE_KEYED_ROWS] = "PUT",
+                                         [TABLE_KEYED_GRADIENTS] = "POST",
+                                         [TABLE_KEYED_DELETE] = "DELETE"};
+    static const char *const path[] = {[TABLE_KEYED_ROWS] = "/v1/tables/k/rows",
+                                       [TABLE_KEYED_GRADIENTS] = "/v1/tables/k/gradients",
+                                       [TABLE_KEYED_DELETE] = "/v1/tables/k/rows"};
+    for (int j = k->first; j < k->first + KK_MAX_STEPS; j++) {
+        struct kk_step st;
+        kk_step(j, &st);
+        char *body;
+        if (st.op == TABLE_KEYED_DELETE) {
+            body = malloc(96);
+            int len = snprintf(body, 96, "{\"ids\": [");
+            for (size_t i = 0; i < st.n; i++)
+                len += snprintf(body + len, 96 - (size_t)len, "%s%lld", i ? "," : "",
+                                (long long)st.ids[i]);
+            snprintf(body + len, 96 - (size_t)len, "]}");
+        } else {
+            body = write_body(st.ids, st.n, st.v, KK_DIM,
+                              st.op == TABLE_KEYED_ROWS ? "vectors" : "grads");
+        }
+        long status;
+        char *answer = NULL;
+        CURLcode rc = conn_request(c, k->base, method[st.op], path[st.op], body, &status, &answer);
+        free(body);
+        if (rc != CURLE_OK) {
+            k->in_flight = true;
+            free(answer);
+            break;
+        }
+        if (status != 200) {
+            snprintf(k->error, sizeof k->error, "keyed write %d: status %ld: %.300s", j, status,
+                     answer ? answer : "");
+            free(answer);
+            break;
+        }
+        free(answer);
+        k->acked++;
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+static float *kk_model_rows(struct table *m)
+{
+    int64_t ids[KK_KEYS];
+    for (int64_t i = 0; i < KK_KEYS; i++)
+        ids[i] = i;
+    float *rows = malloc(KK_KEYS * KK_DIM * sizeof *rows);
+    ck_assert_int_eq(table_lookup(m, ids, KK_KEYS, rows, NULL), CORE_OK);
+    return rows;
+}
+
+static bool kk_same(struct table *m, const float *rows)
+{
+    float *want = kk_model_rows(m);
+    bool same = first_diff_row(rows, want, KK_KEYS, KK_DIM) < 0;
+    free(want);
+    return same;
+}
+
+START_TEST(kill9_during_keyed_writes)
+{
+    uint64_t rng = seed ^ 0x6b6579656439u;
+    struct test_server s;
+    test_server_prepare(&s);
+    start_cfg(&s, "", KK_TABLE, NULL);
+    struct table_keyed_settings ks;
+    table_keyed_settings_init(&ks);
+    ks.capacity = 16;
+    ks.seed = 2;
+    ks.missing = TABLE_MISSING_ZEROS;
+    struct table_settings ts;
+    table_settings_init(&ts);
+    struct table *m = NULL;
+    char err[256];
+    ck_assert_int_eq(table_new_keyed(&m, "k", KK_DIM, &ks, &ts, err, sizeof err), CORE_OK);
+    int next = 0;
+    for (int cycle = 0; cycle < KK_CYCLES; cycle++) {
+        struct kk_writer w = {.base = s.base, .first = next};
+        pthread_t th, snap_th;
+        ck_assert_int_eq(pthread_create(&th, NULL, kk_writer_main, &w), 0);
+        /* odd cycles snapshot all along: the restart then loads the keys
+         * and their write order from keys.npy, not only from the log */
+        struct kw_snapper sn = {.base = s.base, .path = "/v1/tables/k/snapshot"};
+        bool snapping = cycle % 2 == 1;
+        if (snapping)
+            ck_assert_int_eq(pthread_create(&snap_th, NULL, kw_snapper_main, &sn), 0);
+        int delay = 20 + rng_below(&rng, 300);
+        sleep_ms(delay);
+        kill9(&s);
+        atomic_store(&sn.stop, true);
+        pthread_join(th, NULL);
+        ck_assert_msg(w.error[0] == '\0', "seed %llu: %s", (unsigned long long)seed, w.error);
+        if (snapping) {
+            pthread_join(snap_th, NULL);
+            ck_assert_msg(sn.error[0] == '\0', "seed %llu: %s", (unsigned long long)seed,
+                          sn.error);
+        }
+        start_cfg(&s, "", KK_TABLE, NULL);
+        float *rows = read_rows(&s, "k", KK_KEYS, KK_DIM);
+        for (int j = w.first; j < w.first + w.acked; j++)
+            kk_apply(m, j);
+        next = w.first + w.acked;
+        bool same = kk_same(m, rows), landed = false;
+        if (!same && w.in_flight) {
+            kk_apply(m, next++);
+            same = kk_same(m, rows);
+            landed = true;
+        }
+        free(rows);
+        fprintf(stderr, "kill9_during_keyed_writes: seed %llu cycle %d: kill -9 after %d ms, "
+                "%d writes acknowledged%s, %d snapshots\n", (unsigned long long)seed, cycle,
+                delay, w.acked, landed ? ", the one in flight landed" : "", sn.taken);
+        ck_assert_msg(same, "seed %llu cycle %d: the keyed table is neither its %d acknowledged "
+                      "writes nor those plus the one in flight (in flight: %s)",
+                      (unsigned long long)seed, cycle, next, w.in_flight ? "yes" : "no");
+        ck_assert_int_gt(w.acked, 0);
+        /* the order the restart rebuilt: 8 new keys evict the 8 least
+         * recently written, which must be the model's (the rows alone do
+         * not show the order, and the writes above soon wash it out) */
+        int64_t fresh[8];
+        float fv[8 * KK_DIM];
+        for (int i = 0; i < 8; i++) {
+            fresh[i] = 1000 + cycle * 8 + i;
+            for (int d = 0; d < KK_DIM; d++)
+                fv[i * KK_DIM + d] = (float)(cycle * 8 + i) + (float)d / 4.0f;
+        }
+        char *body = write_body(fresh, 8, fv, KK_DIM, "vectors");
+        struct reply r;
+        http_json(&s, "PUT", "/v1/tables/k/rows", body, &r);
+        free(body);
+        ck_reply(&r, 200, NULL);
+        reply_free(&r);
+        struct table_keyed_result res;
+        ck_assert_int_eq(table_keyed_apply(m, TABLE_KEYED_ROWS, NULL, 0, fresh, 8, fv, NULL, &res),
+                         CORE_OK);
+        rows = read_rows(&s, "k", KK_KEYS, KK_DIM);
+        ck_assert_msg(kk_same(m, rows), "seed %llu cycle %d: after the restart, 8 new keys "
+                      "evicted other keys than the model's", (unsigned long long)seed, cycle);
+        free(rows);
+    }
+    test_server_stop(&s, 10.0);
     table_free(m);
     test_server_cleanup(&s);
 }
@@ -2041,6 +2249,7 @@ static Suite *http_durability_suite(void)
     TCase *tc = tcase_create("durability");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, kill9_during_concurrent_writes);
+    tcase_add_test(tc, kill9_during_keyed_writes);
     tcase_add_test(tc, optimizer_steps_replay_exactly_from_log);
     tcase_add_test(tc, optimizer_state_survives_log_only_replay);
     tcase_add_test(tc, optimizer_state_replays_after_snapshot_plus_tail);
