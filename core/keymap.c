@@ -463,6 +463,30 @@ static inline uint64_t used_bits(const struct keymap *m, size_t w)
     return tail >= 64 ? u : u & ((1ull << tail) - 1);
 }
 
+/* The used rows in ascending order, a free_bits word at a time:
+ *   for (struct used_rows it = used_first(m); used_next(m, &it, &r);) */
+struct used_rows {
+    size_t w;   /* the word */
+    uint64_t u; /* its used rows not given out yet */
+};
+
+static inline struct used_rows used_first(const struct keymap *m)
+{
+    return (struct used_rows){.w = 0, .u = used_bits(m, 0)};
+}
+
+static inline bool used_next(const struct keymap *m, struct used_rows *it, size_t *row)
+{
+    while (it->u == 0) {
+        if (++it->w >= m->nwords)
+            return false;
+        it->u = used_bits(m, it->w);
+    }
+    *row = it->w * 64 + (size_t)__builtin_ctzll(it->u);
+    it->u &= it->u - 1;
+    return true;
+}
+
 /* Sorts a[0..n) of (stamp << 32 | row) by stamp (bytes of it), least
  * significant byte first, using tmp[n]; returns the sorted array. */
 static uint64_t *sort_by_stamp(uint64_t *a, uint64_t *tmp, size_t n, unsigned bytes)
@@ -491,13 +515,11 @@ static uint64_t *sort_by_stamp(uint64_t *a, uint64_t *tmp, size_t n, unsigned by
 static inline void stamp_hist(const struct keymap *m, unsigned width, uint64_t lo,
                               uint64_t hi, unsigned shift)
 {
-    for (size_t w = 0; w < m->nwords; w++) {
-        for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
-            size_t r = w * 64 + (size_t)__builtin_ctzll(u);
-            uint64_t st = stamp_load(m->stamps + r * width, width);
-            if (st - lo < hi - lo)
-                m->hist[(st - lo) >> shift]++;
-        }
+    size_t r;
+    for (struct used_rows it = used_first(m); used_next(m, &it, &r);) {
+        uint64_t st = stamp_load(m->stamps + r * width, width);
+        if (st - lo < hi - lo)
+            m->hist[(st - lo) >> shift]++;
     }
 }
 
@@ -506,14 +528,11 @@ static inline void stamp_hist(const struct keymap *m, unsigned width, uint64_t l
 static inline size_t stamp_collect(const struct keymap *m, unsigned width, uint64_t t,
                                    uint64_t *out)
 {
-    size_t n = 0;
-    for (size_t w = 0; w < m->nwords; w++) {
-        for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
-            size_t r = w * 64 + (size_t)__builtin_ctzll(u);
-            uint64_t st = stamp_load(m->stamps + r * width, width);
-            out[n] = st << 32 | r;
-            n += st < t;
-        }
+    size_t n = 0, r;
+    for (struct used_rows it = used_first(m); used_next(m, &it, &r);) {
+        uint64_t st = stamp_load(m->stamps + r * width, width);
+        out[n] = st << 32 | r;
+        n += st < t;
     }
     return n;
 }
@@ -589,15 +608,9 @@ static void old_compact(struct keymap *m)
  * rows), sorted with tmp (as much room); the sorted array and its length. */
 static uint64_t *used_by_stamp(const struct keymap *m, uint64_t *a, uint64_t *tmp, size_t *n)
 {
-    size_t k = 0;
-    for (size_t w = 0; w < m->nwords; w++) {
-        for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
-            size_t r = w * 64 + (size_t)__builtin_ctzll(u);
-            uint64_t st = stamp_get(m, r);
-            if (st != m->stamp_free) /* (a row being inserted has none yet) */
-                a[k++] = st << 32 | r;
-        }
-    }
+    size_t k = 0, r;
+    for (struct used_rows it = used_first(m); used_next(m, &it, &r);)
+        a[k++] = (uint64_t)stamp_get(m, r) << 32 | r;
     *n = k;
     return sort_by_stamp(a, tmp, k, m->swidth);
 }
@@ -617,12 +630,11 @@ static void renumber_in_place(struct keymap *m)
     for (uint64_t v0 = 0; v0 < m->next_stamp; v0 += span) {
         uint64_t len = m->next_stamp - v0 < span ? m->next_stamp - v0 : span;
         memset(bits, 0, words * sizeof *bits);
-        for (size_t w = 0; w < m->nwords; w++) {
-            for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
-                uint64_t p = stamp_get(m, w * 64 + (size_t)__builtin_ctzll(u)) - v0;
-                if (p < len)
-                    bits[p / 64] |= 1ull << (p % 64);
-            }
+        size_t r;
+        for (struct used_rows it = used_first(m); used_next(m, &it, &r);) {
+            uint64_t p = stamp_get(m, r) - v0;
+            if (p < len)
+                bits[p / 64] |= 1ull << (p % 64);
         }
         uint32_t acc = 0;
         for (size_t b = 0; b * per_block < words; b++) {
@@ -630,19 +642,16 @@ static void renumber_in_place(struct keymap *m)
             for (size_t x = b * per_block; x < (b + 1) * per_block && x < words; x++)
                 acc += (uint32_t)__builtin_popcountll(bits[x]);
         }
-        for (size_t w = 0; w < m->nwords; w++) {
-            for (uint64_t u = used_bits(m, w); u != 0; u &= u - 1) {
-                size_t r = w * 64 + (size_t)__builtin_ctzll(u);
-                uint64_t p = stamp_get(m, r) - v0;
-                if (p >= len)
-                    continue;
-                size_t x = p / 64, b = x / per_block;
-                uint32_t rank = m->hist[b];
-                for (size_t y = b * per_block; y < x; y++)
-                    rank += (uint32_t)__builtin_popcountll(bits[y]);
-                rank += (uint32_t)__builtin_popcountll(bits[x] & ((1ull << (p % 64)) - 1));
-                stamp_set(m, r, base + rank);
-            }
+        for (struct used_rows it = used_first(m); used_next(m, &it, &r);) {
+            uint64_t p = stamp_get(m, r) - v0;
+            if (p >= len)
+                continue;
+            size_t x = p / 64, b = x / per_block;
+            uint32_t rank = m->hist[b];
+            for (size_t y = b * per_block; y < x; y++)
+                rank += (uint32_t)__builtin_popcountll(bits[y]);
+            rank += (uint32_t)__builtin_popcountll(bits[x] & ((1ull << (p % 64)) - 1));
+            stamp_set(m, r, base + rank);
         }
         base += acc;
     }
@@ -779,10 +788,9 @@ size_t keymap_count_expired(struct keymap *m, uint32_t ttl_seconds, uint64_t now
     if (m->old_all)
         return n;
     n = 0;
-    for (size_t w = 0; w < m->nwords && n < limit; w++)
-        for (uint64_t u = used_bits(m, w); u != 0 && n < limit; u &= u - 1)
-            n += keymap_expired(m, (int64_t)(w * 64 + (size_t)__builtin_ctzll(u)), ttl_seconds,
-                                now_ms);
+    size_t r;
+    for (struct used_rows it = used_first(m); n < limit && used_next(m, &it, &r);)
+        n += keymap_expired(m, (int64_t)r, ttl_seconds, now_ms);
     return n;
 }
 
