@@ -150,9 +150,8 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct conn *head;
-    /* connections handed to the pool and not closed yet, in all and by
-     * the pool thread that serves them (descriptor % threads) */
-    _Atomic int open;
+    /* connections handed to the pool and not closed yet, by the pool
+     * thread that serves them (descriptor % threads) */
     _Atomic int on_thread[CONFIG_MAX_THREADS];
     unsigned threads;
     bool stop;
@@ -218,10 +217,8 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
         return;
     }
     /* counted by the acceptor when it handed the connection over */
-    if (info != NULL) {
+    if (info != NULL)
         atomic_fetch_sub(&conns.on_thread[(unsigned)info->connect_fd % conns.threads], 1);
-        atomic_fetch_sub(&conns.open, 1);
-    }
     if (c == NULL)
         return;
     /* libmicrohttpd closes the socket only after this returns: while c is
@@ -1065,37 +1062,45 @@ static int listen_on(const struct sockaddr_storage *ss, socklen_t sslen, char *e
 }
 
 /* The pool thread with the fewest connections (libmicrohttpd gives a
- * connection to thread fd % threads when it has room). */
-static unsigned least_busy_thread(void)
+ * connection to thread fd % threads when it has room), and their total. */
+static unsigned least_busy_thread(int *open)
 {
     unsigned best = 0;
-    for (unsigned t = 1; t < conns.threads; t++)
-        if (atomic_load(&conns.on_thread[t]) < atomic_load(&conns.on_thread[best]))
+    *open = 0;
+    for (unsigned t = 0; t < conns.threads; t++) {
+        int n = atomic_load(&conns.on_thread[t]);
+        *open += n;
+        if (n < atomic_load(&conns.on_thread[best]))
             best = t;
+    }
     return best;
+}
+
+/* The first number above fd that thread t serves. */
+static int above_for(int fd, unsigned t)
+{
+    unsigned n = conns.threads, next = (unsigned)fd + 1;
+    return (int)(next + (t + n - next % n) % n);
 }
 
 /* fd, or a duplicate of it (fd closed) numbered for thread t: a descriptor
  * held elsewhere between two accepts (a probe, a table's file) would
- * otherwise put two clients on one thread. Gives up after a few tries. */
+ * otherwise put two clients on one thread. Gives up after a few tries
+ * (numbers taken) and keeps fd. */
 static int numbered_for(int fd, unsigned t)
 {
-    int spare[8], nspare = 0;
-    while ((unsigned)fd % conns.threads != t && nspare < 8) {
-        int d = fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+    int want = above_for(fd, t);
+    for (int tries = 0; (unsigned)fd % conns.threads != t && tries < 8; tries++) {
+        int d = fcntl(fd, F_DUPFD_CLOEXEC, want);
         if (d < 0)
             break;
-        spare[nspare++] = fd;
-        fd = d;
+        if ((unsigned)d % conns.threads == t) {
+            close(fd);
+            return d;
+        }
+        close(d);
+        want = above_for(d, t);
     }
-    if ((unsigned)fd % conns.threads != t && nspare > 0) {
-        close(fd); /* no luck: keep the first */
-        fd = spare[0];
-        spare[0] = -1;
-    }
-    for (int i = 0; i < nspare; i++)
-        if (spare[i] >= 0 && spare[i] != fd)
-            close(spare[i]);
     return fd;
 }
 
@@ -1124,7 +1129,9 @@ static void *accept_main(void *arg)
         socklen_t len = sizeof peer;
         int fd = accept4(acceptor.fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
         if (fd >= 0) {
-            if (atomic_load(&conns.open) >= s->cfg->max_connections) {
+            int open;
+            unsigned t = least_busy_thread(&open);
+            if (open >= s->cfg->max_connections) {
                 close(fd);
                 uint64_t now = clock_mono_ms();
                 if (now - refused_ms >= 10000) {
@@ -1134,19 +1141,15 @@ static void *accept_main(void *arg)
                 }
                 continue;
             }
-            unsigned t = least_busy_thread();
             fd = numbered_for(fd, t);
             t = (unsigned)fd % conns.threads;
-            atomic_fetch_add(&conns.open, 1);
             atomic_fetch_add(&conns.on_thread[t], 1);
             /* refused (the per-IP limit, memory) or not, libmicrohttpd
              * owns fd now; a refusal is never reported closed. (Neither is
              * a connection its pool thread then fails to set up, for
              * memory or epoll: that one keeps its count, a slot lost.) */
-            if (MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&peer, len) != MHD_YES) {
+            if (MHD_add_connection(s->daemon, fd, (const struct sockaddr *)&peer, len) != MHD_YES)
                 atomic_fetch_sub(&conns.on_thread[t], 1);
-                atomic_fetch_sub(&conns.open, 1);
-            }
             continue;
         }
         if (atomic_load(&acceptor.stopping))
@@ -1197,6 +1200,7 @@ int http_start(struct server *s, char *err, size_t errlen)
      * thread's share must be able to hold them all */
     unsigned mhd_limit = ((unsigned)cfg->max_connections + MHD_LIMIT_SLACK) * threads;
     raise_fd_limit(cfg);
+    conns.threads = threads;
     if (sweeper_start(cfg) != 0) {
         snprintf(err, errlen, "cannot start the connection sweeper thread");
         return -1;
@@ -1232,7 +1236,6 @@ int http_start(struct server *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start libmicrohttpd's %u threads", threads);
         return -1;
     }
-    conns.threads = threads;
     atomic_store(&acceptor.stopping, false);
     if (pthread_create(&acceptor.thread, NULL, accept_main, s) != 0) {
         http_stop(s);
